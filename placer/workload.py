@@ -1,0 +1,62 @@
+"""What the deployment must serve: :class:`Workload`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from placer._base import Frozen
+from placer.dtypes import KVDtype, WeightDtype
+
+GIB = 1024**3
+
+
+class Workload(Frozen):
+    """Batch, sequence lengths, phase, number formats and memory policy."""
+
+    batch: PositiveInt = Field(default=8, description="Concurrent requests (sequences) served.")
+    prompt_len: PositiveInt = Field(default=1024, description="Prompt tokens per request.")
+    output_len: PositiveInt = Field(default=256, description="Generated tokens per request.")
+    context: PositiveInt | None = Field(
+        default=None,
+        description="KV-cache length per request; default prompt_len + output_len.",
+    )
+    phase: Literal["prefill", "decode", "both"] = Field(
+        default="decode", description="Which phase the estimates and the objective are for."
+    )
+    weight_dtype: WeightDtype | None = Field(
+        default=None, description="Dtype of linear weights; None keeps the model's own."
+    )
+    expert_dtype: WeightDtype | None = Field(
+        default=None, description="Dtype of routed experts; None follows weight_dtype or model."
+    )
+    kv_dtype: KVDtype = Field(default="bf16", description="Dtype of the KV cache.")
+    activation_dtype: Literal["bf16", "fp16"] = Field(
+        default="bf16", description="Dtype of activations and of traffic between GPUs."
+    )
+    memory_utilization: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Fraction of each GPU's memory placer may plan for (vLLM's default 0.9).",
+    )
+    runtime_reserve_bytes: int = Field(
+        default=GIB,
+        ge=0,
+        description="Per-GPU bytes for CUDA context, NCCL buffers and graphs, outside the plan.",
+    )
+    max_batched_tokens: PositiveInt = Field(
+        default=8192, description="Prefill tokens per step (chunked prefill; vLLM default 8192)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Workload:
+        if self.context is not None and self.context < 1:
+            raise ValueError("context must be positive")
+        return self
+
+    @property
+    def kv_tokens(self) -> int:
+        """Tokens of KV cache kept per request."""
+        return self.context if self.context is not None else self.prompt_len + self.output_len
