@@ -1,0 +1,206 @@
+"""Engine rules profiles as data, and the check of a layout against one.
+
+Each profile says which degree combinations an engine accepts. The rules and
+their sources are listed in the project's engine notes (ENGINE_RULES.md, drawn
+from vLLM ``vllm/config/parallel.py``, ``fused_moe/config.py``; SGLang
+``server_args.py``, ``parallel_state.py``; Megatron-Core ``parallel_state.py``,
+``arguments.py``). Paraphrased here:
+
+- vLLM: heads % TP == 0; KV heads divide TP or TP divides them; with expert
+  parallelism EP = TP x DP and MoE-TP = 1, otherwise each expert is TP-split
+  over the whole stage; any expert count per EP rank (the first E % EP ranks
+  take one more); redundant slots need EPLB and (E + R) % EP == 0; uneven
+  pipeline splits through VLLM_PP_LAYER_PARTITION.
+- SGLang: attention TP = tp / dp; ep x moe_tp == tp; (E + R) % ep == 0;
+  DP attention needs tp % dp == 0.
+- Megatron-Core: E % EP == 0; heads % TP == 0; expert TP free (folding).
+- generic: what any engine must satisfy (heads split evenly, KV heads divide or
+  are divided, every slot holds a whole expert or an even shard of one).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from placer._base import Frozen
+from placer.cluster import ClusterSpec
+from placer.layout import Layout
+from placer.model import ModelSpec
+
+
+class RulesProfile(Frozen):
+    """Which layouts an engine can run."""
+
+    name: str = Field(description="Profile name.")
+    heads_divisible: bool = Field(description="Query heads must divide evenly over attention TP.")
+    kv_heads_rule: bool = Field(
+        description="KV heads divide TP or TP divides KV heads (vLLM QKVParallelLinear)."
+    )
+    experts_divisible: bool = Field(description="(E + R) % EP == 0 is required.")
+    ep_fills_stage: bool = Field(
+        description="With EP > 1, EP must equal the stage width and expert TP 1 (vLLM)."
+    )
+    expert_tp_allowed: bool = Field(description="Experts may be TP-split while EP > 1.")
+    dp_attention: bool = Field(description="Data-parallel attention inside a stage is supported.")
+    uneven_pp: bool = Field(description="Stages may hold different numbers of layers.")
+    redundant_experts: bool = Field(description="Extra expert slots (replicas) are supported.")
+    tp_within_scale_up: bool = Field(
+        description="A TP group must stay inside one scale-up domain (placer's default policy: "
+        "TP across InfiniBand is legal in every engine but never competitive)."
+    )
+    intermediate_divisible: bool = Field(
+        description="Expert and MLP widths must divide evenly over their TP degree."
+    )
+
+
+PROFILES: dict[str, RulesProfile] = {
+    "generic": RulesProfile(
+        name="generic",
+        heads_divisible=True,
+        kv_heads_rule=True,
+        experts_divisible=False,
+        ep_fills_stage=False,
+        expert_tp_allowed=True,
+        dp_attention=True,
+        uneven_pp=True,
+        redundant_experts=True,
+        tp_within_scale_up=True,
+        intermediate_divisible=True,
+    ),
+    "vllm": RulesProfile(
+        name="vllm",
+        heads_divisible=True,
+        kv_heads_rule=True,
+        experts_divisible=False,
+        ep_fills_stage=True,
+        expert_tp_allowed=False,
+        dp_attention=True,
+        uneven_pp=True,
+        redundant_experts=True,
+        tp_within_scale_up=True,
+        intermediate_divisible=True,
+    ),
+    "sglang": RulesProfile(
+        name="sglang",
+        heads_divisible=True,
+        kv_heads_rule=True,
+        experts_divisible=True,
+        ep_fills_stage=False,
+        expert_tp_allowed=True,
+        dp_attention=True,
+        uneven_pp=True,
+        redundant_experts=True,
+        tp_within_scale_up=True,
+        intermediate_divisible=True,
+    ),
+    "megatron": RulesProfile(
+        name="megatron",
+        heads_divisible=True,
+        kv_heads_rule=True,
+        experts_divisible=True,
+        ep_fills_stage=False,
+        expert_tp_allowed=True,
+        dp_attention=True,
+        uneven_pp=True,
+        redundant_experts=False,
+        tp_within_scale_up=True,
+        intermediate_divisible=True,
+    ),
+}
+
+
+def get_profile(name: str) -> RulesProfile:
+    """The profile called ``name``.
+
+    Raises
+    ------
+    KeyError
+        With the list of known profiles.
+    """
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown rules profile '{name}'; choose one of {', '.join(PROFILES)}"
+        ) from None
+
+
+def layout_violations(
+    model: ModelSpec, cluster: ClusterSpec, layout: Layout, profile: RulesProfile
+) -> list[str]:
+    """Every reason ``layout`` is not legal for this model, cluster and profile (empty: legal)."""
+    out: list[str] = []
+    if layout.gpus > cluster.num_gpus:
+        out.append(f"layout needs {layout.gpus} GPUs, the cluster has {cluster.num_gpus}")
+    if layout.pp > model.num_layers:
+        out.append(f"pp ({layout.pp}) exceeds the {model.num_layers} layers")
+    if layout.layers_per_stage is not None:
+        if sum(layout.layers_per_stage) != model.num_layers:
+            out.append(
+                f"layers_per_stage sums to {sum(layout.layers_per_stage)}, "
+                f"the model has {model.num_layers} layers"
+            )
+        even = layout.model_copy(update={"layers_per_stage": None}).stage_layers(model.num_layers)
+        if not profile.uneven_pp and tuple(len(s) for s in even) != layout.layers_per_stage:
+            out.append(f"profile '{profile.name}' does not take an explicit layer split")
+    a = model.attention
+    if a is not None:
+        if profile.heads_divisible and a.num_heads % layout.tp:
+            out.append(f"attention heads ({a.num_heads}) are not divisible by tp ({layout.tp})")
+        k = a.num_kv_heads
+        if a.kind != "mla" and profile.kv_heads_rule and k % layout.tp and layout.tp % k:
+            out.append(
+                f"KV heads ({k}) and tp ({layout.tp}) must divide one another "
+                "(KV heads split, or replicate when tp > KV heads)"
+            )
+    if layout.dp_attn > 1 and not profile.dp_attention:
+        out.append(f"profile '{profile.name}' has no data-parallel attention")
+    experts = max((model.experts_in_layer(i) for i in range(model.num_layers)), default=0)
+    if experts == 0:
+        if layout.ep > 1:
+            out.append("ep > 1 on a model without experts")
+    else:
+        slots = experts + layout.redundant_experts
+        if layout.ep > slots:
+            out.append(f"ep ({layout.ep}) exceeds the {slots} expert slots per layer")
+        if profile.experts_divisible and slots % layout.ep:
+            out.append(f"expert slots ({slots}) are not divisible by ep ({layout.ep})")
+        if layout.redundant_experts:
+            if not profile.redundant_experts:
+                out.append(f"profile '{profile.name}' does not support redundant expert slots")
+            elif profile.name == "vllm" and slots % layout.ep:
+                out.append(f"vLLM needs (experts + redundant) % ep == 0 ({slots} % {layout.ep})")
+            if layout.ep == 1:
+                out.append("redundant expert slots need ep > 1")
+        if (
+            profile.ep_fills_stage
+            and layout.ep > 1
+            and (layout.ep != layout.stage_width or layout.expert_tp != 1)
+        ):
+            out.append(
+                f"profile '{profile.name}' runs experts either TP-split over the whole stage "
+                f"(ep=1) or with ep = tp x dp_attn = {layout.stage_width} and etp = 1"
+            )
+        if profile.ep_fills_stage and layout.ep == 1 and layout.expert_tp != layout.stage_width:
+            out.append(
+                f"profile '{profile.name}' splits experts over the whole stage when ep = 1 "
+                f"(etp must be {layout.stage_width})"
+            )
+        if not profile.expert_tp_allowed and layout.ep > 1 and layout.expert_tp > 1:
+            out.append(f"profile '{profile.name}' has no expert TP with ep > 1")
+        if profile.intermediate_divisible and model.moe is not None:
+            width = model.moe.expert_intermediate_size
+            if width % layout.expert_tp:
+                out.append(
+                    f"expert width ({width}) is not divisible by expert tp ({layout.expert_tp})"
+                )
+    # A stage's TP groups are consecutive GPUs: they stay in one domain when tp
+    # divides the domain size.
+    if profile.tp_within_scale_up and (
+        layout.tp > cluster.scale_up_domain or cluster.scale_up_domain % layout.tp
+    ):
+        out.append(
+            f"tp ({layout.tp}) groups would leave the scale-up domain of "
+            f"{cluster.scale_up_domain} GPUs"
+        )
+    return out
