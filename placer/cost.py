@@ -5,20 +5,25 @@ Per layer and GPU, each block costs ``max(FLOPs / peak, bytes / HBM bandwidth)``
 
 - attention: weight FLOPs of the step's tokens plus score FLOPs against the
   cached context; bytes are the GPU's attention weights plus the KV cache read
-  (decode) or written (prefill);
-- dense MLP and shared experts: the step's tokens through the GPU's shard;
-- routed experts: the tokens routed to the busiest EP rank (uniform routing,
-  or the given load statistics), and the weights of the experts those tokens
-  touch (in decode, few tokens touch few experts);
+  (decode);
+- dense MLP, shared experts, and on the last stage the LM head: the step's
+  tokens through the GPU's shard;
+- routed experts: the tokens routed to the busiest EP rank (uniform routing, or
+  the given load statistics; a replica takes an equal share of its expert's
+  tokens), and the weights of the experts those tokens touch (in decode few
+  tokens touch few experts: an expert chosen with probability p per token is
+  touched with probability 1 - (1 - p)^T);
 - communication: a ring all-reduce over TP after attention and after the MLP
   (2 (n-1)/n x bytes / bandwidth + 2 (n-1) latencies), an all-to-all dispatch and
-  combine over EP, and a hand-off between pipeline stages, each at the bandwidth
-  of the slowest topology level the group spans.
+  combine over EP (or over the attention-DP groups), and a hand-off between
+  pipeline stages, each at the bandwidth of the slowest topology level the group
+  spans.
 
 A request's latency is the sum over stages (pipelining never shortens it). For
 throughput the batch is split into ``pp`` micro-batches so stages overlap: a
-decode cycle is ``max(pp x slowest stage, sum of stages)`` and each request gains
-one token per cycle. Every estimate carries the assumptions it used.
+cycle is ``max(pp x slowest stage, sum of stages)`` and each request gains one
+token per cycle. Costs are tabulated per (layer, stage) so the solver and the
+verifier add up exactly the same numbers.
 """
 
 from __future__ import annotations
@@ -51,10 +56,9 @@ class StageCost(Frozen):
 
     stage: int = Field(description="Stage index.")
     layers: int = Field(description="Layers in the stage.")
-    compute_s: float = Field(description="Roofline time of attention and MLP blocks.")
+    compute_s: float = Field(description="Roofline time of attention, MLP and LM-head blocks.")
     experts_s: float = Field(description="Roofline time of routed experts (busiest EP rank).")
-    tp_comm_s: float = Field(description="TP all-reduces.")
-    ep_comm_s: float = Field(description="EP all-to-all dispatch and combine.")
+    comm_s: float = Field(description="TP all-reduces and EP all-to-all.")
     handoff_s: float = Field(description="Sending activations to the next stage.")
     total_s: float = Field(description="Sum of the above.")
 
@@ -66,7 +70,7 @@ class Estimates(Frozen):
     tokens_per_step: int = Field(description="Tokens one step processes across the deployment.")
     stages: tuple[StageCost, ...] = Field(description="Per-stage costs with pp micro-batches.")
     latency_s: float = Field(
-        description="One step of one request through all stages, no micro-batching "
+        description="One step of the whole batch through all stages, no micro-batching "
         "(decode: time per output token; prefill: time to first token)."
     )
     cycle_s: float = Field(description="Pipelined step time with pp micro-batches.")
@@ -79,10 +83,29 @@ class Estimates(Frozen):
 
 
 @dataclass(frozen=True)
-class _Step:
-    tokens: int  # tokens per attention-DP group in one micro-batch
-    context: float  # mean cached tokens each token attends to
+class Step:
+    """One step to be costed."""
+
+    tokens: int  # tokens per attention-DP group
+    context: float  # cached tokens each token attends to (mean)
     decode: bool
+
+
+@dataclass(frozen=True)
+class CostTables:
+    """Seconds per (layer, stage): what placing layer ``l`` on stage ``s`` costs.
+
+    ``layer[l, s]`` covers attention, dense/shared MLP and communication;
+    ``slot[l, s]`` is the routed-expert time per expert slot on the busiest rank
+    under uniform routing (expert time = slot x slots on that rank); ``last[s]``
+    is the LM head and final norm if ``s`` is the last stage; ``handoff[s]`` the
+    send to stage ``s + 1``.
+    """
+
+    layer: np.ndarray
+    slot: np.ndarray
+    last: np.ndarray
+    handoff: np.ndarray
 
 
 def _roofline(flops: float, nbytes_: float, peak: float, bw: float) -> float:
@@ -95,137 +118,253 @@ def _ring_allreduce(nbytes_: float, n: int, bw: float, lat: float) -> float:
     return 2 * (n - 1) / n * nbytes_ / bw + 2 * (n - 1) * lat
 
 
-def _level_time(cluster: ClusterSpec, level: Level) -> tuple[float, float]:
+def _link(cluster: ClusterSpec, level: Level) -> tuple[float, float]:
     link = cluster.link(level)
     return link.bandwidth_gbps * 1e9, link.latency_us * 1e-6
 
 
-def stage_cost(
+@dataclass(frozen=True)
+class _StageEnv:
+    peak: float
+    peak_expert: float
+    bw: float
+    tp_link: tuple[float, float]
+    ep_link: tuple[float, float]
+
+
+def _stage_env(
+    cluster: ClusterSpec, model: ModelSpec, workload: Workload, layout: Layout, stage: int
+) -> _StageEnv:
+    first = stage * layout.stage_width
+    gpu = cluster.gpu_types[first]
+    base, expert_dtype, _ = weight_dtypes(model, workload)
+    ep_gpus = range(first, first + layout.ep * layout.expert_tp, layout.expert_tp)
+    moe_group = ep_gpus if layout.ep > 1 else range(first, first + layout.stage_width)
+    return _StageEnv(
+        peak=gpu.peak_flops(COMPUTE_DTYPE[base]),
+        peak_expert=gpu.peak_flops(COMPUTE_DTYPE[expert_dtype]),
+        bw=gpu.hbm_bandwidth_gbps * 1e9,
+        tp_link=_link(cluster, cluster.level_of(range(first, first + layout.tp))),
+        ep_link=_link(cluster, cluster.level_of(moe_group)),
+    )
+
+
+def _expert_rank_time(
+    model: ModelSpec,
+    workload: Workload,
+    layout: Layout,
+    env: _StageEnv,
+    step: Step,
+    layer: int,
+    ids: np.ndarray,
+    share: np.ndarray,
+    replicas: np.ndarray,
+) -> float:
+    """Roofline time of one EP rank holding logical experts ``ids`` (one per slot)."""
+    if ids.size == 0:
+        return 0.0
+    _, expert_dtype, _ = weight_dtypes(model, workload)
+    k = model.experts_per_token
+    t_stage = step.tokens * layout.dp_attn
+    routed = t_stage * k / layout.edp
+    params = ceil_div(
+        next(b.params for b in model.blocks if b.kind == "expert" and b.layer == layer),
+        layout.expert_tp,
+    )
+    tokens = float(np.sum(routed * share[ids] / replicas[ids]))
+    p_token = np.minimum(share[ids] * k / replicas[ids], 1.0)
+    touched = float(np.sum(1.0 - np.power(1.0 - p_token, t_stage)))
+    return _roofline(
+        2.0 * params * tokens, touched * nbytes(params, expert_dtype), env.peak_expert, env.bw
+    )
+
+
+def _layer_time(
+    model: ModelSpec, workload: Workload, layout: Layout, env: _StageEnv, step: Step, layer: int
+) -> float:
+    """Attention, dense/shared MLP and communication time of ``layer`` (no routed experts)."""
+    base, _, plain = weight_dtypes(model, workload)
+    t = step.tokens
+    h = model.hidden_size
+    act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
+    total = 0.0
+    for b in model.blocks:
+        if b.layer != layer or b.kind == "expert":
+            continue
+        params = block_params_per_gpu(b, model, layout.tp) * b.count
+        dtype = base if b.quantized else plain
+        flops = t * b.flops_per_token * params / max(b.params * b.count, 1) * b.count
+        total += _roofline(flops, nbytes(params, dtype), env.peak, env.bw)
+    kv_elems = kv_elements_per_rank(model, layer, layout.tp)
+    if kv_elems:
+        a = model.attention
+        # Each query head scores every cached key and weights every cached value:
+        # 2 FLOPs per cached element per query head sharing it.
+        group = a.num_heads // a.num_kv_heads if a is not None and a.kind != "mla" else 1
+        heads_mla = ceil_div(a.num_heads, layout.tp) if a is not None and a.kind == "mla" else 1
+        per_token = 2 * kv_elems * step.context * group * heads_mla
+        kv_read = kv_bytes_for_layer(model, workload, layout, layer) if step.decode else 0
+        total += _roofline(t * per_token, kv_read, env.peak, env.bw)
+    tp_bw, tp_lat = env.tp_link
+    total += 2 * _ring_allreduce(t * h * act, layout.tp, tp_bw, tp_lat)
+    if model.experts_in_layer(layer):
+        ep_bw, ep_lat = env.ep_link
+        if layout.ep > 1 or layout.dp_attn > 1:
+            # Dispatch and combine: each token's hidden state goes to top_k ranks and
+            # back; (n - 1)/n of it leaves the GPU.
+            n = max(layout.ep, layout.dp_attn)
+            sent = t * model.experts_per_token * h * act * (n - 1) / n
+            total += 2 * (sent / ep_bw + ep_lat)
+        if layout.expert_tp > 1:
+            t_stage = t * layout.dp_attn
+            total += _ring_allreduce(
+                t_stage * h * act / layout.edp, layout.expert_tp, tp_bw, tp_lat
+            )
+    return total
+
+
+def _uniform(model: ModelSpec, layer: int) -> np.ndarray:
+    n = model.experts_in_layer(layer)
+    return np.full(n, 1.0 / n)
+
+
+def cost_tables(
+    model: ModelSpec, cluster: ClusterSpec, workload: Workload, layout: Layout, step: Step
+) -> CostTables:
+    """Tabulate the costs of every layer on every stage (see :class:`CostTables`)."""
+    n, pp = model.num_layers, layout.pp
+    layer = np.zeros((n, pp))
+    slot = np.zeros((n, pp))
+    last = np.zeros(pp)
+    handoff = np.zeros(pp)
+    base, _, plain = weight_dtypes(model, workload)
+    act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
+    for s in range(pp):
+        env = _stage_env(cluster, model, workload, layout, s)
+        for i in range(n):
+            layer[i, s] = _layer_time(model, workload, layout, env, step, i)
+            e = model.experts_in_layer(i)
+            if e:
+                one = np.array([0], dtype=np.int64)
+                slot[i, s] = _expert_rank_time(
+                    model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
+                )
+        for b in model.blocks:
+            if (
+                (b.layer is None
+                and b.kind in ("lm_head", "norm"))
+                or (b.kind == "embedding" and model.tie_word_embeddings)
+            ):
+                params = block_params_per_gpu(b, model, layout.tp)
+                dtype = base if b.quantized else plain
+                flops = (
+                    2.0
+                    * params
+                    * (step.tokens if step.decode else min(step.tokens, workload.batch))
+                )
+                if b.kind == "norm":
+                    flops = 0.0
+                last[s] += _roofline(flops, nbytes(params, dtype), env.peak, env.bw)
+        if s < pp - 1:
+            first = s * layout.stage_width
+            bw, lat = _link(
+                cluster,
+                cluster.level_of([first + layout.stage_width - 1, first + layout.stage_width]),
+            )
+            handoff[s] = step.tokens * model.hidden_size * act / bw + lat
+    return CostTables(layer=layer, slot=slot, last=last, handoff=handoff)
+
+
+def expert_layer_time(
     model: ModelSpec,
     cluster: ClusterSpec,
     workload: Workload,
     layout: Layout,
     stage: int,
-    step: _Step,
-    expert_map: ExpertMap,
+    step: Step,
+    layer: int,
+    ranks: tuple[tuple[int, ...], ...],
     loads: Mapping[int, np.ndarray] | None = None,
-) -> StageCost:
-    """Cost of one micro-batch through one stage (see module docstring)."""
-    width = layout.stage_width
-    first_gpu = stage * width
-    gpu = cluster.gpu_types[first_gpu]
-    base, expert_dtype, plain = weight_dtypes(model, workload)
-    peak = gpu.peak_flops(COMPUTE_DTYPE[base])
-    peak_expert = gpu.peak_flops(COMPUTE_DTYPE[expert_dtype])
-    bw = gpu.hbm_bandwidth_gbps * 1e9
-    act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
-    h = model.hidden_size
-    t = step.tokens
-    t_stage = t * layout.dp_attn
-    layers = layout.stage_layers(model.num_layers)[stage]
-    layer_set = set(layers)
-    tp_bw, tp_lat = _level_time(cluster, cluster.level_of(range(first_gpu, first_gpu + layout.tp)))
-    ep_gpus = range(first_gpu, first_gpu + layout.ep * layout.expert_tp, layout.expert_tp)
-    ep_bw, ep_lat = _level_time(cluster, cluster.level_of(ep_gpus))
-
-    compute = experts = tp_comm = ep_comm = 0.0
-    for b in model.blocks:
-        if b.kind == "expert" or b.layer not in layer_set:
-            continue
-        dtype = base if b.quantized else plain
-        params = block_params_per_gpu(b, model, layout.tp) * b.count
-        compute += _roofline(
-            t * 2 * params if b.flops_per_token else 0.0, nbytes(params, dtype), peak, bw
+) -> float:
+    """Routed-expert time of ``layer``: the busiest EP rank for this expert map."""
+    env = _stage_env(cluster, model, workload, layout, stage)
+    share = (
+        np.asarray(loads[layer], dtype=np.float64)
+        if loads and layer in loads
+        else _uniform(model, layer)
+    )
+    share = share / share.sum()
+    replicas = np.zeros(share.size)
+    for r in ranks:
+        for e in r:
+            replicas[e] += 1
+    return max(
+        _expert_rank_time(
+            model, workload, layout, env, step, layer, np.array(r, dtype=np.int64), share, replicas
         )
-    for i in layers:
-        kv_elems = kv_elements_per_rank(model, i, layout.tp)
-        if kv_elems:
-            # Scores and weighted values: 2 FLOPs per cached element per query head group.
-            heads = (model.attention.num_heads // layout.tp) if model.attention else 1
-            kv_heads = max(1, (model.attention.num_kv_heads if model.attention else 1))
-            per_token = 2 * kv_elems * step.context * max(1, heads // kv_heads)
-            kv_read = kv_bytes_for_layer(model, workload, layout, i) if step.decode else 0
-            compute += _roofline(t * per_token, kv_read, peak, bw)
-        tp_comm += 2 * _ring_allreduce(t * h * act, layout.tp, tp_bw, tp_lat)
-    per_expert_params = {
-        b.layer: ceil_div(b.params, layout.expert_tp) for b in model.blocks if b.kind == "expert"
-    }
-    for i in layers:
-        if i not in expert_map:
-            continue
-        n_exp = model.experts_in_layer(i)
-        share = (
-            np.asarray(loads[i], dtype=np.float64)
-            if loads and i in loads
-            else np.full(n_exp, 1.0 / n_exp)
-        )
-        share = share / share.sum()
-        replicas = np.zeros(n_exp)
-        for rank in expert_map[i]:
-            for e in rank:
-                replicas[e] += 1
-        routed = t_stage * model.experts_per_token / layout.edp
-        worst = 0.0
-        for rank in expert_map[i]:
-            ids = np.array(rank, dtype=np.int64)
-            if ids.size == 0:
-                continue
-            # A replica takes an equal share of its expert's tokens.
-            tokens_e = routed * share[ids] / replicas[ids]
-            touched = float(
-                np.sum(
-                    1.0
-                    - np.power(
-                        1.0 - np.minimum(share[ids] * model.experts_per_token, 1.0), t_stage
-                    )
-                )
-            )
-            p = per_expert_params[i]
-            flops = 2.0 * p * float(tokens_e.sum())
-            byts = touched * nbytes(p, expert_dtype)
-            worst = max(worst, _roofline(flops, byts, peak_expert, bw))
-        experts += worst
-        if layout.ep > 1 or layout.dp_attn > 1:
-            # Dispatch and combine: each token's hidden state goes to top_k ranks and back;
-            # (n-1)/n of it leaves the GPU.
-            n = max(layout.ep, layout.dp_attn)
-            sent = t * model.experts_per_token * h * act * (n - 1) / n
-            ep_comm += 2 * (sent / ep_bw + ep_lat)
-        if layout.expert_tp > 1:
-            tp_comm += _ring_allreduce(
-                t_stage * h * act / layout.edp, layout.expert_tp, tp_bw, tp_lat
-            )
-    handoff = 0.0
-    if stage < layout.pp - 1:
-        nxt = (stage + 1) * width
-        bw_h, lat_h = _level_time(cluster, cluster.level_of([first_gpu + width - 1, nxt]))
-        handoff = t * h * act / bw_h + lat_h
-    total = compute + experts + tp_comm + ep_comm + handoff
-    return StageCost(
-        stage=stage,
-        layers=len(layers),
-        compute_s=compute,
-        experts_s=experts,
-        tp_comm_s=tp_comm,
-        ep_comm_s=ep_comm,
-        handoff_s=handoff,
-        total_s=total,
+        for r in ranks
     )
 
 
-def _stages(
+def stage_costs(
     model: ModelSpec,
     cluster: ClusterSpec,
     workload: Workload,
     layout: Layout,
-    step: _Step,
-    emap: ExpertMap,
-    loads: Mapping[int, np.ndarray] | None,
+    step: Step,
+    expert_map: ExpertMap,
+    loads: Mapping[int, np.ndarray] | None = None,
 ) -> list[StageCost]:
-    return [
-        stage_cost(model, cluster, workload, layout, s, step, emap, loads)
-        for s in range(layout.pp)
-    ]
+    """Cost of one micro-batch through each stage."""
+    tables = cost_tables(model, cluster, workload, layout, step)
+    out = []
+    for s, layers in enumerate(layout.stage_layers(model.num_layers)):
+        compute = float(sum(tables.layer[i, s] for i in layers))
+        if s == layout.pp - 1:
+            compute += float(tables.last[s])
+        experts = 0.0
+        for i in layers:
+            if i not in expert_map:
+                continue
+            if loads:
+                experts += expert_layer_time(
+                    model, cluster, workload, layout, s, step, i, expert_map[i], loads
+                )
+            else:
+                experts += float(tables.slot[i, s]) * max(len(r) for r in expert_map[i])
+        handoff = float(tables.handoff[s])
+        out.append(
+            StageCost(
+                stage=s,
+                layers=len(layers),
+                compute_s=compute,
+                experts_s=experts,
+                comm_s=0.0,
+                handoff_s=handoff,
+                total_s=compute + experts + handoff,
+            )
+        )
+    return out
+
+
+def steps(workload: Workload, layout: Layout) -> dict[str, Step]:
+    """The steps costed: the full batch and one of ``pp`` micro-batches, decode and prefill."""
+    reqs = ceil_div(workload.batch, layout.dp_attn)
+    micro = ceil_div(reqs, layout.pp)
+    prompt = reqs * workload.prompt_len
+    return {
+        "decode": Step(tokens=reqs, context=workload.kv_tokens, decode=True),
+        "decode_micro": Step(tokens=micro, context=workload.kv_tokens, decode=True),
+        "prefill": Step(tokens=prompt, context=workload.prompt_len / 2, decode=False),
+        "prefill_micro": Step(
+            tokens=ceil_div(prompt, layout.pp), context=workload.prompt_len / 2, decode=False
+        ),
+    }
+
+
+def pipelined_cycle(stage_totals: list[float], pp: int) -> float:
+    """Cycle of ``pp`` micro-batches: ``max(pp x slowest stage, sum of stages)``."""
+    return max(pp * max(stage_totals), sum(stage_totals))
 
 
 def estimate(
@@ -238,47 +377,38 @@ def estimate(
 ) -> Estimates:
     """Roofline estimates of ``layout`` for ``workload`` (see module docstring)."""
     emap = expert_map if expert_map is not None else default_expert_map(model, layout)
-    reqs = ceil_div(workload.batch, layout.dp_attn)
-    micro = ceil_div(reqs, layout.pp)
-    decode_full = _Step(tokens=reqs, context=workload.kv_tokens, decode=True)
-    decode_micro = _Step(tokens=micro, context=workload.kv_tokens, decode=True)
-    prompt_tokens = reqs * workload.prompt_len
-    prefill = _Step(tokens=prompt_tokens, context=workload.prompt_len / 2, decode=False)
-    prefill_micro = _Step(
-        tokens=ceil_div(prompt_tokens, layout.pp), context=workload.prompt_len / 2, decode=False
+    st = steps(workload, layout)
+    phase = "prefill" if workload.phase == "prefill" else "decode"
+    ttft = sum(
+        s.total_s
+        for s in stage_costs(model, cluster, workload, layout, st["prefill"], emap, loads)
     )
-
-    ttft = sum(s.total_s for s in _stages(model, cluster, workload, layout, prefill, emap, loads))
-    if workload.phase == "prefill":
-        full, micro_step, tokens = prefill, prefill_micro, prompt_tokens * layout.dp_attn
-    else:
-        full, micro_step, tokens = decode_full, decode_micro, reqs * layout.dp_attn
-    latency = sum(s.total_s for s in _stages(model, cluster, workload, layout, full, emap, loads))
-    stages = _stages(model, cluster, workload, layout, micro_step, emap, loads)
-    cycle = max(layout.pp * max(s.total_s for s in stages), sum(s.total_s for s in stages))
+    full = stage_costs(model, cluster, workload, layout, st[phase], emap, loads)
+    latency = sum(s.total_s for s in full)
     if layout.pp == 1:
-        cycle = latency
+        stages, cycle = full, latency
+    else:
+        stages = stage_costs(model, cluster, workload, layout, st[phase + "_micro"], emap, loads)
+        cycle = pipelined_cycle([s.total_s for s in stages], layout.pp)
+    tokens = st[phase].tokens * layout.dp_attn
     slow = max(stages, key=lambda s: s.total_s)
     parts = {
-        "compute": slow.compute_s,
-        "experts": slow.experts_s,
-        "tp_comm": slow.tp_comm_s,
-        "ep_comm": slow.ep_comm_s,
-        "handoff": slow.handoff_s,
+        "attention/MLP/communication": slow.compute_s,
+        "routed experts": slow.experts_s,
+        "pipeline hand-off": slow.handoff_s,
     }
     bottleneck = f"stage {slow.stage}: {max(parts, key=lambda k: parts[k])}"
+    w, e, _ = weight_dtypes(model, workload)
     assumptions = (
         f"phase {workload.phase}, batch {workload.batch}, {workload.kv_tokens} cached tokens, "
         f"prompt {workload.prompt_len}",
-        "weights {}, experts {}, KV {}".format(
-            *weight_dtypes(model, workload)[:2], workload.kv_dtype
-        ),
-        f"{cluster.gpu_types[0].name}: peak dense TFLOPS and HBM bandwidth from the hardware file",
+        f"weights {w}, experts {e}, KV {workload.kv_dtype}",
+        f"{cluster.gpu_types[0].name}: dense TFLOPS and HBM bandwidth from the hardware file",
         "routing " + ("from load statistics" if loads else "uniform over experts"),
         f"{layout.pp} micro-batches for the pipelined cycle" if layout.pp > 1 else "no pipelining",
     )
     return Estimates(
-        phase=workload.phase,
+        phase=phase,
         tokens_per_step=tokens,
         stages=tuple(stages),
         latency_s=latency,
