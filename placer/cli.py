@@ -375,7 +375,9 @@ def _print_evaluation(ev: Evaluation, model_name: str, cluster_name: str) -> Non
         s = Table(title=f"estimates ({e.phase})", show_header=False)
         s.add_column("what", style="bold")
         s.add_column("value")
-        s.add_row("latency per step", f"{e.latency_s * 1e3:.2f} ms (whole batch through all stages)")
+        s.add_row(
+            "latency per step", f"{e.latency_s * 1e3:.2f} ms (whole batch through all stages)"
+        )
         s.add_row("pipelined cycle", f"{e.cycle_s * 1e3:.2f} ms")
         s.add_row("throughput", f"{e.throughput_tokens_s:,.0f} tokens/s")
         s.add_row("time to first token", f"{e.ttft_s * 1e3:.1f} ms")

@@ -168,7 +168,7 @@ def _expert_rank_time(
     t_stage = step.tokens * layout.dp_attn
     routed = t_stage * k / layout.edp
     params = ceil_div(
-        next(b.params for b in model.blocks if b.kind == "expert" and b.layer == layer),
+        next(b.params for b in model.blocks_by_layer[layer] if b.kind == "expert"),
         layout.expert_tp,
     )
     tokens = float(np.sum(routed * share[ids] / replicas[ids]))
@@ -188,8 +188,8 @@ def _layer_time(
     h = model.hidden_size
     act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
     total = 0.0
-    for b in model.blocks:
-        if b.layer != layer or b.kind == "expert":
+    for b in model.blocks_by_layer.get(layer, ()):
+        if b.kind == "expert":
             continue
         params = block_params_per_gpu(b, model, layout.tp) * b.count
         dtype = base if b.quantized else plain
@@ -228,51 +228,64 @@ def _uniform(model: ModelSpec, layer: int) -> np.ndarray:
     return np.full(n, 1.0 / n)
 
 
+def _fill_stage(
+    model: ModelSpec,
+    workload: Workload,
+    layout: Layout,
+    env: _StageEnv,
+    step: Step,
+    s: int,
+    tables: CostTables,
+) -> None:
+    """Fill column ``s`` of the layer, slot and last-stage tables."""
+    base, _, plain = weight_dtypes(model, workload)
+    for i in range(model.num_layers):
+        tables.layer[i, s] = _layer_time(model, workload, layout, env, step, i)
+        e = model.experts_in_layer(i)
+        if e:
+            one = np.array([0], dtype=np.int64)
+            tables.slot[i, s] = _expert_rank_time(
+                model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
+            )
+    # The LM head (a tied embedding serves as one) and the final norm, on the last stage.
+    # Prefill computes logits only for each request's last token.
+    logits_tokens = step.tokens if step.decode else min(step.tokens, workload.batch)
+    for b in model.blocks_by_layer.get(None, ()):
+        if b.kind == "embedding" and not model.tie_word_embeddings:
+            continue
+        params = block_params_per_gpu(b, model, layout.tp)
+        dtype = base if b.quantized else plain
+        flops = 0.0 if b.kind == "norm" else 2.0 * params * logits_tokens
+        tables.last[s] += _roofline(flops, nbytes(params, dtype), env.peak, env.bw)
+
+
 def cost_tables(
     model: ModelSpec, cluster: ClusterSpec, workload: Workload, layout: Layout, step: Step
 ) -> CostTables:
     """Tabulate the costs of every layer on every stage (see :class:`CostTables`)."""
     n, pp = model.num_layers, layout.pp
-    layer = np.zeros((n, pp))
-    slot = np.zeros((n, pp))
-    last = np.zeros(pp)
-    handoff = np.zeros(pp)
-    base, _, plain = weight_dtypes(model, workload)
+    tables = CostTables(
+        layer=np.zeros((n, pp)), slot=np.zeros((n, pp)), last=np.zeros(pp), handoff=np.zeros(pp)
+    )
     act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
+    done: dict[tuple[object, ...], int] = {}
     for s in range(pp):
         env = _stage_env(cluster, model, workload, layout, s)
-        for i in range(n):
-            layer[i, s] = _layer_time(model, workload, layout, env, step, i)
-            e = model.experts_in_layer(i)
-            if e:
-                one = np.array([0], dtype=np.int64)
-                slot[i, s] = _expert_rank_time(
-                    model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
-                )
-        for b in model.blocks:
-            if (
-                (b.layer is None
-                and b.kind in ("lm_head", "norm"))
-                or (b.kind == "embedding" and model.tie_word_embeddings)
-            ):
-                params = block_params_per_gpu(b, model, layout.tp)
-                dtype = base if b.quantized else plain
-                flops = (
-                    2.0
-                    * params
-                    * (step.tokens if step.decode else min(step.tokens, workload.batch))
-                )
-                if b.kind == "norm":
-                    flops = 0.0
-                last[s] += _roofline(flops, nbytes(params, dtype), env.peak, env.bw)
+        # Stages on alike GPUs and links cost the same: compute each kind once.
+        key = (env.peak, env.peak_expert, env.bw, env.tp_link, env.ep_link)
+        if key in done:
+            prev = done[key]
+            tables.layer[:, s] = tables.layer[:, prev]
+            tables.slot[:, s] = tables.slot[:, prev]
+            tables.last[s] = tables.last[prev]
+        else:
+            done[key] = s
+            _fill_stage(model, workload, layout, env, step, s, tables)
         if s < pp - 1:
-            first = s * layout.stage_width
-            bw, lat = _link(
-                cluster,
-                cluster.level_of([first + layout.stage_width - 1, first + layout.stage_width]),
-            )
-            handoff[s] = step.tokens * model.hidden_size * act / bw + lat
-    return CostTables(layer=layer, slot=slot, last=last, handoff=handoff)
+            first = (s + 1) * layout.stage_width
+            bw, lat = _link(cluster, cluster.level_of([first - 1, first]))
+            tables.handoff[s] = step.tokens * model.hidden_size * act / bw + lat
+    return tables
 
 
 def expert_layer_time(

@@ -317,9 +317,30 @@ class ModelSpec(Frozen):
 
         return build_blocks(self)
 
+    @cached_property
+    def blocks_by_layer(self) -> dict[int | None, tuple[Block, ...]]:
+        """Blocks grouped by layer (None: embeddings, final norm, LM head)."""
+        out: dict[int | None, list[Block]] = {}
+        for b in self.blocks:
+            out.setdefault(b.layer, []).append(b)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def _experts_per_layer(self) -> tuple[int, ...]:
+        counts = [0] * self.num_layers
+        for b in self.blocks:
+            if b.kind == "expert" and b.layer is not None:
+                counts[b.layer] += b.count
+        return tuple(counts)
+
+    @property
+    def max_experts(self) -> int:
+        """The most routed experts any layer has."""
+        return max(self._experts_per_layer, default=0)
+
     def experts_in_layer(self, layer: int) -> int:
         """Routed experts in ``layer`` (0 for a dense layer)."""
-        return sum(b.count for b in self.blocks if b.kind == "expert" and b.layer == layer)
+        return self._experts_per_layer[layer]
 
     def kv_elements_per_token(self, layer: int) -> int:
         """KV-cache elements one token stores in ``layer``, before any sharding."""

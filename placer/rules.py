@@ -155,7 +155,7 @@ def layout_violations(
             )
     if layout.dp_attn > 1 and not profile.dp_attention:
         out.append(f"profile '{profile.name}' has no data-parallel attention")
-    experts = max((model.experts_in_layer(i) for i in range(model.num_layers)), default=0)
+    experts = model.max_experts
     if experts == 0:
         if layout.ep > 1:
             out.append("ep > 1 on a model without experts")
