@@ -86,7 +86,8 @@ class Estimates(Frozen):
 class Step:
     """One step to be costed."""
 
-    tokens: int  # tokens per attention-DP group
+    tokens: int  # tokens of the busiest attention-DP group
+    total: int  # tokens of all attention-DP groups together (what the MoE blocks see)
     context: float  # cached tokens each token attends to (mean)
     decode: bool
 
@@ -165,7 +166,7 @@ def _expert_rank_time(
         return 0.0
     _, expert_dtype, _ = weight_dtypes(model, workload)
     k = model.experts_per_token
-    t_stage = step.tokens * layout.dp_attn
+    t_stage = step.total
     routed = t_stage * k / layout.edp
     params = ceil_div(
         next(b.params for b in model.blocks_by_layer[layer] if b.kind == "expert"),
@@ -216,7 +217,7 @@ def _layer_time(
             sent = t * model.experts_per_token * h * act * (n - 1) / n
             total += 2 * (sent / ep_bw + ep_lat)
         if layout.expert_tp > 1:
-            t_stage = t * layout.dp_attn
+            t_stage = step.total
             total += _ring_allreduce(
                 t_stage * h * act / layout.edp, layout.expert_tp, tp_bw, tp_lat
             )
@@ -361,16 +362,23 @@ def stage_costs(
 
 
 def steps(workload: Workload, layout: Layout) -> dict[str, Step]:
-    """The steps costed: the full batch and one of ``pp`` micro-batches, decode and prefill."""
-    reqs = ceil_div(workload.batch, layout.dp_attn)
-    micro = ceil_div(reqs, layout.pp)
-    prompt = reqs * workload.prompt_len
+    """The steps costed: the full batch and one of ``pp`` micro-batches, decode and prefill.
+
+    Requests are spread over the attention-DP groups; the busiest group sets the
+    attention time, and the MoE blocks see every group's tokens.
+    """
+    b, pp = workload.batch, layout.pp
+    reqs = ceil_div(b, layout.dp_attn)
+    micro_b = ceil_div(b, pp)
+    micro = ceil_div(micro_b, layout.dp_attn)
+    prompt = workload.prompt_len
+    ctx = workload.kv_tokens
     return {
-        "decode": Step(tokens=reqs, context=workload.kv_tokens, decode=True),
-        "decode_micro": Step(tokens=micro, context=workload.kv_tokens, decode=True),
-        "prefill": Step(tokens=prompt, context=workload.prompt_len / 2, decode=False),
+        "decode": Step(tokens=reqs, total=b, context=ctx, decode=True),
+        "decode_micro": Step(tokens=micro, total=micro_b, context=ctx, decode=True),
+        "prefill": Step(tokens=reqs * prompt, total=b * prompt, context=prompt / 2, decode=False),
         "prefill_micro": Step(
-            tokens=ceil_div(prompt, layout.pp), context=workload.prompt_len / 2, decode=False
+            tokens=micro * prompt, total=micro_b * prompt, context=prompt / 2, decode=False
         ),
     }
 
@@ -403,7 +411,7 @@ def estimate(
     else:
         stages = stage_costs(model, cluster, workload, layout, st[phase + "_micro"], emap, loads)
         cycle = pipelined_cycle([s.total_s for s in stages], layout.pp)
-    tokens = st[phase].tokens * layout.dp_attn
+    tokens = st[phase].total
     slow = max(stages, key=lambda s: s.total_s)
     parts = {
         "attention/MLP/communication": slow.compute_s,

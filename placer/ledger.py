@@ -312,3 +312,38 @@ def memory_ledger(
         capacity=capacity_bytes(memory, workload),
         memory=memory,
     )
+
+
+def block_bytes(block: Block, model: ModelSpec, workload: Workload, layout: Layout) -> int:
+    """Bytes one GPU holds of a non-expert block (all its instances)."""
+    base, _, plain = weight_dtypes(model, workload)
+    dtype = base if block.quantized else plain
+    return nbytes(block_params_per_gpu(block, model, layout.tp) * block.count, dtype)
+
+
+def layer_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> np.ndarray:
+    """Per layer: non-expert weight bytes plus KV cache on one GPU holding that layer."""
+    out = np.zeros(model.num_layers, dtype=np.int64)
+    for i in range(model.num_layers):
+        weights = sum(
+            block_bytes(b, model, workload, layout)
+            for b in model.blocks_by_layer.get(i, ())
+            if b.kind != "expert"
+        )
+        out[i] = weights + kv_bytes_for_layer(model, workload, layout, i)
+    return out
+
+
+def edge_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> tuple[int, int]:
+    """(bytes only the first stage holds, bytes only the last stage holds) per GPU."""
+    _, _, plain = weight_dtypes(model, workload)
+    first = last = 0
+    for b in model.blocks_by_layer.get(None, ()):
+        size = block_bytes(b, model, workload, layout)
+        if b.kind == "embedding":
+            first += size
+            if model.tie_word_embeddings and layout.pp > 1:
+                last += nbytes(block_params_per_gpu(b, model, layout.tp), plain)
+        else:
+            last += size
+    return first, last
