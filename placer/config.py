@@ -1,0 +1,39 @@
+"""Solver settings: :class:`SolveConfig`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from placer._base import Frozen
+
+Objective = Literal["throughput", "latency", "gpus"]
+
+
+class SolveConfig(Frozen):
+    """How ``placer.solve`` searches. Every field is recorded in the plan."""
+
+    objective: Objective = Field(
+        default="throughput",
+        description="throughput: shortest pipelined step; latency: shortest un-pipelined step; "
+        "gpus: fewest GPUs that fit (then throughput).",
+    )
+    profile: str = Field(default="generic", description="Engine rules profile.")
+    time_limit_s: PositiveFloat = Field(default=60.0, description="Wall-clock limit, seconds.")
+    seed: int = Field(default=0, ge=0, description="CP-SAT random seed (always recorded).")
+    workers: PositiveInt = Field(default=2, description="CP-SAT search workers.")
+    deterministic: bool = Field(
+        default=False,
+        description="One worker, deterministic time budgets and no wall-clock decisions: the "
+        "same inputs and seed give the same plan.",
+    )
+    relative_gap_limit: float = Field(
+        default=0.0, ge=0, lt=1, description="Stop a layout's solve within this relative gap."
+    )
+    max_gpus: PositiveInt | None = Field(
+        default=None, description="Use at most this many GPUs (default: all)."
+    )
+    extra_params: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="Passed through to CP-SAT's parameters."
+    )

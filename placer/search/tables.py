@@ -1,0 +1,216 @@
+"""Integer tables of one layout, shared by the CP-SAT model, the heuristic and the verifier.
+
+Bytes are exact (the ledger's own functions). Times are the cost model's, in
+integer nanoseconds (:data:`TIME_SCALE`), rounded up per table entry, so the
+solver's objective and the verifier's recomputation are the same integer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from placer.cluster import ClusterSpec
+from placer.cost import CostTables, cost_tables, steps
+from placer.layout import Layout
+from placer.ledger import (
+    activation_bytes,
+    capacity_bytes,
+    ceil_div,
+    edge_bytes,
+    expert_bytes,
+    layer_bytes,
+)
+from placer.model import ModelSpec
+from placer.workload import Workload
+
+#: Objective scale: one unit is one nanosecond. CP-SAT needs integers; a
+#: nanosecond is far below the cost model's accuracy and keeps step times of up
+#: to hours well inside CP-SAT's 2^62 domain limit.
+TIME_SCALE = 1e9
+
+
+@dataclass(frozen=True)
+class LayoutTables:
+    """Everything the placement model of one layout needs, as integers."""
+
+    layout: Layout
+    base: np.ndarray  # (L,) bytes per GPU of a layer's non-expert weights + KV cache
+    unit: np.ndarray  # (L,) bytes of one expert slot (0 for dense layers)
+    slots: np.ndarray  # (L,) expert slots per layer (experts + redundant; 0 if dense)
+    experts: np.ndarray  # (L,) logical experts per layer
+    first: int  # bytes on the first stage only (embedding)
+    last: int  # bytes on the last stage only (LM head, final norm)
+    act: np.ndarray  # (pp,) activation workspace per stage
+    reserve: int
+    cap: np.ndarray  # (pp, ep) smallest usable capacity among a stage's GPUs of an EP rank
+    time_layer: np.ndarray  # (L, pp) ns
+    time_slot: np.ndarray  # (L, pp) ns per expert slot on the busiest rank
+    time_last: np.ndarray  # (pp,) ns, LM head if the stage is last
+    handoff: np.ndarray  # (pp,) ns, send to the next stage
+
+
+def _ns(values: np.ndarray) -> np.ndarray:
+    return np.ceil(np.asarray(values) * TIME_SCALE).astype(np.int64)
+
+
+def objective_step(workload: Workload, layout: Layout, objective: str) -> str:
+    """Which costed step the objective uses: micro-batches for throughput."""
+    phase = "prefill" if workload.phase == "prefill" else "decode"
+    if objective == "latency" or layout.pp == 1:
+        return phase
+    return phase + "_micro"
+
+
+def build_tables(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    layout: Layout,
+    objective: str,
+    with_costs: bool = True,
+) -> LayoutTables:
+    """Tabulate ``layout`` (see :class:`LayoutTables`); ``with_costs=False`` leaves the time
+    tables zero, for memory-only feasibility checks."""
+    n = model.num_layers
+    per_expert = expert_bytes(model, workload, layout)
+    unit = np.zeros(n, dtype=np.int64)
+    experts = np.zeros(n, dtype=np.int64)
+    for i, arr in per_expert.items():
+        unit[i] = int(arr.max())
+        experts[i] = arr.size
+    slots = np.where(experts > 0, experts + layout.redundant_experts, 0)
+    first, last = edge_bytes(model, workload, layout)
+    act = np.array(
+        [
+            activation_bytes(model, workload, layout, last=s == layout.pp - 1)
+            for s in range(layout.pp)
+        ],
+        dtype=np.int64,
+    )
+    memory = cluster.memory_bytes[: layout.gpus]
+    usable = capacity_bytes(memory, workload)
+    width = layout.stage_width
+    cap = np.full((layout.pp, layout.ep), np.iinfo(np.int64).max, dtype=np.int64)
+    for g in range(layout.gpus):
+        s, pos = divmod(g, width)
+        r = (pos // layout.expert_tp) % layout.ep
+        cap[s, r] = min(cap[s, r], usable[g])
+    n_pp = (n, layout.pp)
+    costs = CostTables(
+        layer=np.zeros(n_pp),
+        slot=np.zeros(n_pp),
+        last=np.zeros(layout.pp),
+        handoff=np.zeros(layout.pp),
+    )
+    if with_costs:
+        step = steps(workload, layout)[objective_step(workload, layout, objective)]
+        costs = cost_tables(model, cluster, workload, layout, step)
+    return LayoutTables(
+        layout=layout,
+        base=layer_bytes(model, workload, layout),
+        unit=unit,
+        slots=slots,
+        experts=experts,
+        first=first,
+        last=last,
+        act=act,
+        reserve=workload.runtime_reserve_bytes,
+        cap=cap,
+        time_layer=_ns(costs.layer),
+        time_slot=_ns(costs.slot),
+        time_last=_ns(costs.last),
+        handoff=_ns(costs.handoff),
+    )
+
+
+def stage_of_layers(split: tuple[int, ...]) -> np.ndarray:
+    """Stage index of every layer for a split given as layers per stage."""
+    return np.repeat(np.arange(len(split)), split)
+
+
+def memory_by_rank(t: LayoutTables, split: tuple[int, ...], counts: np.ndarray) -> np.ndarray:
+    """Bytes on a GPU of every (stage, EP rank) for a split and slot counts (L, ep)."""
+    stage = stage_of_layers(split)
+    pp, ep = t.layout.pp, t.layout.ep
+    mem = np.zeros((pp, ep), dtype=np.int64)
+    for s in range(pp):
+        mask = stage == s
+        mem[s] += t.reserve + t.act[s] + int(t.base[mask].sum())
+        mem[s] += (counts[mask] * t.unit[mask, None]).sum(axis=0)
+    mem[0] += t.first
+    mem[pp - 1] += t.last
+    return mem
+
+
+def stage_times(t: LayoutTables, split: tuple[int, ...], counts: np.ndarray) -> np.ndarray:
+    """Integer ns of every stage: layers, busiest-rank experts, LM head, hand-off."""
+    stage = stage_of_layers(split)
+    pp = t.layout.pp
+    busiest = counts.max(axis=1) if counts.size else np.zeros(len(stage), dtype=np.int64)
+    out = np.zeros(pp, dtype=np.int64)
+    for s in range(pp):
+        mask = stage == s
+        out[s] = int(t.time_layer[mask, s].sum()) + int(
+            (t.time_slot[mask, s] * busiest[mask]).sum()
+        )
+        out[s] += t.handoff[s]
+    out[pp - 1] += t.time_last[pp - 1]
+    return out
+
+
+def objective_ns(
+    t: LayoutTables, split: tuple[int, ...], counts: np.ndarray, objective: str
+) -> int:
+    """The objective in ns: the pipelined cycle (throughput) or the sum of stages (latency)."""
+    times = stage_times(t, split, counts)
+    if objective == "latency" or t.layout.pp == 1:
+        return int(times.sum())
+    return int(max(t.layout.pp * int(times.max()), int(times.sum())))
+
+
+def balanced_counts(t: LayoutTables) -> np.ndarray:
+    """Slots per EP rank per layer, as even as possible, extra slots rotated across ranks."""
+    ep = t.layout.ep
+    counts = np.zeros((len(t.slots), ep), dtype=np.int64)
+    offset = 0
+    for i, s in enumerate(t.slots):
+        if s == 0:
+            continue
+        base, extra = divmod(int(s), ep)
+        counts[i] = base
+        for k in range(extra):
+            counts[i, (offset + k) % ep] += 1
+        offset += extra
+    return counts
+
+
+def lower_bound_ns(t: LayoutTables, objective: str) -> int:
+    """A bound no split or slot assignment of this layout can beat.
+
+    Every layer runs on some stage at no less than its cheapest stage's cost, with
+    at least ceil(slots / ep) slots on its busiest rank; every hand-off and the LM
+    head happen once. The pipelined cycle is at least the sum of stages, and at
+    least pp times the most expensive single layer.
+    """
+    pp = t.layout.pp
+    busiest = np.array([ceil_div(int(s), t.layout.ep) for s in t.slots], dtype=np.int64)
+    per_layer = (t.time_layer + t.time_slot * busiest[:, None]).min(axis=1)
+    total = int(per_layer.sum()) + int(t.handoff[: pp - 1].sum()) + int(t.time_last.min())
+    if objective == "latency" or pp == 1:
+        return total
+    return max(total, pp * int(per_layer.max()))
+
+
+def memory_lower_bound(t: LayoutTables) -> tuple[int, int]:
+    """(bytes the layout's GPUs must hold at least, bytes they can hold), per EP rank column.
+
+    A necessary condition for any split: summed over stages, each EP rank's GPUs hold
+    every layer's base bytes once and their share of the slots.
+    """
+    pp, ep = t.layout.pp, t.layout.ep
+    need = int(t.base.sum()) * ep + int((t.slots * t.unit).sum()) + (t.first + t.last) * ep
+    need += (t.reserve * pp + int(t.act.sum())) * ep
+    have = int(t.cap.sum())
+    return need, have
