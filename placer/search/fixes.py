@@ -1,0 +1,173 @@
+"""When nothing fits: which constraint families conflict, and the smallest change that fits.
+
+Every fix is computed, not guessed: a change is reported only when a legal
+layout is found that fits with it (the DP split under balanced expert slots is
+a witness). The conflicting families come from CP-SAT's assumptions core on the
+layout that came closest to fitting, solved with one worker as the OR-Tools
+guide asks for core extraction.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ortools.sat.python import cp_model
+
+from placer.cluster import ClusterSpec
+from placer.config import SolveConfig
+from placer.dtypes import BYTES_PER_ELEMENT
+from placer.layout import Layout
+from placer.ledger import weight_dtypes
+from placer.model import ModelSpec
+from placer.plan import Infeasibility, SearchEntry
+from placer.rules import RulesProfile, get_profile
+from placer.search import cpsat
+from placer.search.heuristic import fitting_layout
+from placer.search.tables import LayoutTables, build_tables, memory_lower_bound
+from placer.workload import Workload
+
+#: Search for the fewest GPUs stops here (a model needing more is reported as such).
+MAX_GPUS_SEARCHED = 4096
+
+
+def min_gpus(
+    model: ModelSpec, cluster: ClusterSpec, workload: Workload, profile: RulesProfile
+) -> tuple[int, Layout] | None:
+    """The fewest GPUs of the cluster's type (more than it has) on which a layout fits."""
+    if len(cluster.groups) != 1:
+        return None
+    cap = math.floor(cluster.groups[0].gpu.memory_bytes * workload.memory_utilization)
+    # Every weight is held at least once: fewer GPUs than weights / capacity cannot fit.
+    t1 = build_tables(
+        model, cluster.with_gpus(1), workload, Layout(), "throughput", with_costs=False
+    )
+    weights = int(t1.base.sum() + (t1.slots * t1.unit).sum() + t1.first + t1.last)
+    start = max(cluster.num_gpus + 1, -(-weights // max(cap - workload.runtime_reserve_bytes, 1)))
+    for g in range(start, MAX_GPUS_SEARCHED + 1):
+        bigger = cluster.with_gpus(g)
+        layout = fitting_layout(model, bigger, workload, profile, g)
+        if layout is not None:
+            return g, layout
+    return None
+
+
+def _largest_fitting(lo: int, hi: int, fits) -> int | None:  # type: ignore[no-untyped-def]
+    """Largest value in [lo, hi] for which the monotone predicate holds."""
+    if not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def explain_layout(t: LayoutTables, config: SolveConfig) -> list[str]:
+    """Names of the constraint families in CP-SAT's core for an infeasible layout."""
+    model, v = cpsat.build_model(t, "throughput")
+    cpsat.enforce_all(model, v, explain=True)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = config.seed
+    solver.parameters.max_time_in_seconds = min(10.0, config.time_limit_s)
+    if solver.solve(model) != cp_model.INFEASIBLE:
+        return []
+    names = {lit.index: name for name, lit in v.families.items()}
+    return sorted(
+        names[i] for i in solver.sufficient_assumptions_for_infeasibility() if i in names
+    )
+
+
+def explain_infeasible(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    config: SolveConfig,
+    entries: list[SearchEntry],
+) -> Infeasibility:
+    """Why no legal layout fits, and the smallest changes that would fit."""
+    profile = get_profile(config.profile)
+    n = cluster.num_gpus
+    if not entries:
+        return Infeasibility(
+            reason=f"no layout of this model is legal on {n} GPUs under the "
+            f"'{profile.name}' rules profile",
+            conflicts=("rules",),
+            closest_layout=None,
+            fixes=(),
+            min_gpus=None,
+        )
+    # The closest layout: the smallest ratio of bytes needed to bytes available.
+    best: tuple[float, Layout, LayoutTables] | None = None
+    for e in entries:
+        lay = Layout(tp=e.tp, pp=e.pp, ep=e.ep, etp=e.etp, dp_attn=e.dp_attn)
+        t = build_tables(model, cluster, workload, lay, "throughput", with_costs=False)
+        need, have = memory_lower_bound(t)
+        ratio = need / have
+        if best is None or ratio < best[0]:
+            best = (ratio, lay, t)
+    assert best is not None
+    ratio, closest, tables = best
+    if ratio > 1:
+        conflicts = ["memory (aggregate: the layout's GPUs hold less than it needs)"]
+    else:
+        conflicts = explain_layout(tables, config) or ["memory"]
+    fixes: list[str] = []
+    found = min_gpus(model, cluster, workload, profile)
+    if found is not None:
+        g, lay = found
+        fixes.append(
+            f"use {g} GPUs of this type (fits as {lay.describe()}, layers per stage "
+            f"{list(lay.layers_per_stage or ())})"
+        )
+    current = BYTES_PER_ELEMENT[weight_dtypes(model, workload)[0]]
+    for dt in ("fp8", "int4"):
+        if BYTES_PER_ELEMENT[dt] >= current:
+            continue
+        smaller = workload.model_copy(update={"weight_dtype": dt, "expert_dtype": dt})
+        lay2 = fitting_layout(model, cluster, smaller, profile, n)
+        if lay2 is not None:
+            fixes.append(f"store weights in {dt} (fits on {n} GPUs as {lay2.describe()})")
+            break
+    if workload.kv_tokens > 1:
+        ctx = _largest_fitting(
+            1,
+            workload.kv_tokens - 1,
+            lambda c: (
+                fitting_layout(
+                    model, cluster, workload.model_copy(update={"context": c}), profile, n
+                )
+                is not None
+            ),
+        )
+        if ctx is not None:
+            fixes.append(
+                f"shorten the context to {ctx} tokens per request (from {workload.kv_tokens})"
+            )
+    if workload.batch > 1:
+        b = _largest_fitting(
+            1,
+            workload.batch - 1,
+            lambda x: (
+                fitting_layout(
+                    model, cluster, workload.model_copy(update={"batch": x}), profile, n
+                )
+                is not None
+            ),
+        )
+        if b is not None:
+            fixes.append(f"serve at most {b} concurrent requests (from {workload.batch})")
+    reason = (
+        f"none of the {len(entries)} legal layouts fits in "
+        f"{workload.memory_utilization:.0%} of the GPUs' memory; the closest, "
+        f"{closest.describe()}, needs {ratio:.2f}x what its GPUs can hold in aggregate"
+    )
+    return Infeasibility(
+        reason=reason,
+        conflicts=tuple(conflicts),
+        closest_layout=closest.describe(),
+        fixes=tuple(fixes),
+        min_gpus=found[0] if found else None,
+    )

@@ -1,0 +1,484 @@
+"""The outer search: bound every legal layout, solve the promising ones, prove the rest.
+
+1. Enumerate the legal layouts (:mod:`placer.search.space`).
+2. Tabulate each; discard those whose aggregate memory cannot fit (proven, with
+   the numbers) and bound the rest analytically (:func:`lower_bound_ns`).
+3. In order of bound, solve each layout's CP-SAT model (hinted with the DP
+   split), unless its bound cannot beat the incumbent: then it is pruned and
+   the bound recorded.
+4. The plan is ``optimal`` only if every layout ended optimal, pruned or
+   infeasible; otherwise ``feasible`` with the global gap against the smallest
+   bound of anything unresolved. The gap is computed here, never taken from
+   CP-SAT's status (which means "within relative_gap_limit").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from placer.cluster import ClusterSpec
+from placer.config import SolveConfig
+from placer.evaluate import Constraint, evaluate
+from placer.exceptions import InvalidInputError, SolverError
+from placer.layout import Layout
+from placer.ledger import ExpertMap
+from placer.model import ModelSpec
+from placer.plan import (
+    Certificate,
+    ObjectiveRecord,
+    Plan,
+    PlanInputs,
+    PlanLayout,
+    SearchEntry,
+    SearchRecord,
+    SolverInfo,
+    digest,
+)
+from placer.rules import get_profile
+from placer.search import cpsat
+from placer.search.fixes import explain_infeasible
+from placer.search.heuristic import best_split
+from placer.search.space import LayoutSpace, enumerate_layouts
+from placer.search.tables import (
+    TIME_SCALE,
+    LayoutTables,
+    balanced_counts,
+    build_tables,
+    lower_bound_ns,
+    memory_by_rank,
+    memory_lower_bound,
+    objective_ns,
+)
+from placer.workload import Workload
+
+log = logging.getLogger("placer")
+
+#: Called after each layout: (layouts done, total, incumbent ns or None, global bound ns).
+ProgressFn = Callable[[int, int, int | None, int | None], None]
+
+
+@dataclass
+class _Candidate:
+    layout: Layout
+    tables: LayoutTables
+    bound: int
+    entry: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Incumbent:
+    value: int  # ns
+    gpus: int
+    peak: int
+    cand: _Candidate
+    split: tuple[int, ...]
+    counts: np.ndarray
+
+    def key(self, objective: str) -> tuple[int, int, int]:
+        if objective == "gpus":
+            return (self.gpus, self.value, self.peak)
+        return (self.value, self.gpus, self.peak)
+
+
+def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMap:
+    """Fill each rank's slots with logical experts contiguously (slot p holds p % E)."""
+    out: ExpertMap = {}
+    for i, slots in enumerate(tables.slots):
+        if slots == 0:
+            continue
+        experts = int(tables.experts[i])
+        ranks = []
+        start = 0
+        for r in range(tables.layout.ep):
+            n = int(counts[i, r])
+            ranks.append(tuple(p % experts for p in range(start, start + n)))
+            start += n
+        out[i] = tuple(ranks)
+    return out
+
+
+def _entry(
+    c: _Candidate,
+    status: str,
+    reason: str = "",
+    value: int | None = None,
+    solver_bound: int | None = None,
+) -> SearchEntry:
+    lay = c.layout
+    return SearchEntry(
+        layout=lay.describe(),
+        tp=lay.tp,
+        pp=lay.pp,
+        ep=lay.ep,
+        etp=lay.expert_tp,
+        dp_attn=lay.dp_attn,
+        gpus=lay.gpus,
+        status=status,
+        bound_units=c.bound,
+        value_units=value,
+        solver_bound_units=solver_bound,
+        reason=reason,
+    )
+
+
+def _solver(config: SolveConfig, limit: float, explain: bool = False) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    p = solver.parameters
+    p.random_seed = config.seed
+    p.relative_gap_limit = config.relative_gap_limit
+    if config.deterministic or explain:
+        # One worker with a fixed seed is CP-SAT's reproducible mode; the OR-Tools guide
+        # also asks for one worker when extracting an assumptions core.
+        p.num_workers = 1
+        p.max_deterministic_time = max(limit, 0.01)
+    else:
+        p.num_workers = config.workers
+        p.max_time_in_seconds = max(limit, 0.01)
+    for key, value in config.extra_params.items():
+        try:
+            setattr(p, key, value)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"not a CP-SAT parameter or wrong type: {exc}", field=f"extra_params.{key}"
+            ) from None
+    return solver
+
+
+def solve_layout(
+    t: LayoutTables, objective: str, config: SolveConfig, limit: float
+) -> tuple[str, tuple[int, ...] | None, np.ndarray | None, int | None, int | None, float]:
+    """Solve one layout: (status, split, counts, value ns, bound ns, seconds used)."""
+    counts0 = balanced_counts(t)
+    split0 = best_split(t, counts0)
+    model, v = cpsat.build_model(t, "latency" if objective == "latency" else "throughput")
+    cpsat.enforce_all(model, v, explain=False)
+    if split0 is not None:
+        cpsat.add_hint(model, v, t, split0, counts0, objective)
+    invalid = model.validate()
+    if invalid:
+        raise SolverError(f"CP-SAT rejected the placement model: {invalid}")
+    solver = _solver(config, limit)
+    status = solver.solve(model)
+    used = solver.deterministic_time if config.deterministic else solver.wall_time
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        split, counts = cpsat.extract(solver, v, t)
+        value = objective_ns(t, split, counts, objective)
+        bound = int(np.ceil(solver.best_objective_bound - 1e-6))
+        return (
+            ("optimal" if bound >= value else "feasible"),
+            split,
+            counts,
+            value,
+            min(bound, value),
+            used,
+        )
+    if status == cp_model.INFEASIBLE:
+        return "infeasible", None, None, None, None, used
+    if status == cp_model.MODEL_INVALID:  # pragma: no cover - validate() catches these first
+        raise SolverError("CP-SAT reports MODEL_INVALID for the placement model")
+    if split0 is not None:
+        value = objective_ns(t, split0, counts0, objective)
+        return "feasible", split0, counts0, value, None, used
+    return "unresolved", None, None, None, None, used
+
+
+def _better(a: _Incumbent, b: _Incumbent | None, objective: str) -> bool:
+    return b is None or a.key(objective) < b.key(objective)
+
+
+def solve(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload | None = None,
+    config: SolveConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> Plan:
+    """Find the best layout and placement of ``model`` on ``cluster``, with a certificate.
+
+    Parameters
+    ----------
+    model, cluster, workload
+        The validated inputs (see :func:`placer.load_model` and friends).
+    config
+        Objective, rules profile, time limit, seed, workers, determinism.
+    progress
+        Optional callback after each layout.
+
+    Returns
+    -------
+    Plan
+        Status ``optimal``, ``feasible``, ``infeasible`` or ``unknown``, with the
+        certificate. The caller decides what to do with a plan that has none.
+
+    Raises
+    ------
+    InvalidInputError
+        For an unknown rules profile or bad solver parameters.
+    """
+    workload = workload or Workload()
+    config = config or SolveConfig()
+    try:
+        profile = get_profile(config.profile)
+    except KeyError as exc:
+        raise InvalidInputError(str(exc.args[0]), field="profile") from None
+    start = time.monotonic()
+    objective = config.objective
+    space = enumerate_layouts(model, cluster, profile, config.max_gpus)
+    entries: list[SearchEntry] = []
+    cands: list[_Candidate] = []
+    for layout in space.legal:
+        t = build_tables(model, cluster, workload, layout, objective)
+        need, have = memory_lower_bound(t)
+        cand = _Candidate(layout=layout, tables=t, bound=lower_bound_ns(t, objective))
+        if need > have:
+            entries.append(
+                _entry(
+                    cand,
+                    "infeasible",
+                    f"memory: the layout's GPUs must hold at least "
+                    f"{need / 1e9:.2f} GB in all, they have {have / 1e9:.2f} GB",
+                )
+            )
+            continue
+        cands.append(cand)
+    if objective == "gpus":
+        cands.sort(key=lambda c: (c.layout.gpus, c.bound, c.layout.describe()))
+    else:
+        cands.sort(key=lambda c: (c.bound, c.layout.gpus, c.layout.describe()))
+
+    budget = config.time_limit_s
+    spent = 0.0
+    best: _Incumbent | None = None
+    for k, cand in enumerate(cands):
+        if best is not None and _cannot_beat(cand, best, objective):
+            entries.append(
+                _entry(
+                    cand,
+                    "pruned",
+                    f"bound {cand.bound / TIME_SCALE:.6g} s "
+                    f"cannot beat the plan's {best.value / TIME_SCALE:.6g} s"
+                    if objective != "gpus" or cand.layout.gpus == best.gpus
+                    else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}",
+                )
+            )
+            continue
+        elapsed = spent if config.deterministic else time.monotonic() - start
+        remaining = budget - elapsed
+        if remaining <= 0:
+            entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
+            continue
+        # No single layout may take the whole budget: later ones still need a chance.
+        share = remaining if k == len(cands) - 1 else max(1.0, remaining / 3)
+        status, split, counts, value, bound, used = solve_layout(
+            cand.tables, objective, config, min(remaining, share)
+        )
+        spent += used
+        if status == "infeasible":
+            entries.append(_entry(cand, "infeasible", "CP-SAT proved no split fits memory"))
+        elif split is not None and counts is not None and value is not None:
+            peak = int(memory_by_rank(cand.tables, split, counts).max())
+            inc = _Incumbent(
+                value=value,
+                gpus=cand.layout.gpus,
+                peak=peak,
+                cand=cand,
+                split=split,
+                counts=counts,
+            )
+            if _better(inc, best, objective):
+                best = inc
+            entries.append(_entry(cand, status, value=value, solver_bound=bound))
+        else:
+            entries.append(_entry(cand, "unresolved", "no solution within the time limit"))
+        if progress is not None:
+            progress(k + 1, len(cands), best.value if best else None, None)
+    wall = time.monotonic() - start
+    return _assemble(model, cluster, workload, config, space, entries, best, wall)
+
+
+def _cannot_beat(cand: _Candidate, best: _Incumbent, objective: str) -> bool:
+    if objective == "gpus":
+        return cand.layout.gpus > best.gpus or (
+            cand.layout.gpus == best.gpus and cand.bound >= best.value
+        )
+    return cand.bound >= best.value
+
+
+def _global_bound(
+    entries: list[SearchEntry], best: _Incumbent | None, objective: str
+) -> int | None:
+    """Smallest objective any layout not yet proven could still reach."""
+    if objective == "gpus":
+        open_gpus = [e.gpus for e in entries if e.status in ("unresolved",)]
+        if best is None:
+            return min(open_gpus) if open_gpus else None
+        return min([best.gpus, *open_gpus])
+    bounds = []
+    for e in entries:
+        if e.status == "unresolved" and e.bound_units is not None:
+            bounds.append(e.bound_units)
+        elif e.status == "feasible":
+            b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
+            if b is not None:
+                bounds.append(max(b, e.bound_units or 0))
+    if best is not None:
+        bounds.append(best.value)
+    return min(bounds) if bounds else None
+
+
+def _assemble(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    config: SolveConfig,
+    space: LayoutSpace,
+    entries: list[SearchEntry],
+    best: _Incumbent | None,
+    wall: float,
+) -> Plan:
+    objective = config.objective
+    entries.sort(key=lambda e: (e.gpus, e.tp, e.pp, e.ep, e.etp, e.dp_attn))
+    count = {
+        s: sum(1 for e in entries if e.status == s)
+        for s in ("optimal", "feasible", "pruned", "infeasible", "unresolved")
+    }
+    record = SearchRecord(
+        candidates=space.candidates,
+        legal=len(space.legal),
+        rejected_by_rule=dict(sorted(space.rejected.items())),
+        solved=count["optimal"]
+        + count["feasible"]
+        + sum(1 for e in entries if e.status == "infeasible" and e.reason.startswith("CP-SAT")),
+        pruned=count["pruned"],
+        infeasible=count["infeasible"],
+        unresolved=count["unresolved"],
+        entries=tuple(entries),
+    )
+    solver_info = SolverInfo(
+        seed=config.seed,
+        workers=1 if config.deterministic else config.workers,
+        deterministic=config.deterministic,
+        time_limit_s=config.time_limit_s,
+        relative_gap_limit=config.relative_gap_limit,
+        profile=config.profile,
+        objective=objective,
+        ortools_version=version("ortools"),
+        placer_version=version("placer"),
+        wall_time_s=round(wall, 3),
+        extra_params=dict(config.extra_params),
+    )
+    inputs = plan_inputs(model, cluster, workload)
+    bound = _global_bound(entries, best, objective)
+    unit = "GPUs" if objective == "gpus" else "s"
+    if best is None:
+        proven = all(e.status == "infeasible" for e in entries)
+        why = explain_infeasible(model, cluster, workload, config, entries) if proven else None
+        return Plan(
+            status="infeasible" if proven else "unknown",
+            layout=None,
+            objective=ObjectiveRecord(
+                name=objective,
+                unit=unit,
+                value=None,
+                bound=None if bound is None else _scale(bound, objective),
+                gap=None,
+                value_units=None,
+                bound_units=bound,
+            ),
+            gpus=(),
+            expert_map={},
+            estimates=None,
+            certificate=Certificate(constraints=(), search=record, solver=solver_info),
+            infeasibility=why,
+            inputs=inputs,
+        )
+    value_units = best.gpus if objective == "gpus" else best.value
+    assert bound is not None
+    gap = (value_units - bound) / value_units if value_units else 0.0
+    status = "optimal" if bound >= value_units else "feasible"
+    lay = best.cand.layout.model_copy(update={"layers_per_stage": best.split})
+    emap = expert_map_from_counts(best.cand.tables, best.counts)
+    ev = evaluate(model, cluster, workload, lay, get_profile(config.profile), emap)
+    constraints = list(ev.constraints) + placement_constraints(best.cand.tables, best.counts)
+    return Plan(
+        status=status,
+        layout=PlanLayout(
+            tp=lay.tp,
+            pp=lay.pp,
+            ep=lay.ep,
+            etp=lay.expert_tp,
+            dp_attn=lay.dp_attn,
+            gpus_used=lay.gpus,
+            layers_per_stage=best.split,
+            redundant_experts=lay.redundant_experts,
+        ),
+        objective=ObjectiveRecord(
+            name=objective,
+            unit=unit,
+            value=_scale(value_units, objective),
+            bound=_scale(bound, objective),
+            gap=gap,
+            value_units=value_units,
+            bound_units=bound,
+        ),
+        gpus=ev.gpus,
+        expert_map=emap,
+        estimates=ev.estimates,
+        certificate=Certificate(constraints=tuple(constraints), search=record, solver=solver_info),
+        inputs=inputs,
+    )
+
+
+def _scale(units: int, objective: str) -> float:
+    return float(units) if objective == "gpus" else units / TIME_SCALE
+
+
+def placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constraint]:
+    """Slot and coverage constraints of a placement, one instance per MoE layer."""
+    out = []
+    for i, slots in enumerate(t.slots):
+        if slots == 0:
+            continue
+        placed = int(counts[i].sum())
+        out.append(
+            Constraint(
+                name=f"expert_slots[layer {i}]",
+                value=placed,
+                limit=int(slots),
+                holds=placed == slots,
+                detail=f"{placed} slots placed of {int(slots)}",
+            )
+        )
+        most = int(counts[i].max())
+        out.append(
+            Constraint(
+                name=f"one_copy_per_gpu[layer {i}]",
+                value=most,
+                limit=int(t.experts[i]),
+                holds=most <= t.experts[i],
+                detail="no rank holds more slots than there are experts",
+            )
+        )
+    return out
+
+
+def plan_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> PlanInputs:
+    """Copies of the inputs in placer's own formats, with their hashes."""
+    m = model.model_dump(mode="json")
+    m["format"] = "placer"
+    c = cluster.model_dump(mode="json")
+    w = workload.model_dump(mode="json")
+    return PlanInputs(
+        model=m,
+        cluster=c,
+        workload=w,
+        hashes={"model": digest(m), "cluster": digest(c), "workload": digest(w)},
+        sources={"model": model.source, "cluster": cluster.source},
+    )
