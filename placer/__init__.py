@@ -4,10 +4,17 @@ The public API, re-exported here (PyVRP style):
 
 - loading: :func:`load_model`, :func:`load_cluster`, :func:`load_workload`;
 - specs: :class:`ModelSpec`, :class:`ClusterSpec`, :class:`Workload`, :class:`Layout`;
-- analysis: :func:`memory_ledger`, :func:`estimate`, :func:`evaluate`, :func:`inspect_model`.
+- analysis: :func:`memory_ledger`, :func:`estimate`, :func:`evaluate`, :func:`inspect_model`;
+- search: :func:`solve` -> :class:`Plan`, :func:`verify` -> :class:`VerifyReport`,
+  :class:`SolveConfig`.
+
+``solve`` is imported on first use so that ``placer.verify`` never loads OR-Tools.
 """
 
+from typing import Any
+
 from placer.cluster import ClusterSpec, GPUType, Link
+from placer.config import SolveConfig
 from placer.cost import Estimates, estimate
 from placer.evaluate import Constraint, Evaluation, evaluate
 from placer.exceptions import (
@@ -22,7 +29,9 @@ from placer.layout import Layout
 from placer.ledger import Ledger, memory_ledger
 from placer.load import load_cluster, load_model, load_workload, model_from_dict
 from placer.model import ModelSpec
+from placer.plan import Plan
 from placer.rules import PROFILES, RulesProfile, get_profile
+from placer.verify import VerifyReport, load_plan, verify
 from placer.workload import Workload
 
 __version__ = "0.1.0"
@@ -42,9 +51,12 @@ __all__ = [
     "Link",
     "ModelReport",
     "ModelSpec",
+    "Plan",
     "PlacerError",
     "RulesProfile",
+    "SolveConfig",
     "SolverError",
+    "VerifyReport",
     "Workload",
     "estimate",
     "evaluate",
@@ -52,7 +64,18 @@ __all__ = [
     "inspect_model",
     "load_cluster",
     "load_model",
+    "load_plan",
     "load_workload",
     "memory_ledger",
     "model_from_dict",
+    "solve",
+    "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "solve":
+        from placer.search.solve import solve
+
+        return solve
+    raise AttributeError(f"module 'placer' has no attribute {name!r}")

@@ -20,9 +20,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from placer.evaluate import Evaluation, evaluate
-from placer.exceptions import EXIT_INFEASIBLE, InvalidInputError, PlacerError
+from placer.exceptions import (
+    EXIT_INFEASIBLE,
+    EXIT_NO_PLAN,
+    EXIT_VERIFY_FAILED,
+    InvalidInputError,
+    PlacerError,
+)
 from placer.inspect import ModelReport, inspect_model
-from placer.io import validation_error
+from placer.io import validation_error, write_atomic
 from placer.layout import Layout
 from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
@@ -389,6 +395,226 @@ def _print_evaluation(ev: Evaluation, model_name: str, cluster_name: str) -> Non
         if ev.fits
         else "[red]does not fit[/]: " + escape(", ".join(x.name for x in ev.violated()[:6]))
     )
+
+
+# ------------------------------------------------------------------ solve
+def _parse_compare(text: str) -> Layout:
+    """'tp=4,pp=4,ep=4,etp=1' -> Layout."""
+    keys = {"tp", "pp", "ep", "etp", "dp_attn", "dp"}
+    values: dict[str, int] = {}
+    for part in text.split(","):
+        key, _, val = part.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        if key not in keys or not val.strip().isdigit() or int(val) <= 0:
+            raise InvalidInputError(
+                "expected positive degrees like tp=4,pp=4,ep=4,etp=1", field="--compare"
+            )
+        values["dp_attn" if key == "dp" else key] = int(val)
+    try:
+        return Layout(**values)
+    except ValidationError as exc:
+        raise validation_error(exc, "--compare") from None
+
+
+@main.command(name="solve")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
+@hardware_options
+@workload_options
+@click.option(
+    "--profile",
+    default="generic",
+    show_default=True,
+    help=f"Engine rules profile: {', '.join(PROFILES)}.",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["throughput", "latency", "gpus"]),
+    default="throughput",
+    show_default=True,
+)
+@click.option(
+    "--time-limit",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Wall-clock limit in seconds.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="CP-SAT random seed.")
+@click.option("--workers", type=int, default=2, show_default=True, help="CP-SAT workers.")
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="One worker and deterministic time budgets: same seed, same plan.",
+)
+@click.option(
+    "--compare",
+    default=None,
+    help="Also evaluate this layout against the plan, e.g. tp=4,pp=4,ep=4,etp=1.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the plan and certificate (JSON) here, atomically.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@handle_errors
+def solve_cmd(
+    model_path: str,
+    hardware_path: str,
+    gpus: int | None,
+    nodes: int | None,
+    profile: str,
+    objective: str,
+    time_limit: float,
+    seed: int,
+    workers: int,
+    deterministic: bool,
+    compare: str | None,
+    output: str | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Find the best layout and placement of MODEL on HARDWARE, and prove it.
+
+    Exits 0 with a plan, 3 when no layout fits (with the smallest fix), 4 when the
+    time limit passed with no plan, 2 on bad input.
+    """
+    from placer.config import SolveConfig
+    from placer.search.solve import solve
+
+    if profile not in PROFILES:
+        raise InvalidInputError(
+            f"unknown rules profile '{profile}'; choose one of {', '.join(PROFILES)}",
+            field="--profile",
+        )
+    if time_limit <= 0:
+        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    if workers <= 0:
+        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
+    if seed < 0:
+        raise InvalidInputError(f"must not be negative, got {seed}", field="--seed")
+    model = load_model(model_path)
+    cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    workload = workload_from_options(kwargs)
+    other = _parse_compare(compare) if compare else None
+    config = SolveConfig(
+        objective=objective,
+        profile=profile,
+        time_limit_s=time_limit,
+        seed=seed,
+        workers=workers,
+        deterministic=deterministic,
+    )
+    if output is not None:
+        _check_writable(output)
+    plan = solve(model, cluster, workload, config)
+    text = plan.model_dump_json(indent=2)
+    if output is not None:
+        write_atomic(output, text + "\n")
+    if as_json:
+        click.echo(text)
+    else:
+        click.echo(plan.summary())
+        if other is not None:
+            _print_comparison(model, cluster, workload, profile, plan, other)
+    sys.exit(
+        {"optimal": 0, "feasible": 0, "infeasible": EXIT_INFEASIBLE}.get(plan.status, EXIT_NO_PLAN)
+    )
+
+
+def _check_writable(path: str) -> None:
+    """Fail before a long search if the output cannot be written."""
+    from pathlib import Path
+
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise InvalidInputError("the output folder does not exist", source=path)
+    if Path(path).is_dir():
+        raise InvalidInputError("is a directory", source=path)
+
+
+def _print_comparison(
+    model: Any, cluster: Any, workload: Any, profile: str, plan: Any, other: Layout
+) -> None:
+    ev = evaluate(model, cluster, workload, other, profile)
+    click.echo(f"compared   {other.describe()} on {other.gpus} GPUs:")
+    if ev.estimates is None or not ev.fits:
+        bad = ", ".join(c.name for c in ev.violated()[:4])
+        click.echo(f"           does not fit or is not legal ({bad})")
+        return
+    mine = plan.estimates
+    if mine is None:
+        click.echo(
+            f"           {ev.estimates.throughput_tokens_s:,.0f} tokens/s; no plan to compare with"
+        )
+        return
+    click.echo(
+        f"           {ev.estimates.throughput_tokens_s:,.0f} tokens/s, step "
+        f"{ev.estimates.cycle_s * 1e3:.3f} ms, latency {ev.estimates.latency_s * 1e3:.3f} ms; "
+        f"the plan is {mine.throughput_tokens_s / ev.estimates.throughput_tokens_s:.2f}x its "
+        f"throughput and {ev.estimates.latency_s / mine.latency_s:.2f}x faster per step"
+    )
+
+
+# ------------------------------------------------------------------ verify
+@main.command(name="verify")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check the plan was made from this model file.",
+)
+@click.option(
+    "--hardware",
+    "hardware_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check the plan was made from this hardware file (with --gpus/--nodes).",
+)
+@hardware_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def verify_cmd(
+    plan_path: str,
+    model_path: str | None,
+    hardware_path: str | None,
+    gpus: int | None,
+    nodes: int | None,
+    as_json: bool,
+) -> None:
+    """Re-check PLAN from the plan and its inputs alone (no solver).
+
+    Exits 0 when every check holds, 5 with the list of violations otherwise.
+    """
+    from placer.verify import load_plan, verify
+
+    plan = load_plan(plan_path)
+    given: dict[str, Any] = {}
+    if model_path:
+        given["model"] = load_model(model_path)
+    if hardware_path:
+        given["cluster"] = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    report = verify(plan, given)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        for line in report.checked:
+            click.echo(f"checked    {line}")
+        for line in report.trusted:
+            click.echo(f"trusted    {line}")
+        for line in report.violations:
+            click.echo(f"VIOLATION  {line}")
+        click.echo(
+            "verified: every check holds"
+            if report.ok
+            else f"NOT verified: {len(report.violations)} violation(s)"
+        )
+    sys.exit(0 if report.ok else EXIT_VERIFY_FAILED)
 
 
 def run() -> None:  # pragma: no cover - console entry for python -m
