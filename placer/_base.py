@@ -1,8 +1,29 @@
-"""Shared pydantic base for every immutable input and output record."""
+"""Shared pydantic base for every immutable input and output record.
+
+Records read from files use the strict number types below for their counts,
+sizes and switches: pydantic's default (lax) mode would quietly turn a JSON
+``true`` into ``1`` and a quoted ``"8"`` into ``8``. Strict fields accept only
+a real integer (not a boolean), a real boolean, or for floats any JSON number.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+#: An integer, never a boolean or a string.
+Int = Annotated[int, Strict()]
+#: A positive integer (a count or a size), never a boolean or a string.
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+#: A non-negative integer, never a boolean or a string.
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+#: A JSON number (an integer is accepted), never a boolean or a string.
+Float = Annotated[float, Strict()]
+#: A positive JSON number, never a boolean or a string.
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+#: true or false, never 0/1 or "true".
+Bool = Annotated[bool, Strict()]
 
 
 class Frozen(BaseModel):

@@ -13,9 +13,9 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from placer._base import Frozen
+from placer._base import Float, Frozen, PosFloat, PosInt
 
 Level = Literal["scale_up", "node", "scale_out"]
 
@@ -24,20 +24,23 @@ class GPUType(Frozen):
     """One kind of GPU."""
 
     name: str = Field(min_length=1, description="GPU model, e.g. H200-SXM-141GB.")
-    memory_bytes: PositiveInt = Field(description="Usable HBM in bytes (as the driver reports).")
-    hbm_bandwidth_gbps: PositiveFloat = Field(description="HBM bandwidth in GB/s (1e9 B/s).")
-    tflops: dict[str, PositiveFloat] = Field(
+    memory_bytes: PosInt = Field(description="Usable HBM in bytes (as the driver reports).")
+    hbm_bandwidth_gbps: PosFloat = Field(description="HBM bandwidth in GB/s (1e9 B/s).")
+    tflops: dict[str, PosFloat] = Field(
         description="Dense TFLOPS per compute dtype (bf16, fp16, fp8, fp4); absent = unsupported."
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> GPUType:
-        unknown = set(self.tflops) - {"bf16", "fp16", "fp8", "fp4", "fp32"}
+    @field_validator("tflops")
+    @classmethod
+    def _check_tflops(cls, tflops: dict[str, float]) -> dict[str, float]:
+        # A field validator, so that errors name 'tflops' rather than the whole GPU.
+        unknown = set(tflops) - {"bf16", "fp16", "fp8", "fp4", "fp32"}
         if unknown:
-            raise ValueError(f"unknown compute dtype(s) in tflops: {', '.join(sorted(unknown))}")
-        if not self.tflops:
+            names = ", ".join(repr(n) for n in sorted(unknown))
+            raise ValueError(f"unknown compute dtype(s) in tflops: {names}")
+        if not tflops:
             raise ValueError("tflops must give at least one dtype")
-        return self
+        return tflops
 
     def peak_flops(self, dtype: str) -> float:
         """Dense FLOP/s for ``dtype``; falls back to 16-bit where the GPU lacks it
@@ -51,8 +54,8 @@ class GPUType(Frozen):
 class Link(Frozen):
     """One level of the interconnect, per GPU and per direction."""
 
-    bandwidth_gbps: PositiveFloat = Field(description="GB/s per GPU per direction.")
-    latency_us: float = Field(ge=0, description="One-way latency of a message, microseconds.")
+    bandwidth_gbps: PosFloat = Field(description="GB/s per GPU per direction.")
+    latency_us: Float = Field(ge=0, description="One-way latency of a message, microseconds.")
     name: str = Field(default="", description="Technology, e.g. NVLink 4 / NDR InfiniBand.")
 
 
@@ -60,7 +63,7 @@ class GPUGroup(Frozen):
     """``count`` GPUs of one type, filling nodes in order."""
 
     gpu: GPUType = Field(description="The GPU type.")
-    count: PositiveInt = Field(description="How many GPUs of this type.")
+    count: PosInt = Field(description="How many GPUs of this type.")
 
 
 class ClusterSpec(Frozen):
@@ -68,8 +71,8 @@ class ClusterSpec(Frozen):
 
     name: str = Field(min_length=1, description="System name or id.")
     groups: tuple[GPUGroup, ...] = Field(min_length=1, description="GPU types and counts.")
-    gpus_per_node: PositiveInt = Field(description="GPUs in one node (server, tray).")
-    scale_up_domain: PositiveInt = Field(
+    gpus_per_node: PosInt = Field(description="GPUs in one node (server, tray).")
+    scale_up_domain: PosInt = Field(
         description="GPUs that share the scale-up fabric (NVLink/NVSwitch domain)."
     )
     scale_up: Link = Field(description="Link inside a scale-up domain.")
@@ -77,7 +80,7 @@ class ClusterSpec(Frozen):
         default=None, description="Link between domains of one node (PCIe); None if no such gap."
     )
     scale_out: Link = Field(description="Link between nodes (per GPU, e.g. one NIC per GPU).")
-    price_per_gpu_hour: PositiveFloat | None = Field(
+    price_per_gpu_hour: PosFloat | None = Field(
         default=None, description="Optional price, for cost frontiers."
     )
     source: str | None = Field(default=None, description="Where the figures come from.")
@@ -149,7 +152,10 @@ class ClusterSpec(Frozen):
         """The same system with ``gpus`` GPUs of its (single) type."""
         if len(self.groups) != 1:
             raise ValueError("--gpus applies to single-type clusters; edit the file instead")
-        return self.model_copy(update={"groups": (GPUGroup(gpu=self.groups[0].gpu, count=gpus),)})
+        # Not model_copy: it would carry over cached per-GPU arrays of the old count.
+        data = self.model_dump()
+        data["groups"] = [{"gpu": self.groups[0].gpu.model_dump(), "count": gpus}]
+        return ClusterSpec.model_validate(data)
 
     def with_nodes(self, nodes: int) -> ClusterSpec:
         """The same system with ``nodes`` full nodes."""

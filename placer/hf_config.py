@@ -56,13 +56,13 @@ class _Reader:
     def _loc(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def req(self, name: str, kind: type = int) -> Any:
+    def req(self, name: str, kind: type | str = int) -> Any:
         """A required field of the given type (ints must be positive)."""
         if name not in self.raw or self.raw[name] is None:
             raise InvalidInputError("required field is missing", self.source, self._loc(name))
         return self._typed(name, self.raw[name], kind)
 
-    def opt(self, name: str, default: Any, why: str, kind: type = int) -> Any:
+    def opt(self, name: str, default: Any, why: str, kind: type | str = int) -> Any:
         """An optional field; when absent, ``default`` is used and recorded as assumed."""
         if name in self.raw and self.raw[name] is not None:
             return self._typed(name, self.raw[name], kind)
@@ -76,16 +76,19 @@ class _Reader:
             self.read.append(self._loc(name))
         return value
 
-    def _typed(self, name: str, value: Any, kind: type) -> Any:
+    def _typed(self, name: str, value: Any, kind: type | str) -> Any:
         self.read.append(self._loc(name))
-        if kind is int:
+        if kind is int or kind == "index":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidInputError(
                     f"must be an integer, got {value!r}", self.source, self._loc(name)
                 )
-            if value <= 0:
+            # Sizes must be positive; layer indices and offsets ("index") may be 0.
+            if value < (0 if kind == "index" else 1):
                 raise InvalidInputError(
-                    f"must be positive, got {value}", self.source, self._loc(name)
+                    f"must be {'non-negative' if kind == 'index' else 'positive'}, got {value}",
+                    self.source,
+                    self._loc(name),
                 )
         elif kind is bool:
             if not isinstance(value, bool):
@@ -152,6 +155,59 @@ def _layers(
     )
 
 
+def _check_heads(
+    heads_reader: _Reader, heads_key: str, heads: int, kv_reader: _Reader, kv_key: str, kv: int
+) -> None:
+    """Query heads must be a multiple of KV heads; the error names the file's KV field."""
+    if heads % kv:
+        raise InvalidInputError(
+            f"{heads_reader._loc(heads_key)} ({heads}) must be a multiple of "
+            f"{kv_reader._loc(kv_key)} ({kv})",
+            kv_reader.source,
+            kv_reader._loc(kv_key),
+        )
+
+
+def _check_top_k(
+    k_reader: _Reader, k_key: str, top_k: int, e_reader: _Reader, e_key: str, experts: int
+) -> None:
+    """Experts per token must not exceed the experts; the error names the file's top-k field."""
+    if top_k > experts:
+        raise InvalidInputError(
+            f"top_k ({top_k}) exceeds num_experts ({experts}): {k_reader._loc(k_key)} "
+            f"must be at most {e_reader._loc(e_key)}",
+            k_reader.source,
+            k_reader._loc(k_key),
+        )
+
+
+def _moe(
+    r: _Reader,
+    experts_key: str,
+    top_k_key: str = "num_experts_per_tok",
+    k_reader: _Reader | None = None,
+    **fields: Any,
+) -> MoESpec:
+    """Read the routed-expert count and top-k (checked against each other) into a MoESpec."""
+    kr = k_reader or r
+    experts = r.req(experts_key)
+    top_k = kr.req(top_k_key)
+    _check_top_k(kr, top_k_key, top_k, r, experts_key, experts)
+    n_group = fields.get("n_group")
+    if n_group is not None:
+        n_group = r._typed("n_group", n_group, int)
+        if experts % n_group:
+            raise InvalidInputError(
+                f"n_group ({n_group}) must divide {r._loc(experts_key)} ({experts})",
+                r.source,
+                r._loc("n_group"),
+            )
+    topk_group = fields.get("topk_group")
+    if topk_group is not None:
+        r._typed("topk_group", topk_group, int)
+    return MoESpec(num_experts=experts, top_k=top_k, **fields)
+
+
 def _gqa(
     r: _Reader,
     *,
@@ -174,6 +230,7 @@ def _gqa(
                 r._loc(heads_key),
             )
         head_dim = hidden // heads
+    _check_heads(r, heads_key, heads, r, "num_key_value_heads", kv)
     return AttentionSpec(
         kind="mha" if kv == heads else "gqa",
         num_heads=heads,
@@ -226,16 +283,15 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
     dense_width: int | None = None
 
     if family == "deepseek" or family == "glm4_moe":
-        first_dense = r.opt("first_k_dense_replace", 0, "no leading dense layers")
+        first_dense = r.opt("first_k_dense_replace", 0, "no leading dense layers", kind="index")
         first_dense = 0 if first_dense is None else first_dense
         freq = r.opt("moe_layer_freq", 1, "every layer after the dense ones is MoE")
         is_moe = [i >= first_dense and i % freq == 0 for i in range(n)]
-        n_routed = r.req("n_routed_experts")
         width = r.req("moe_intermediate_size")
         n_shared = r.opt("n_shared_experts", 0, "no shared experts")
-        moe = MoESpec(
-            num_experts=n_routed,
-            top_k=r.req("num_experts_per_tok"),
+        moe = _moe(
+            r,
+            "n_routed_experts",
             expert_intermediate_size=width,
             num_shared_experts=n_shared,
             shared_intermediate_size=n_shared * width,
@@ -246,10 +302,12 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
         dense_width = r.req("intermediate_size") if not all(is_moe) else None
         if family == "deepseek":
             heads = r.req("num_attention_heads")
+            kv = r.opt("num_key_value_heads", heads, "MLA has one KV head per head")
+            _check_heads(r, "num_attention_heads", heads, r, "num_key_value_heads", kv)
             attn = AttentionSpec(
                 kind="mla",
                 num_heads=heads,
-                num_kv_heads=r.opt("num_key_value_heads", heads, "MLA has one KV head per head"),
+                num_kv_heads=kv,
                 head_dim=r.req("qk_nope_head_dim") + r.req("qk_rope_head_dim"),
                 q_lora_rank=r.get("q_lora_rank"),
                 kv_lora_rank=r.req("kv_lora_rank"),
@@ -266,12 +324,19 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
             )
     elif family in ("qwen2_moe", "qwen3_moe"):
         step = r.opt("decoder_sparse_step", 1, "every layer is sparse")
-        mlp_only = set(r.get("mlp_only_layers", []) or [])
+        mlp_only_list = r.get("mlp_only_layers", []) or []
+        if not isinstance(mlp_only_list, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in mlp_only_list
+        ):
+            raise InvalidInputError(
+                "must be a list of layer indices", source, r._loc("mlp_only_layers")
+            )
+        mlp_only = set(mlp_only_list)
         is_moe = [i not in mlp_only and (i + 1) % step == 0 for i in range(n)]
         shared_w = r.get("shared_expert_intermediate_size", 0) or 0
-        moe = MoESpec(
-            num_experts=r.req("num_experts"),
-            top_k=r.req("num_experts_per_tok"),
+        moe = _moe(
+            r,
+            "num_experts",
             expert_intermediate_size=r.req("moe_intermediate_size"),
             num_shared_experts=1 if shared_w else 0,
             shared_intermediate_size=shared_w,
@@ -285,17 +350,24 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
             attn = _gqa(r, hidden=h, qkv_bias=bool(r.get("attention_bias", False)), qk_norm="head")
     elif family in ("mixtral", "phimoe", "olmoe", "gpt_oss"):
         is_moe = [True] * n
-        n_exp = r.req("num_experts" if family == "olmoe" else "num_local_experts")
-        moe = MoESpec(
-            num_experts=n_exp,
-            top_k=r.req("num_experts_per_tok"),
+        moe = _moe(
+            r,
+            "num_experts" if family == "olmoe" else "num_local_experts",
             expert_intermediate_size=r.req("intermediate_size"),
             router_bias=family == "gpt_oss",
             expert_bias=family == "gpt_oss",
         )
         if family == "gpt_oss":
             types = r.get("layer_types") or ["full_attention"] * n
+            if not isinstance(types, list) or len(types) != n:
+                raise InvalidInputError(
+                    f"must be a list of {n} layer types, one per layer (num_hidden_layers)",
+                    source,
+                    r._loc("layer_types"),
+                )
             window = r.get("sliding_window")
+            if window is not None and "sliding_attention" in types:
+                window = r._typed("sliding_window", window, int)
             windows = [window if t == "sliding_attention" else None for t in types]
             attn = _gqa(r, hidden=h, qkv_bias=True, o_bias=True, sinks=True)
         elif family == "olmoe":
@@ -309,9 +381,9 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
         step = r.opt("interleave_moe_layer_step", 1, "every layer is MoE")
         is_moe = [(i + 1) % step == 0 for i in range(n)]
         width = r.req("intermediate_size")
-        moe = MoESpec(
-            num_experts=r.req("num_local_experts"),
-            top_k=r.req("num_experts_per_tok"),
+        moe = _moe(
+            r,
+            "num_local_experts",
             expert_intermediate_size=width,
             num_shared_experts=1,
             shared_intermediate_size=width,
@@ -320,17 +392,17 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
         attn = _gqa(r, hidden=h, qkv_bias=bool(r.get("attention_bias", False)))
     elif family == "jamba":
         a_per = r.req("attn_layer_period")
-        a_off = r.opt("attn_layer_offset", 0, "transformers' JambaConfig default") or 0
+        a_off = (
+            r.opt("attn_layer_offset", 0, "transformers' JambaConfig default", kind="index") or 0
+        )
         e_per = r.req("expert_layer_period")
-        e_off = r.opt("expert_layer_offset", 0, "transformers' JambaConfig default") or 0
+        e_off = (
+            r.opt("expert_layer_offset", 0, "transformers' JambaConfig default", kind="index") or 0
+        )
         is_moe = [i % e_per == e_off for i in range(n)]
         mixers = ["attention" if i % a_per == a_off else "mamba" for i in range(n)]
         width = r.req("intermediate_size")
-        moe = MoESpec(
-            num_experts=r.req("num_experts"),
-            top_k=r.req("num_experts_per_tok"),
-            expert_intermediate_size=width,
-        )
+        moe = _moe(r, "num_experts", expert_intermediate_size=width)
         dense_width = width
         attn = _gqa(r, hidden=h)
         extra["mamba"] = MambaSpec(
@@ -379,6 +451,14 @@ def _dbrx(r: _Reader, name: str, source: str, dtype: str) -> ModelSpec:
     h = r.req("d_model")
     heads = r.req("n_heads")
     kv = a.req("kv_n_heads")
+    _check_heads(r, "n_heads", heads, a, "kv_n_heads", kv)
+    if h % heads:
+        raise InvalidInputError(
+            f"d_model ({h}) is not a multiple of n_heads ({heads})", source, r._loc("n_heads")
+        )
+    moe = _moe(
+        f, "moe_num_experts", "moe_top_k", expert_intermediate_size=f.req("ffn_hidden_size")
+    )
     return ModelSpec(
         name=name,
         format="hf-config",
@@ -395,11 +475,7 @@ def _dbrx(r: _Reader, name: str, source: str, dtype: str) -> ModelSpec:
             num_kv_heads=kv,
             head_dim=h // heads,
         ),
-        moe=MoESpec(
-            num_experts=f.req("moe_num_experts"),
-            top_k=f.req("moe_top_k"),
-            expert_intermediate_size=f.req("ffn_hidden_size"),
-        ),
+        moe=moe,
         layers=_layers(n, [True] * n),
         assumed=tuple(r.assumed + f.assumed + a.assumed),
         source=source,
@@ -424,6 +500,9 @@ def _grok1(r: _Reader, name: str, source: str) -> ModelSpec:
     width += (8 - width) % 8
     n = r.req("num_layers")
     heads = r.req("num_q_heads")
+    kv = r.req("num_kv_heads")
+    _check_heads(r, "num_q_heads", heads, r, "num_kv_heads", kv)
+    moe = _moe(r, "num_experts", "num_selected_experts", expert_intermediate_size=width)
     return ModelSpec(
         name=name,
         format="hf-config",
@@ -437,14 +516,10 @@ def _grok1(r: _Reader, name: str, source: str) -> ModelSpec:
         attention=AttentionSpec(
             kind="gqa",
             num_heads=heads,
-            num_kv_heads=r.req("num_kv_heads"),
+            num_kv_heads=kv,
             head_dim=r.req("key_size"),
         ),
-        moe=MoESpec(
-            num_experts=r.req("num_experts"),
-            top_k=r.req("num_selected_experts"),
-            expert_intermediate_size=width,
-        ),
+        moe=moe,
         layers=_layers(n, [True] * n),
         extra_norms_per_layer=2,
         read=tuple(r.read),

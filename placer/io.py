@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,9 +17,17 @@ from placer.exceptions import InvalidInputError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _reject_constant(name: str) -> float:
-    # json accepts NaN and Infinity by default; they are never valid sizes.
-    raise ValueError(f"{name} is not a number placer accepts")
+def _parse_constant(name: str) -> float:
+    # json reads NaN, Infinity and -Infinity as floats; they are kept here so that
+    # check_finite can reject them naming the field they stand in.
+    return float(name.lower().replace("infinity", "inf"))
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks escaped, so an error message stays on one line."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -33,48 +42,104 @@ def read_json(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"cannot read: {exc}", source=str(path)) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", source=str(path)
         ) from None
-    except ValueError as exc:
-        raise InvalidInputError(f"not valid JSON: {exc}", source=str(path)) from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(
+            one_line(f"not valid JSON: {exc or type(exc).__name__}"), source=str(path)
+        ) from None
+    check_finite(data, str(path))
+    return data
+
+
+def _json_constant(value: float) -> str:
+    """How JSON spells a non-finite float: ``NaN``, ``Infinity`` or ``-Infinity``."""
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def check_finite(value: Any, source: str, where: str = "") -> None:
-    """Reject NaN and infinities anywhere inside a parsed JSON value."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInputError("must be a finite number", source=source, field=where or None)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            check_finite(v, source, f"{where}.{k}" if where else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_finite(v, source, f"{where}.{i}" if where else str(i))
+    """Reject NaN and infinities anywhere inside a parsed JSON value, naming the field.
+
+    ``where`` is the dotted location of ``value`` itself ("" for a whole file).
+    """
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidInputError(
+                f"must be a finite number, got {_json_constant(item)}",
+                source=source,
+                field=one_line(loc) or None,
+            )
+        if isinstance(item, dict):
+            pairs = [(str(k), v) for k, v in item.items()]
+        elif isinstance(item, list | tuple):
+            pairs = [(str(i), v) for i, v in enumerate(item)]
+        else:
+            continue
+        # Reversed onto the stack so the first offending field in file order is reported.
+        stack.extend((f"{loc}.{k}" if loc else k, v) for k, v in reversed(pairs))
 
 
-def validation_error(exc: ValidationError, source: str, prefix: str = "") -> InvalidInputError:
-    """Turn pydantic's error into one message naming the first offending field."""
-    first = exc.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
+#: Rewrites a pydantic error location into the field as written in the file.
+Rename = Callable[[tuple[int | str, ...]], tuple[int | str, ...]]
+
+
+def validation_error(
+    exc: ValidationError, source: str, prefix: str = "", rename: Rename | None = None
+) -> InvalidInputError:
+    """Turn pydantic's error into one message naming the first offending field.
+
+    ``rename`` maps each error location to the field as the file spells it (for
+    loaders that reshape the file before validating it). Further problems are
+    counted once per field; a list's length error caused by one of its failed
+    items is not counted.
+    """
+    errors = exc.errors()
+    # A list whose item failed also fails its length check, as if that item were
+    # not there ("should have at least 1 item"); the item's own error is the news.
+    errors = [
+        err
+        for err in errors
+        if err["type"] not in ("too_short", "too_long")
+        or not any(
+            len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"]
+            for o in errors
+        )
+    ]
+    locs: list[tuple[int | str, ...]] = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if rename is not None:
+            loc = rename(loc)
+        if loc not in locs:
+            locs.append(loc)
+    first = errors[0]
+    field = ".".join(str(x) for x in locs[0])
     if prefix:
-        loc = f"{prefix}.{loc}" if loc else prefix
+        field = f"{prefix}.{field}" if field else prefix
     msg = first["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    more = len(exc.errors()) - 1
+    more = len(locs) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return InvalidInputError(msg, source=source, field=loc or None)
+    return InvalidInputError(one_line(msg), source=source, field=one_line(field) or None)
 
 
-def validate(cls: type[M], data: Any, source: str, prefix: str = "") -> M:
+def validate(
+    cls: type[M], data: Any, source: str, prefix: str = "", rename: Rename | None = None
+) -> M:
     """``cls.model_validate(data)`` with errors that name ``source`` and the field."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, source, prefix) from None
+        raise validation_error(exc, source, prefix, rename) from None
 
 
 def write_atomic(path: str | Path, text: str) -> None:

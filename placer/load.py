@@ -12,6 +12,7 @@ Model files come in three formats, told apart by their keys:
 
 from __future__ import annotations
 
+import graphlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,14 @@ from placer.cluster import ClusterSpec
 from placer.dtypes import BYTES_PER_ELEMENT
 from placer.exceptions import InvalidInputError
 from placer.hf_config import parse_hf_config
-from placer.io import check_finite, read_json, validate, validation_error
+from placer.io import (
+    Rename,
+    check_finite,
+    one_line,
+    read_json,
+    validate,
+    validation_error,
+)
 from placer.model import Assumption, LayerSpec, ModelSpec, ModuleSpec
 from placer.workload import Workload
 
@@ -101,7 +109,7 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
     }
     for key in raw:
         if key not in allowed:
-            raise InvalidInputError("unknown field in a module list", source, key)
+            raise InvalidInputError("unknown field in a module list", source, one_line(key))
     assumed: list[Assumption] = []
     dtype = raw.get("dtype")
     if dtype is None:
@@ -113,7 +121,7 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
                 why="module bytes are taken as bf16 when no dtype is given",
             )
         )
-    if dtype not in BYTES_PER_ELEMENT:
+    if not isinstance(dtype, str) or dtype not in BYTES_PER_ELEMENT:
         raise InvalidInputError(f"unknown dtype {dtype!r}", source, "dtype")
     mods = raw.get("modules")
     if not isinstance(mods, list) or not mods:
@@ -125,7 +133,7 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             raise InvalidInputError("must be an object", source, f"modules.{i}")
         for key in m:
             if key not in _MODULE_KEYS:
-                raise InvalidInputError("unknown field", source, f"modules.{i}.{key}")
+                raise InvalidInputError("unknown field", source, one_line(f"modules.{i}.{key}"))
         body = dict(m)
         if "bytes" in body:
             size = body.pop("bytes")
@@ -154,11 +162,14 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             source,
             "hidden_size",
         )
-    edges = raw.get("edges", [])
-    if not isinstance(edges, list) or any(
-        not isinstance(e, list | tuple) or len(e) != 2 for e in edges
-    ):
-        raise InvalidInputError("must be a list of [from, to] pairs", source, "edges")
+    edges = _module_edges(raw.get("edges", []), modules, n, source)
+    top_k = raw.get("top_k")
+    if top_k is None and any(m.kind == "expert" for m in modules):
+        raise InvalidInputError(
+            "required field is missing (experts per token, for a module list with experts)",
+            source,
+            "top_k",
+        )
     layers = tuple(
         LayerSpec(
             mixer="attention",
@@ -175,12 +186,104 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
         "hidden_size": hidden,
         "layers": layers,
         "modules": tuple(modules),
-        "edges": tuple(tuple(e) for e in edges),
-        "top_k": raw.get("top_k"),
+        "edges": edges,
+        "top_k": top_k,
         "assumed": tuple(assumed),
         "source": source,
     }
     return validate(ModelSpec, body2, source)
+
+
+def _module_edges(
+    edges: Any, modules: list[ModuleSpec], num_layers: int, source: str
+) -> tuple[tuple[str, str], ...]:
+    """Check a module list's names, layers and edges, naming the field in the file.
+
+    ModelSpec checks the same graph again; these checks come first so that the
+    error names ``modules.<i>.name``, ``modules.<i>.layer``, ``edges.<i>`` or ``edges``.
+    """
+    index: dict[str, int] = {}
+    for i, m in enumerate(modules):
+        if m.name in index:
+            raise InvalidInputError(
+                f"module name {m.name!r} is used twice (modules.{index[m.name]} and modules.{i})",
+                source,
+                f"modules.{i}.name",
+            )
+        index[m.name] = i
+        if m.layer is not None and m.layer >= num_layers:
+            raise InvalidInputError(
+                f"module {m.name!r} is in layer {m.layer} but the model has {num_layers} layers",
+                source,
+                f"modules.{i}.layer",
+            )
+    if not isinstance(edges, list):
+        raise InvalidInputError("must be a list of [from, to] pairs", source, "edges")
+    pairs: list[tuple[str, str]] = []
+    graph: dict[str, set[str]] = {name: set() for name in index}
+    for i, e in enumerate(edges):
+        if not isinstance(e, list) or len(e) != 2 or not all(isinstance(end, str) for end in e):
+            raise InvalidInputError(
+                "must be a [from, to] pair of module names", source, f"edges.{i}"
+            )
+        src, dst = e
+        for end in (src, dst):
+            if end not in index:
+                raise InvalidInputError(
+                    f"edge ({src!r} -> {dst!r}) names unknown module {end!r}",
+                    source,
+                    f"edges.{i}",
+                )
+        graph[dst].add(src)
+        pairs.append((src, dst))
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        cycle = " -> ".join(repr(name) for name in exc.args[1])
+        raise InvalidInputError(
+            f"the module graph has a cycle: {cycle}", source, "edges"
+        ) from None
+    return tuple(pairs)
+
+
+def _is_count(value: Any) -> bool:
+    """A positive JSON integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _single_type_group(body: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], Rename]:
+    """Turn a single-type file's ``gpu`` with ``gpus`` or ``nodes`` into ``groups``.
+
+    Pops ``gpu``, ``gpus`` and ``nodes`` from ``body``. Returns the groups and a
+    function that maps an error in ``groups.0`` back to the field the file gave:
+    ``groups.0.gpu.X`` to ``gpu.X`` and ``groups.0.count`` to ``gpus`` or ``nodes``.
+    """
+    gpu = body.pop("gpu")
+    count = body.pop("gpus", None)
+    n_nodes = body.pop("nodes", None)
+    per_node = body.get("gpus_per_node")
+    count_field = "gpus"
+    if count is None and n_nodes is not None:
+        count_field = "nodes"
+        if not _is_count(n_nodes):
+            raise InvalidInputError(
+                f"must be a positive integer, got {n_nodes!r}", source, "nodes"
+            )
+        # A bad gpus_per_node is reported on its own field; n_nodes stands in until then.
+        count = n_nodes * per_node if _is_count(per_node) else n_nodes
+    elif count is None:
+        # One node; a bad or missing gpus_per_node is reported on its own field.
+        count_field = "gpus_per_node"
+        count = per_node if _is_count(per_node) else 1
+
+    def rename(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        if loc[:2] == ("groups", 0) and len(loc) > 2:
+            if loc[2] == "count":
+                return (count_field, *loc[3:])
+            return loc[2:]
+        return loc
+
+    return [{"gpu": gpu, "count": count}], rename
 
 
 def cluster_from_dict(
@@ -201,17 +304,14 @@ def cluster_from_dict(
         for k, v in raw.items()
         if k not in ("format", "sources", "notes", "unverified", "system")
     }
+    rename = None
     if "gpu" in body:
-        gpu = body.pop("gpu")
-        count = body.pop("gpus", None)
-        n_nodes = body.pop("nodes", None)
-        per_node = body.get("gpus_per_node")
-        if count is None and n_nodes is not None and isinstance(per_node, int):
-            count = n_nodes * per_node if isinstance(n_nodes, int) else n_nodes
-        if count is None:
-            count = per_node
-        body["groups"] = [{"gpu": gpu, "count": count}]
-    cluster = validate(ClusterSpec, body, source)
+        if "groups" in body:
+            raise InvalidInputError(
+                "give 'gpu' (one GPU type) or 'groups' (several), not both", source, "groups"
+            )
+        body["groups"], rename = _single_type_group(body, source)
+    cluster = validate(ClusterSpec, body, source, rename=rename)
     if gpus is not None and nodes is not None:
         raise InvalidInputError("give --gpus or --nodes, not both", source)
     try:
@@ -244,4 +344,5 @@ def load_workload(path: str | Path | None = None, **overrides: Any) -> Workload:
     if path is not None:
         data = dict(_as_object(read_json(path), source))
     data.update({k: v for k, v in overrides.items() if v is not None})
+    check_finite(data, source)
     return validate(Workload, data, source)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from placer._base import Frozen
+from placer._base import Bool, Frozen, Int, PosInt
 from placer.dtypes import WeightDtype
 
 BlockKind = Literal[
@@ -52,29 +52,29 @@ class AttentionSpec(Frozen):
     kind: Literal["mha", "gqa", "mla"] = Field(
         description="Multi-head, grouped-query or multi-head latent attention (DeepSeek)."
     )
-    num_heads: PositiveInt = Field(description="Query heads.")
-    num_kv_heads: PositiveInt = Field(description="Key/value heads (equal to num_heads for MHA).")
-    head_dim: PositiveInt = Field(description="Width of one query/key head (non-MLA).")
-    q_lora_rank: PositiveInt | None = Field(
+    num_heads: PosInt = Field(description="Query heads.")
+    num_kv_heads: PosInt = Field(description="Key/value heads (equal to num_heads for MHA).")
+    head_dim: PosInt = Field(description="Width of one query/key head (non-MLA).")
+    q_lora_rank: PosInt | None = Field(
         default=None, description="MLA: rank of the query down-projection (None: full q_proj)."
     )
-    kv_lora_rank: PositiveInt | None = Field(
+    kv_lora_rank: PosInt | None = Field(
         default=None, description="MLA: width of the compressed KV latent."
     )
-    qk_nope_head_dim: PositiveInt | None = Field(
+    qk_nope_head_dim: PosInt | None = Field(
         default=None, description="MLA: per-head query/key width without rotary part."
     )
-    qk_rope_head_dim: PositiveInt | None = Field(
+    qk_rope_head_dim: PosInt | None = Field(
         default=None, description="MLA: rotary width, shared by all heads in the cache."
     )
-    v_head_dim: PositiveInt | None = Field(default=None, description="MLA: per-head value width.")
-    qkv_bias: bool = Field(default=False, description="Biases on the q, k and v projections.")
-    o_bias: bool = Field(default=False, description="Bias on the output projection.")
+    v_head_dim: PosInt | None = Field(default=None, description="MLA: per-head value width.")
+    qkv_bias: Bool = Field(default=False, description="Biases on the q, k and v projections.")
+    o_bias: Bool = Field(default=False, description="Bias on the output projection.")
     qk_norm: Literal["none", "head", "full"] = Field(
         default="none",
         description="RMSNorm on queries and keys: per head (Qwen3) or full width (OLMoE).",
     )
-    sinks: bool = Field(default=False, description="Learned attention sinks, one per head.")
+    sinks: Bool = Field(default=False, description="Learned attention sinks, one per head.")
 
     @model_validator(mode="after")
     def _check(self) -> AttentionSpec:
@@ -104,24 +104,24 @@ class AttentionSpec(Frozen):
 class MoESpec(Frozen):
     """The Mixture-of-Experts block of an MoE layer."""
 
-    num_experts: PositiveInt = Field(description="Routed experts per MoE layer.")
-    top_k: PositiveInt = Field(description="Routed experts each token is sent to.")
-    expert_intermediate_size: PositiveInt = Field(description="Hidden width of one expert.")
-    num_shared_experts: int = Field(default=0, ge=0, description="Always-on shared experts.")
-    shared_intermediate_size: int = Field(
+    num_experts: PosInt = Field(description="Routed experts per MoE layer.")
+    top_k: PosInt = Field(description="Routed experts each token is sent to.")
+    expert_intermediate_size: PosInt = Field(description="Hidden width of one expert.")
+    num_shared_experts: Int = Field(default=0, ge=0, description="Always-on shared experts.")
+    shared_intermediate_size: Int = Field(
         default=0, ge=0, description="Total hidden width of all shared experts together."
     )
-    shared_expert_gate: bool = Field(
+    shared_expert_gate: Bool = Field(
         default=False, description="A sigmoid gate (hidden x 1) on the shared expert (Qwen2-MoE)."
     )
-    router_bias: bool = Field(
+    router_bias: Bool = Field(
         default=False, description="A bias (or score correction) per expert."
     )
-    expert_bias: bool = Field(default=False, description="Biases inside each expert (gpt-oss).")
-    n_group: PositiveInt | None = Field(
+    expert_bias: Bool = Field(default=False, description="Biases inside each expert (gpt-oss).")
+    n_group: PosInt | None = Field(
         default=None, description="Expert groups for group-limited routing (DeepSeek)."
     )
-    topk_group: PositiveInt | None = Field(
+    topk_group: PosInt | None = Field(
         default=None, description="Groups each token may use under group-limited routing."
     )
 
@@ -143,13 +143,13 @@ class MoESpec(Frozen):
 class MambaSpec(Frozen):
     """A Mamba (selective state-space) mixer, as in Jamba."""
 
-    d_state: PositiveInt = Field(description="SSM state width per channel.")
-    d_conv: PositiveInt = Field(description="Causal convolution width.")
-    expand: PositiveInt = Field(description="Inner width = expand x hidden_size.")
-    dt_rank: PositiveInt = Field(description="Rank of the time-step projection.")
-    conv_bias: bool = Field(default=True, description="Bias on the convolution.")
-    proj_bias: bool = Field(default=False, description="Biases on in/out projections.")
-    inner_norms: bool = Field(
+    d_state: PosInt = Field(description="SSM state width per channel.")
+    d_conv: PosInt = Field(description="Causal convolution width.")
+    expand: PosInt = Field(description="Inner width = expand x hidden_size.")
+    dt_rank: PosInt = Field(description="Rank of the time-step projection.")
+    conv_bias: Bool = Field(default=True, description="Bias on the convolution.")
+    proj_bias: Bool = Field(default=False, description="Biases on in/out projections.")
+    inner_norms: Bool = Field(
         default=True, description="RMSNorms on dt, B and C (Jamba's dt/b/c layernorms)."
     )
 
@@ -159,7 +159,7 @@ class LayerSpec(Frozen):
 
     mixer: Literal["attention", "mamba"] = Field(description="Token mixer of the layer.")
     ffn: Literal["dense", "moe"] = Field(description="Feed-forward part of the layer.")
-    window: PositiveInt | None = Field(
+    window: PosInt | None = Field(
         default=None, description="Sliding attention window in tokens (KV cache is capped by it)."
     )
 
@@ -169,12 +169,12 @@ class ModuleSpec(Frozen):
 
     name: str = Field(min_length=1, description="Unique module name.")
     kind: BlockKind = Field(description="What the module is; decides how it is sharded.")
-    layer: int | None = Field(
+    layer: Int | None = Field(
         default=None, ge=0, description="Layer index (None: not in a layer)."
     )
-    params: PositiveInt = Field(description="Parameter count (from the file's bytes and dtype).")
-    flops_per_token: int = Field(ge=0, description="FLOPs for one token passing through it.")
-    kv_elements_per_token: int = Field(
+    params: PosInt = Field(description="Parameter count (from the file's bytes and dtype).")
+    flops_per_token: Int = Field(ge=0, description="FLOPs for one token passing through it.")
+    kv_elements_per_token: Int = Field(
         default=0, ge=0, description="KV-cache elements one token stores in this module."
     )
 
@@ -208,11 +208,11 @@ class ModelSpec(Frozen):
     format: ModelFormat = Field(description="Which input format the model was read from.")
     dtype: WeightDtype = Field(description="Dtype of the published (non-expert) weights.")
     expert_dtype: WeightDtype = Field(description="Dtype of the published routed-expert weights.")
-    num_layers: PositiveInt = Field(description="Decoder layers.")
-    hidden_size: PositiveInt = Field(description="Model width (activation elements per token).")
-    vocab_size: int = Field(default=0, ge=0, description="Vocabulary (0: no embeddings modeled).")
-    tie_word_embeddings: bool = Field(default=False, description="LM head shares embeddings.")
-    max_position_embeddings: PositiveInt | None = Field(
+    num_layers: PosInt = Field(description="Decoder layers.")
+    hidden_size: PosInt = Field(description="Model width (activation elements per token).")
+    vocab_size: Int = Field(default=0, ge=0, description="Vocabulary (0: no embeddings modeled).")
+    tie_word_embeddings: Bool = Field(default=False, description="LM head shares embeddings.")
+    max_position_embeddings: PosInt | None = Field(
         default=None, description="Longest context the model supports."
     )
     attention: AttentionSpec | None = Field(
@@ -220,12 +220,12 @@ class ModelSpec(Frozen):
     )
     moe: MoESpec | None = Field(default=None, description="The MoE block of MoE layers.")
     mamba: MambaSpec | None = Field(default=None, description="Mamba mixer (hybrid models).")
-    dense_intermediate_size: PositiveInt | None = Field(
+    dense_intermediate_size: PosInt | None = Field(
         default=None, description="Hidden width of dense (non-MoE) MLP layers."
     )
-    gated_mlp: bool = Field(default=True, description="MLPs have gate, up and down matrices.")
+    gated_mlp: Bool = Field(default=True, description="MLPs have gate, up and down matrices.")
     layers: tuple[LayerSpec, ...] = Field(description="One entry per decoder layer.")
-    extra_norms_per_layer: int = Field(
+    extra_norms_per_layer: Int = Field(
         default=0, ge=0, description="RMSNorms per layer beyond the usual two (Grok-1 has four)."
     )
     modules: tuple[ModuleSpec, ...] | None = Field(
@@ -234,7 +234,7 @@ class ModelSpec(Frozen):
     edges: tuple[tuple[str, str], ...] = Field(
         default=(), description="Data-flow edges between modules (module-list format)."
     )
-    top_k: PositiveInt | None = Field(
+    top_k: PosInt | None = Field(
         default=None, description="Experts per token for module lists (else moe.top_k)."
     )
     assumed: tuple[Assumption, ...] = Field(
@@ -273,24 +273,24 @@ class ModelSpec(Frozen):
         seen: set[str] = set()
         for n in names:
             if n in seen:
-                raise ValueError(f"module name '{n}' is used twice")
+                raise ValueError(f"module name {n!r} is used twice")
             seen.add(n)
         for m in self.modules:
             if m.layer is not None and m.layer >= self.num_layers:
                 raise ValueError(
-                    f"module '{m.name}' is in layer {m.layer} but the model has "
+                    f"module {m.name!r} is in layer {m.layer} but the model has "
                     f"{self.num_layers} layers"
                 )
         graph: dict[str, set[str]] = {n: set() for n in names}
         for src, dst in self.edges:
             for end in (src, dst):
                 if end not in seen:
-                    raise ValueError(f"edge ({src} -> {dst}) names unknown module '{end}'")
+                    raise ValueError(f"edge ({src!r} -> {dst!r}) names unknown module {end!r}")
             graph[dst].add(src)
         try:
             tuple(graphlib.TopologicalSorter(graph).static_order())
         except graphlib.CycleError as exc:
-            cycle = " -> ".join(exc.args[1])
+            cycle = " -> ".join(repr(name) for name in exc.args[1])
             raise ValueError(f"the module graph has a cycle: {cycle}") from None
         if any(m.kind == "expert" for m in self.modules) and self.top_k is None:
             raise ValueError("a module list with experts needs 'top_k'")
@@ -332,6 +332,23 @@ class ModelSpec(Frozen):
             if b.kind == "expert" and b.layer is not None:
                 counts[b.layer] += b.count
         return tuple(counts)
+
+    @cached_property
+    def layer_signatures(self) -> tuple[tuple[object, ...], ...]:
+        """Per layer, everything that sizes and costs it (block shapes, mixer, window, KV).
+
+        Layers with equal signatures are interchangeable for the ledger and the cost
+        model, which compute each distinct signature once.
+        """
+        out = []
+        for i in range(self.num_layers):
+            blocks = tuple(
+                (b.kind, b.params, b.count, b.shard, b.quantized, b.flops_per_token, b.kv_heads)
+                for b in self.blocks_by_layer.get(i, ())
+            )
+            spec = self.layers[i]
+            out.append((blocks, spec.mixer, spec.ffn, spec.window, self.kv_elements_per_token(i)))
+        return tuple(out)
 
     @property
     def max_experts(self) -> int:

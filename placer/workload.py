@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
-from placer._base import Frozen
+from placer._base import Float, Frozen, Int, PosInt
 from placer.dtypes import KVDtype, WeightDtype
 
 GIB = 1024**3
@@ -15,10 +15,10 @@ GIB = 1024**3
 class Workload(Frozen):
     """Batch, sequence lengths, phase, number formats and memory policy."""
 
-    batch: PositiveInt = Field(default=8, description="Concurrent requests (sequences) served.")
-    prompt_len: PositiveInt = Field(default=1024, description="Prompt tokens per request.")
-    output_len: PositiveInt = Field(default=256, description="Generated tokens per request.")
-    context: PositiveInt | None = Field(
+    batch: PosInt = Field(default=8, description="Concurrent requests (sequences) served.")
+    prompt_len: PosInt = Field(default=1024, description="Prompt tokens per request.")
+    output_len: PosInt = Field(default=256, description="Generated tokens per request.")
+    context: PosInt | None = Field(
         default=None,
         description="KV-cache length per request; default prompt_len + output_len.",
     )
@@ -35,18 +35,18 @@ class Workload(Frozen):
     activation_dtype: Literal["bf16", "fp16"] = Field(
         default="bf16", description="Dtype of activations and of traffic between GPUs."
     )
-    memory_utilization: float = Field(
+    memory_utilization: Float = Field(
         default=0.9,
         gt=0,
         le=1,
         description="Fraction of each GPU's memory placer may plan for (vLLM's default 0.9).",
     )
-    runtime_reserve_bytes: int = Field(
+    runtime_reserve_bytes: Int = Field(
         default=GIB,
         ge=0,
         description="Per-GPU bytes for CUDA context, NCCL buffers and graphs, outside the plan.",
     )
-    max_batched_tokens: PositiveInt = Field(
+    max_batched_tokens: PosInt = Field(
         default=8192, description="Prefill tokens per step (chunked prefill; vLLM default 8192)."
     )
 
