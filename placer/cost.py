@@ -240,14 +240,18 @@ def _fill_stage(
 ) -> None:
     """Fill column ``s`` of the layer, slot and last-stage tables."""
     base, _, plain = weight_dtypes(model, workload)
-    for i in range(model.num_layers):
-        tables.layer[i, s] = _layer_time(model, workload, layout, env, step, i)
-        e = model.experts_in_layer(i)
-        if e:
-            one = np.array([0], dtype=np.int64)
-            tables.slot[i, s] = _expert_rank_time(
-                model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
-            )
+    seen: dict[tuple[object, ...], tuple[float, float]] = {}
+    for i, sig in enumerate(model.layer_signatures):
+        if sig not in seen:
+            slot = 0.0
+            e = model.experts_in_layer(i)
+            if e:
+                one = np.array([0], dtype=np.int64)
+                slot = _expert_rank_time(
+                    model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
+                )
+            seen[sig] = (_layer_time(model, workload, layout, env, step, i), slot)
+        tables.layer[i, s], tables.slot[i, s] = seen[sig]
     # The LM head (a tied embedding serves as one) and the final norm, on the last stage.
     # Prefill computes logits only for each request's last token.
     logits_tokens = step.tokens if step.decode else min(step.tokens, workload.batch)

@@ -50,7 +50,14 @@ HF_DTYPE_NAMES: dict[str, str] = {
 }
 
 
+#: The same sizes as (numerator, denominator) integers: ``nbytes`` is on the hot path
+#: of the layout search, and integer arithmetic is exact and far faster than Fraction.
+_RATIO: dict[str, tuple[int, int]] = {
+    k: (v.numerator, v.denominator) for k, v in BYTES_PER_ELEMENT.items()
+}
+
+
 def nbytes(elements: int, dtype: str) -> int:
     """Bytes needed to store ``elements`` values of ``dtype``, rounded up."""
-    exact = BYTES_PER_ELEMENT[dtype] * elements
-    return -((-exact.numerator) // exact.denominator)
+    num, den = _RATIO[dtype]
+    return -((-int(elements) * num) // den)

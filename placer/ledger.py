@@ -324,13 +324,16 @@ def block_bytes(block: Block, model: ModelSpec, workload: Workload, layout: Layo
 def layer_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> np.ndarray:
     """Per layer: non-expert weight bytes plus KV cache on one GPU holding that layer."""
     out = np.zeros(model.num_layers, dtype=np.int64)
-    for i in range(model.num_layers):
-        weights = sum(
-            block_bytes(b, model, workload, layout)
-            for b in model.blocks_by_layer.get(i, ())
-            if b.kind != "expert"
-        )
-        out[i] = weights + kv_bytes_for_layer(model, workload, layout, i)
+    seen: dict[tuple[object, ...], int] = {}
+    for i, sig in enumerate(model.layer_signatures):
+        if sig not in seen:
+            weights = sum(
+                block_bytes(b, model, workload, layout)
+                for b in model.blocks_by_layer.get(i, ())
+                if b.kind != "expert"
+            )
+            seen[sig] = weights + kv_bytes_for_layer(model, workload, layout, i)
+        out[i] = seen[sig]
     return out
 
 
