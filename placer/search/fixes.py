@@ -31,9 +31,14 @@ MAX_GPUS_SEARCHED = 4096
 
 
 def min_gpus(
-    model: ModelSpec, cluster: ClusterSpec, workload: Workload, profile: RulesProfile
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    above: int | None = None,
 ) -> tuple[int, Layout] | None:
-    """The fewest GPUs of the cluster's type (more than it has) on which a layout fits."""
+    """The fewest GPUs of the cluster's type, more than ``above`` (default: the cluster's
+    own count), on which a layout fits with balanced expert slots (a witness)."""
     if len(cluster.groups) != 1:
         return None
     cap = math.floor(cluster.groups[0].gpu.memory_bytes * workload.memory_utilization)
@@ -42,7 +47,8 @@ def min_gpus(
         model, cluster.with_gpus(1), workload, Layout(), "throughput", with_costs=False
     )
     weights = int(t1.base.sum() + (t1.slots * t1.unit).sum() + t1.first + t1.last)
-    start = max(cluster.num_gpus + 1, -(-weights // max(cap - workload.runtime_reserve_bytes, 1)))
+    floor = cluster.num_gpus if above is None else above
+    start = max(floor + 1, -(-weights // max(cap - workload.runtime_reserve_bytes, 1)))
     for g in range(start, MAX_GPUS_SEARCHED + 1):
         bigger = cluster.with_gpus(g)
         layout = fitting_layout(model, bigger, workload, profile, g)

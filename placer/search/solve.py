@@ -257,48 +257,48 @@ def solve(
     spent = 0.0
     best: _Incumbent | None = None
     for k, cand in enumerate(cands):
-        if best is not None and _cannot_beat(cand, best, objective):
-            entries.append(
-                _entry(
-                    cand,
-                    "pruned",
-                    f"bound {cand.bound / TIME_SCALE:.6g} s "
-                    f"cannot beat the plan's {best.value / TIME_SCALE:.6g} s"
-                    if objective != "gpus" or cand.layout.gpus == best.gpus
-                    else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}",
-                )
-            )
-            continue
         elapsed = spent if config.deterministic else time.monotonic() - start
         remaining = budget - elapsed
-        if remaining <= 0:
-            entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
-            continue
-        # No single layout may take the whole budget: later ones still need a chance.
-        share = remaining if k == len(cands) - 1 else max(1.0, remaining / 3)
-        status, split, counts, value, bound, used = solve_layout(
-            cand.tables, objective, config, min(remaining, share)
-        )
-        spent += used
-        if status == "infeasible":
-            entries.append(_entry(cand, "infeasible", "CP-SAT proved no split fits memory"))
-        elif split is not None and counts is not None and value is not None:
-            peak = int(memory_by_rank(cand.tables, split, counts).max())
-            inc = _Incumbent(
-                value=value,
-                gpus=cand.layout.gpus,
-                peak=peak,
-                cand=cand,
-                split=split,
-                counts=counts,
+        if best is not None and _cannot_beat(cand, best, objective):
+            reason = (
+                f"bound {cand.bound / TIME_SCALE:.6g} s cannot beat the plan's "
+                f"{best.value / TIME_SCALE:.6g} s"
+                if objective != "gpus" or cand.layout.gpus == best.gpus
+                else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}"
             )
-            if _better(inc, best, objective):
-                best = inc
-            entries.append(_entry(cand, status, value=value, solver_bound=bound))
+            entries.append(_entry(cand, "pruned", reason))
+        elif remaining <= 0:
+            entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
         else:
-            entries.append(_entry(cand, "unresolved", "no solution within the time limit"))
+            # No single layout may take the whole budget: later ones still need a chance.
+            share = remaining if k == len(cands) - 1 else max(1.0, remaining / 3)
+            status, split, counts, value, bound, used = solve_layout(
+                cand.tables, objective, config, min(remaining, share)
+            )
+            spent += used
+            if status == "infeasible":
+                entries.append(_entry(cand, "infeasible", "CP-SAT proved no split fits memory"))
+            elif split is not None and counts is not None and value is not None:
+                peak = int(memory_by_rank(cand.tables, split, counts).max())
+                inc = _Incumbent(
+                    value=value,
+                    gpus=cand.layout.gpus,
+                    peak=peak,
+                    cand=cand,
+                    split=split,
+                    counts=counts,
+                )
+                if _better(inc, best, objective):
+                    best = inc
+                entries.append(_entry(cand, status, value=value, solver_bound=bound))
+            else:
+                entries.append(_entry(cand, "unresolved", "no solution within the time limit"))
         if progress is not None:
-            progress(k + 1, len(cands), best.value if best else None, None)
+            # Candidates come in bound order: the next one's bound is the best still open.
+            open_bound = cands[k + 1].bound if k + 1 < len(cands) else None
+            if best is not None and objective != "gpus":
+                open_bound = best.value if open_bound is None else min(open_bound, best.value)
+            progress(k + 1, len(cands), best.value if best else None, open_bound)
     wall = time.monotonic() - start
     return _assemble(model, cluster, workload, config, space, entries, best, wall)
 
