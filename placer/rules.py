@@ -163,6 +163,11 @@ def layout_violations(
         slots = experts + layout.redundant_experts
         if layout.ep > slots:
             out.append(f"ep ({layout.ep}) exceeds the {slots} expert slots per layer")
+        if -(-slots // layout.ep) > experts:
+            out.append(
+                f"{slots} slots over ep {layout.ep} put more slots on a rank than there are "
+                f"experts ({experts}): a GPU would hold two copies of one expert"
+            )
         if profile.experts_divisible and slots % layout.ep:
             out.append(f"expert slots ({slots}) are not divisible by ep ({layout.ep})")
         if layout.redundant_experts:

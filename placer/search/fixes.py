@@ -10,6 +10,7 @@ guide asks for core extraction.
 from __future__ import annotations
 
 import math
+import time
 
 from ortools.sat.python import cp_model
 
@@ -36,9 +37,11 @@ def min_gpus(
     workload: Workload,
     profile: RulesProfile,
     above: int | None = None,
+    deadline: float | None = None,
 ) -> tuple[int, Layout] | None:
     """The fewest GPUs of the cluster's type, more than ``above`` (default: the cluster's
-    own count), on which a layout fits with balanced expert slots (a witness)."""
+    own count), on which a layout fits with balanced expert slots (a witness). Gives up
+    (None) at ``deadline`` (a ``time.monotonic()`` value)."""
     if len(cluster.groups) != 1:
         return None
     cap = math.floor(cluster.groups[0].gpu.memory_bytes * workload.memory_utilization)
@@ -49,7 +52,11 @@ def min_gpus(
     weights = int(t1.base.sum() + (t1.slots * t1.unit).sum() + t1.first + t1.last)
     floor = cluster.num_gpus if above is None else above
     start = max(floor + 1, -(-weights // max(cap - workload.runtime_reserve_bytes, 1)))
+    if cap <= workload.runtime_reserve_bytes:
+        return None  # the reserve alone fills a GPU: no count helps
     for g in range(start, MAX_GPUS_SEARCHED + 1):
+        if deadline is not None and time.monotonic() > deadline:
+            return None
         bigger = cluster.with_gpus(g)
         layout = fitting_layout(model, bigger, workload, profile, g)
         if layout is not None:
@@ -57,11 +64,19 @@ def min_gpus(
     return None
 
 
-def _largest_fitting(lo: int, hi: int, fits) -> int | None:  # type: ignore[no-untyped-def]
-    """Largest value in [lo, hi] for which the monotone predicate holds."""
+def _largest_fitting(
+    lo: int,
+    hi: int,
+    fits,
+    deadline: float | None = None,  # type: ignore[no-untyped-def]
+) -> int | None:
+    """Largest value in [lo, hi] for which the monotone predicate holds (None if none does,
+    or the deadline passes first)."""
     if not fits(lo):
         return None
     while lo < hi:
+        if deadline is not None and time.monotonic() > deadline:
+            return None
         mid = (lo + hi + 1) // 2
         if fits(mid):
             lo = mid
@@ -92,8 +107,10 @@ def explain_infeasible(
     workload: Workload,
     config: SolveConfig,
     entries: list[SearchEntry],
+    deadline: float | None = None,
 ) -> Infeasibility:
-    """Why no legal layout fits, and the smallest changes that would fit."""
+    """Why no legal layout fits, and the smallest changes that would fit (each fix searched
+    until ``deadline``, a ``time.monotonic()`` value)."""
     profile = get_profile(config.profile)
     n = cluster.num_gpus
     if not entries:
@@ -121,7 +138,7 @@ def explain_infeasible(
     else:
         conflicts = explain_layout(tables, config) or ["memory"]
     fixes: list[str] = []
-    found = min_gpus(model, cluster, workload, profile)
+    found = min_gpus(model, cluster, workload, profile, deadline=deadline)
     if found is not None:
         g, lay = found
         fixes.append(
@@ -147,6 +164,7 @@ def explain_infeasible(
                 )
                 is not None
             ),
+            deadline,
         )
         if ctx is not None:
             fixes.append(
@@ -162,6 +180,7 @@ def explain_infeasible(
                 )
                 is not None
             ),
+            deadline,
         )
         if b is not None:
             fixes.append(f"serve at most {b} concurrent requests (from {workload.batch})")

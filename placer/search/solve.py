@@ -379,7 +379,13 @@ def _assemble(
     unit = "GPUs" if objective == "gpus" else "s"
     if best is None:
         proven = all(e.status == "infeasible" for e in entries)
-        why = explain_infeasible(model, cluster, workload, config, entries) if proven else None
+        # Explaining gets what is left of the time limit, and at least a second.
+        deadline = time.monotonic() + max(1.0, config.time_limit_s - wall)
+        why = (
+            explain_infeasible(model, cluster, workload, config, entries, deadline)
+            if proven
+            else None
+        )
         return Plan(
             status="infeasible" if proven else "unknown",
             layout=None,
