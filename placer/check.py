@@ -312,19 +312,19 @@ def _judge(
             "physical memory minus the ledger's peak",
         )
     if c.kind == "latency_reduction":
-        base = evaluate(
+        unpiped = evaluate(
             model,
             cluster,
             workload,
             layout.model_copy(update={"pp": 1, "layers_per_stage": None}),
             profile,
         )
-        assert base.estimates is not None
-        change = 1 - ev.estimates.latency_s / base.estimates.latency_s
+        assert unpiped.estimates is not None
+        change = 1 - ev.estimates.latency_s / unpiped.estimates.latency_s
         return res(
             "fails" if change < float(c.value) * (1 - c.tolerance) else "holds",
             f"{-change:+.0%} latency vs pp=1 ({ev.estimates.latency_s * 1e3:.2f} vs "
-            f"{base.estimates.latency_s * 1e3:.2f} ms)",
+            f"{unpiped.estimates.latency_s * 1e3:.2f} ms)",
             "a request still passes through every layer in order: pipelining adds "
             "stage hand-offs to latency and only raises throughput with micro-batches",
         )

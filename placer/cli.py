@@ -459,6 +459,13 @@ def _parse_compare(text: str) -> Layout:
     default=None,
     help="Write the plan and certificate (JSON) here, atomically.",
 )
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a Markdown report of the plan here.",
+)
+@click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
 def solve_cmd(
@@ -474,6 +481,8 @@ def solve_cmd(
     deterministic: bool,
     compare: str | None,
     output: str | None,
+    report: str | None,
+    quiet: bool,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
@@ -508,20 +517,89 @@ def solve_cmd(
         workers=workers,
         deterministic=deterministic,
     )
-    if output is not None:
-        _check_writable(output)
-    plan = solve(model, cluster, workload, config)
+    for path in (output, report):
+        if path is not None:
+            _check_writable(path)
+    plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
     text = plan.model_dump_json(indent=2)
     if output is not None:
         write_atomic(output, text + "\n")
+    if report is not None:
+        from placer.report import markdown_report
+
+        write_atomic(report, markdown_report(plan))
     if as_json:
         click.echo(text)
     else:
         click.echo(plan.summary())
+        if plan.gpus and not quiet:
+            _print_memory_bars(plan)
         if other is not None:
             _print_comparison(model, cluster, workload, profile, plan, other)
     sys.exit(
         {"optimal": 0, "feasible": 0, "infeasible": EXIT_INFEASIBLE}.get(plan.status, EXIT_NO_PLAN)
+    )
+
+
+def _solve_with_progress(
+    solve: Any, model: Any, cluster: Any, workload: Any, config: Any, quiet: bool
+) -> Any:
+    """Run the search; on a terminal, show layouts done, incumbent and bound on stderr."""
+    err = Console(stderr=True)
+    if quiet or not err.is_terminal:
+        return solve(model, cluster, workload, config)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]layouts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+    ) as prog:
+        task = prog.add_task("", total=None)
+
+        def update(done: int, total: int, incumbent: int | None, bound: int | None) -> None:
+            desc = "" if incumbent is None else f"incumbent {incumbent / 1e6:.3f} ms"
+            if incumbent and bound is not None:
+                desc += f", bound {bound / 1e6:.3f} ms, gap {100 * (1 - bound / incumbent):.2f} %"
+            prog.update(task, completed=done, total=total, description=desc)
+
+        return solve(model, cluster, workload, config, progress=update)
+
+
+def _print_memory_bars(plan: Any) -> None:
+    """One bar per GPU (or per stage beyond 32 GPUs): weights, KV cache, the rest, free."""
+    con = _console()
+    width = 40
+    t = Table(title="memory per GPU (usable = memory x utilization)", show_edge=False)
+    for col in ("gpu", "stage", "bar", "used / usable GB"):
+        t.add_column(col)
+    rows = plan.gpus
+    if len(rows) > 32:
+        rows = [
+            next(g for g in plan.gpus if g.stage == s)
+            for s in sorted({g.stage for g in plan.gpus})
+        ]
+    for g in rows:
+        b = g.breakdown
+        kv = b["kv_cache"]
+        other = b["activations"] + b["reserve"]
+        weights = g.used_bytes - kv - other
+        cap = max(g.capacity_bytes, 1)
+        cells = [round(width * x / cap) for x in (weights, kv, other)]
+        free = max(0, width - sum(cells))
+        bar = (
+            f"[blue]{'█' * cells[0]}[/][magenta]{'█' * cells[1]}[/]"
+            f"[yellow]{'█' * cells[2]}[/]{'·' * free}"
+        )
+        t.add_row(
+            str(g.id), str(g.stage), bar, f"{g.used_bytes / GB:.2f} / {g.capacity_bytes / GB:.2f}"
+        )
+    con.print(t)
+    con.print(
+        "[blue]█[/] weights  [magenta]█[/] KV cache  [yellow]█[/] activations + reserve  · free"
     )
 
 
@@ -615,6 +693,595 @@ def verify_cmd(
             else f"NOT verified: {len(report.violations)} violation(s)"
         )
     sys.exit(0 if report.ok else EXIT_VERIFY_FAILED)
+
+
+# ------------------------------------------------------------------ sweep
+@main.command(name="sweep")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the rows as CSV (.csv) or JSON (.json).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Process pool on this machine, or Ray tasks.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Address of an existing Ray cluster (default: start a local one).",
+)
+@click.option("--workers", type=int, default=None, help="Local processes (default: cores).")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of finished cases; a re-run resumes from it.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Plot the frontier (.png/.svg; needs the 'plot' extra).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def sweep_cmd(
+    spec_path: str,
+    output: str | None,
+    backend: str,
+    ray_address: str | None,
+    workers: int | None,
+    cache_dir: str | None,
+    plot_path: str | None,
+    quiet: bool,
+) -> None:
+    """Solve every case of the grid in SPEC (YAML or JSON) and print the Pareto frontier
+    of throughput per GPU against latency."""
+    from placer.config import SolveConfig
+    from placer.sweep import load_sweep, sweep
+
+    if output is not None:
+        if not output.endswith((".csv", ".json")):
+            raise InvalidInputError("the output must end in .csv or .json", source=output)
+        _check_writable(output)
+    if workers is not None and workers <= 0:
+        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
+    spec, models, clusters, workloads, counts = load_sweep(spec_path)
+    config = SolveConfig(objective=spec.objective, time_limit_s=spec.time_limit, seed=spec.seed)
+    err = Console(stderr=True)
+    show = not quiet and err.is_terminal
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]cases"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    ) as prog:
+        task = prog.add_task("", total=None)
+        result = sweep(
+            models,
+            clusters,
+            workloads,
+            config,
+            gpu_counts=counts,
+            profiles=spec.profiles,
+            backend=backend,  # type: ignore[arg-type]
+            workers=workers,
+            cache_dir=cache_dir,
+            ray_address=ray_address,
+            progress=lambda d, t: prog.update(task, completed=d, total=t),
+        )
+    if output is not None:
+        text = (
+            result.to_csv() if output.endswith(".csv") else json.dumps(result.to_dicts(), indent=1)
+        )
+        write_atomic(output, text)
+    con = _console()
+    t = Table(
+        title=f"sweep {spec.name}: {len(result.rows)} cases in {result.wall_time_s:.1f} s "
+        f"({backend})"
+    )
+    for col in (
+        "model",
+        "hardware",
+        "GPUs",
+        "workload",
+        "status",
+        "layout",
+        "tok/s",
+        "tok/s/GPU",
+        "latency ms",
+        "headroom",
+        "gap",
+        "time s",
+    ):
+        t.add_column(col)
+    for r in result.rows:
+        t.add_row(
+            r.model,
+            r.hardware,
+            f"{r.gpus_used or '-'}/{r.gpus}",
+            r.workload,
+            r.status,
+            r.layout or escape(r.error[:40]),
+            "-" if r.throughput_tokens_s is None else f"{r.throughput_tokens_s:,.0f}",
+            "-" if r.throughput_per_gpu is None else f"{r.throughput_per_gpu:,.0f}",
+            "-" if r.latency_s is None else f"{r.latency_s * 1e3:.2f}",
+            "-" if r.headroom is None else f"{r.headroom:.0%}",
+            "-" if r.gap is None else f"{100 * r.gap:.2f} %",
+            f"{r.solve_time_s:.2f}",
+        )
+    con.print(t)
+    front = result.frontier()
+    f = Table(title="Pareto frontier: throughput per GPU vs latency")
+    for col in ("model", "hardware", "GPUs", "workload", "layout", "tok/s/GPU", "latency ms"):
+        f.add_column(col)
+    for r in front:
+        f.add_row(
+            r.model,
+            r.hardware,
+            str(r.gpus_used),
+            r.workload,
+            r.layout,
+            f"{r.throughput_per_gpu:,.0f}",
+            f"{(r.latency_s or 0) * 1e3:.2f}",
+        )
+    con.print(f)
+    proven = sum(1 for r in result.rows if r.status == "optimal")
+    minutes = max(result.wall_time_s / 60, 1e-9)
+    con.print(
+        f"{len(result.rows)} cases, {proven} proven optimal, "
+        f"{len(result.rows) / minutes:.1f} cases per minute"
+    )
+    if plot_path is not None:
+        from placer.plot import plot_frontier
+
+        plot_frontier(
+            [
+                {
+                    "gpus": r.gpus_used,
+                    "throughput_tokens_s": r.throughput_tokens_s,
+                    "latency_s": r.latency_s,
+                    "label": f"{r.model} {r.hardware}",
+                }
+                for r in result.rows
+                if r.latency_s
+            ],
+            plot_path,
+        )
+
+
+# ------------------------------------------------------------------ min-gpus
+@main.command(name="min-gpus")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
+@workload_options
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="generic", show_default=True)
+@click.option(
+    "--time-limit", type=float, default=60.0, show_default=True, help="Limit of each solve."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the plan on the fewest GPUs here.",
+)
+@click.option(
+    "--proof",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the infeasibility record of one GPU fewer here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print both records as JSON.")
+@handle_errors
+def min_gpus_cmd(
+    model_path: str,
+    hardware_path: str,
+    profile: str,
+    time_limit: float,
+    output: str | None,
+    proof: str | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """The fewest GPUs of HARDWARE's type that fit MODEL, with proof that one fewer does not.
+
+    Nodes are added as needed. Both records pass `placer verify`.
+    """
+    from placer.config import SolveConfig
+    from placer.rules import get_profile
+    from placer.search.fixes import min_gpus
+    from placer.search.solve import solve
+
+    if time_limit <= 0:
+        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    model = load_model(model_path)
+    cluster = load_cluster(hardware_path)
+    if len(cluster.groups) != 1:
+        raise InvalidInputError(
+            "min-gpus needs a single GPU type", source=hardware_path, field="groups"
+        )
+    workload = workload_from_options(kwargs)
+    for path in (output, proof):
+        if path is not None:
+            _check_writable(path)
+    config = SolveConfig(profile=profile, time_limit_s=time_limit)
+    found = min_gpus(model, cluster, workload, get_profile(profile), above=0)
+    if found is None:
+        raise InvalidInputError(
+            "no GPU count up to 4096 fits this model and workload", source=hardware_path
+        )
+    g = found[0]
+    # The witness used balanced slot counts; CP-SAT may fit on fewer. Step down until a
+    # count is proven infeasible (a solve on n GPUs covers every layout on fewer).
+    plan = solve(model, cluster.with_gpus(g), workload, config)
+    below = None
+    while g > 1:
+        below = solve(model, cluster.with_gpus(g - 1), workload, config)
+        if below.status != "optimal" and below.status != "feasible":
+            break
+        g, plan, below = g - 1, below, None
+    if plan.layout is None:
+        raise InvalidInputError(f"no plan on {g} GPUs within the time limit", source=hardware_path)
+    if output is not None:
+        write_atomic(output, plan.model_dump_json(indent=2) + "\n")
+    if proof is not None and below is not None:
+        write_atomic(proof, below.model_dump_json(indent=2) + "\n")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "min_gpus": g,
+                    "plan": plan.model_dump(mode="json"),
+                    "proof": None if below is None else below.model_dump(mode="json"),
+                },
+                indent=2,
+            )
+        )
+        return
+    lay = plan.layout
+    click.echo(
+        f"fewest GPUs  {g} x {cluster.groups[0].gpu.name} "
+        f"({-(-g // cluster.gpus_per_node)} node(s) of {cluster.gpus_per_node})"
+    )
+    click.echo(
+        f"plan         TP{lay.tp} PP{lay.pp} EP{lay.ep} ETP{lay.etp} DPattn{lay.dp_attn}"
+        f", layers per stage {list(lay.layers_per_stage)}, status {plan.status}"
+    )
+    if below is None:
+        click.echo("proof        one GPU is the minimum")
+        return
+    s = below.certificate.search
+    click.echo(
+        f"proof        on {g - 1} GPUs: {below.status}; {s.legal} legal layouts, "
+        f"{s.infeasible} proven infeasible, {s.unresolved} unresolved"
+    )
+    if below.infeasibility is not None:
+        click.echo(f"why          {below.infeasibility.reason}")
+
+
+# ------------------------------------------------------------------ export
+@main.command(name="export")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--engine", required=True, help="vllm, sglang or trtllm.")
+@click.option("--model-ref", default=None, help="Model name or path for the command line.")
+@click.option(
+    "--nodes-addr",
+    default="<head-node-ip>",
+    show_default=True,
+    help="Address of the head node for multi-node launches.",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the engine's files (expert maps, YAML) into this folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the export as JSON.")
+@handle_errors
+def export_cmd(
+    plan_path: str,
+    engine: str,
+    model_ref: str | None,
+    nodes_addr: str,
+    out_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Launch command, environment and files that realise PLAN on an inference engine.
+
+    A plan the engine cannot express exits 2 with the part it cannot express.
+    """
+    from pathlib import Path
+
+    from placer.export import export_plan
+    from placer.verify import load_plan
+
+    if engine not in ("vllm", "sglang", "trtllm"):
+        raise InvalidInputError(
+            f"unknown engine {engine!r}; choose vllm, sglang or trtllm", field="--engine"
+        )
+    if out_dir is not None and not Path(out_dir).is_dir():
+        raise InvalidInputError("the output folder does not exist", source=out_dir)
+    plan = load_plan(plan_path)
+    exp = export_plan(
+        plan,
+        engine,  # type: ignore[arg-type]
+        model_ref=model_ref,
+        nodes_addr=nodes_addr,
+    )
+    if out_dir is not None:
+        for name, content in exp.files.items():
+            write_atomic(Path(out_dir) / name, content)
+    click.echo(exp.model_dump_json(indent=2) if as_json else exp.render())
+
+
+# ------------------------------------------------------------------ plot
+@main.command(name="plot")
+@click.argument("input_path", metavar="PLAN_OR_RESULT", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Image file (.png or .svg).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["memory", "expert-load", "frontier"]),
+    default=None,
+    help="What to draw (default: memory for a plan, expert-load for "
+    "a balance result, frontier for sweep rows).",
+)
+@click.option(
+    "--loads",
+    "loads_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The load file of a balance result, for before/after bars.",
+)
+@click.option("--layer", type=int, default=None, help="Layer to draw (expert-load).")
+@handle_errors
+def plot_cmd(
+    input_path: str, output: str, kind: str | None, loads_path: str | None, layer: int | None
+) -> None:
+    """Plot a plan's memory per GPU, a balance result's expert load per GPU before and after,
+    or a sweep's throughput-vs-latency frontier (needs the 'plot' extra)."""
+    from placer.io import read_json
+    from placer.plan import Plan
+    from placer.plot import plot_expert_load, plot_frontier, plot_memory
+
+    data = read_json(input_path)
+    if kind is None:
+        if isinstance(data, list):
+            kind = "frontier"
+        elif isinstance(data, dict) and "physical_to_logical_map" in data:
+            kind = "expert-load"
+        else:
+            kind = "memory"
+    if kind == "memory":
+        from placer.verify import load_plan
+
+        plot_memory(load_plan(input_path), output)
+    elif kind == "frontier":
+        if not isinstance(data, list):
+            raise InvalidInputError(
+                "a frontier needs sweep rows (placer sweep -o rows.json)", source=input_path
+            )
+        plot_frontier(data, output)
+    else:
+        if isinstance(data, dict) and "certificate" in data:
+            plot_expert_load(Plan.model_validate(data), output, layer=layer)
+            return
+        if not isinstance(data, dict):
+            raise InvalidInputError("expected a balance result", source=input_path)
+        if loads_path is not None:
+            from placer.balance.loads import load_loads
+
+            data = {"loads": [list(r) for r in load_loads(loads_path).load], **data}
+        plot_expert_load(data, output, layer=layer)
+    click.echo(f"wrote {output}")
+
+
+# ------------------------------------------------------------------ check
+@main.command(name="check")
+@click.argument("deployment_path", metavar="DEPLOYMENT", type=click.Path(dir_okay=False))
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
+@hardware_options
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="generic", show_default=True)
+@click.option(
+    "--time-limit",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Limit of the comparison solve.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
+@handle_errors
+def check_cmd(
+    deployment_path: str,
+    model_path: str,
+    hardware_path: str,
+    gpus: int | None,
+    nodes: int | None,
+    profile: str,
+    time_limit: float,
+    as_json: bool,
+) -> None:
+    """Audit the claims of DEPLOYMENT for MODEL on HARDWARE, claim by claim.
+
+    Exits 0 when no claim fails, 5 when some claim does not hold (verification
+    failed), 2 on bad input.
+    """
+    from placer.check import check_claims, load_deployment
+
+    if time_limit <= 0:
+        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    dep = load_deployment(deployment_path)
+    model = load_model(model_path)
+    cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    workload = load_workload(None, **dep.workload) if dep.workload else load_workload()
+    report = check_claims(dep, model, cluster, workload, profile, time_limit, deployment_path)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        con = _console()
+        t = Table(title=f"claims of {report.name} ({report.layout})")
+        for col in ("claim", "verdict", "computed", "reason"):
+            t.add_column(col)
+        colour = {"holds": "green", "fails": "red", "cannot judge": "yellow"}
+        for r in report.results:
+            t.add_row(
+                escape(r.text),
+                f"[{colour[r.verdict]}]{r.verdict}[/]",
+                escape(r.computed),
+                escape(r.reason),
+            )
+        con.print(t)
+        con.print(escape(f"compared with the optimum: {report.comparison}"))
+        n = len(report.failed)
+        con.print(f"{n} claim(s) fail" if n else "no claim fails")
+    sys.exit(EXIT_VERIFY_FAILED if report.failed else 0)
+
+
+# ------------------------------------------------------------------ schema
+@main.command(name="schema")
+@click.argument(
+    "which", type=click.Choice(["model", "hardware", "workload", "plan", "deployment", "balance"])
+)
+def schema_cmd(which: str) -> None:
+    """Print the JSON Schema of an input or output format (from the pydantic models)."""
+    from placer.check import Deployment
+    from placer.cluster import ClusterSpec
+    from placer.model import ModelSpec
+    from placer.plan import Plan
+    from placer.workload import Workload
+
+    classes: dict[str, Any] = {
+        "model": ModelSpec,
+        "hardware": ClusterSpec,
+        "workload": Workload,
+        "plan": Plan,
+        "deployment": Deployment,
+    }
+    if which == "balance":
+        from placer.balance.solve import BalanceResult
+
+        classes["balance"] = BalanceResult
+    click.echo(json.dumps(classes[which].model_json_schema(), indent=2))
+
+
+# ------------------------------------------------------------------ balance
+@main.command(name="balance")
+@click.argument("loads_path", metavar="LOADS", type=click.Path(dir_okay=False))
+@click.option("--gpus", type=int, required=True, help="GPUs (EP ranks) per layer.")
+@click.option("--nodes", type=int, default=1, show_default=True, help="Nodes the GPUs span.")
+@click.option(
+    "--slots",
+    type=int,
+    default=None,
+    help="Physical expert slots per layer (default: experts rounded up to a multiple of --gpus).",
+)
+@click.option("--groups", type=int, default=None, help="Expert groups (group-limited routing).")
+@click.option(
+    "--policy",
+    type=click.Choice(["global", "node"]),
+    default="global",
+    show_default=True,
+    help="node keeps every group's replicas inside one node.",
+)
+@click.option(
+    "--model", "load_model_name", default=None, help="Which model inside a multi-model load file."
+)
+@click.option("--domain", default=None, help="Which domain inside a multi-domain load file.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Layers in parallel.")
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="Allow two replicas of one expert on one GPU (EPLB does; off by default).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the expert map (SGLang --init-expert-location format) here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def balance_cmd(
+    loads_path: str,
+    gpus: int,
+    nodes: int,
+    slots: int | None,
+    groups: int | None,
+    policy: str,
+    load_model_name: str | None,
+    domain: str | None,
+    workers: int,
+    allow_duplicates: bool,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Replicate and place experts of LOADS on --gpus GPUs to even out load, with the lower
+    bound and gap of every layer."""
+    from placer.balance.loads import load_loads
+    from placer.balance.solve import balance
+
+    if workers <= 0:
+        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
+    loads = load_loads(loads_path, model=load_model_name, domain=domain)
+    if output is not None:
+        _check_writable(output)
+    result = balance(
+        loads,
+        gpus,
+        nodes=nodes,
+        slots=slots,
+        groups=groups,
+        policy=policy,  # type: ignore[arg-type]
+        workers=workers,
+        allow_duplicates=allow_duplicates,
+    )
+    text = result.model_dump_json(indent=1)
+    if output is not None:
+        write_atomic(output, text + "\n")
+    if as_json:
+        click.echo(text)
+        return
+    con = _console()
+    t = Table(
+        title=f"expert balance: {result.slots} slots on {result.gpus} GPUs, "
+        f"{result.nodes} nodes, policy {result.policy} (imbalance = busiest GPU / mean)"
+    )
+    for col in ("layer", "no balancing", "EPLB", "placer", "bound", "gap", "proven", "method"):
+        t.add_column(col, justify="right" if col not in ("method",) else "left")
+    for q in result.layers:
+        t.add_row(
+            str(q.layer),
+            f"{q.unbalanced_imbalance:.4f}",
+            "-" if q.eplb_imbalance is None else f"{q.eplb_imbalance:.4f}",
+            f"{q.imbalance:.4f}",
+            f"{q.bound:.4f}",
+            f"{100 * q.gap:.3f} %",
+            "yes" if q.proven else "no",
+            escape(f"{q.method} ({q.bound_kind} bound)"),
+        )
+    con.print(t)
+    click.echo(result.summary())
 
 
 def run() -> None:  # pragma: no cover - console entry for python -m

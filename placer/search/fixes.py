@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from ortools.sat.python import cp_model
 
@@ -67,8 +68,8 @@ def min_gpus(
 def _largest_fitting(
     lo: int,
     hi: int,
-    fits,
-    deadline: float | None = None,  # type: ignore[no-untyped-def]
+    fits: Callable[[int], bool],
+    deadline: float | None = None,
 ) -> int | None:
     """Largest value in [lo, hi] for which the monotone predicate holds (None if none does,
     or the deadline passes first)."""
