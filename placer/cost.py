@@ -265,7 +265,12 @@ def _fill_stage(
 
 
 def cost_tables(
-    model: ModelSpec, cluster: ClusterSpec, workload: Workload, layout: Layout, step: Step
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    layout: Layout,
+    step: Step,
+    cache: dict[object, object] | None = None,
 ) -> CostTables:
     """Tabulate the costs of every layer on every stage (see :class:`CostTables`)."""
     n, pp = model.num_layers, layout.pp
@@ -278,14 +283,26 @@ def cost_tables(
         env = _stage_env(cluster, model, workload, layout, s)
         # Stages on alike GPUs and links cost the same: compute each kind once.
         key = (env.peak, env.peak_expert, env.bw, env.tp_link, env.ep_link)
+        # Layouts with the same degrees and step share columns across a search.
+        shared = ("stage", layout.tp, layout.dp_attn, layout.ep, layout.expert_tp, step, key)
         if key in done:
             prev = done[key]
             tables.layer[:, s] = tables.layer[:, prev]
             tables.slot[:, s] = tables.slot[:, prev]
             tables.last[s] = tables.last[prev]
+        elif cache is not None and shared in cache:
+            cached: tuple[np.ndarray, np.ndarray, float] = cache[shared]  # type: ignore[assignment]
+            tables.layer[:, s], tables.slot[:, s], tables.last[s] = cached
+            done[key] = s
         else:
             done[key] = s
             _fill_stage(model, workload, layout, env, step, s, tables)
+            if cache is not None:
+                cache[shared] = (
+                    tables.layer[:, s].copy(),
+                    tables.slot[:, s].copy(),
+                    float(tables.last[s]),
+                )
         if s < pp - 1:
             first = (s + 1) * layout.stage_width
             bw, lat = _link(cluster, cluster.level_of([first - 1, first]))

@@ -49,6 +49,7 @@ from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.search.tables import (
     TIME_SCALE,
     LayoutTables,
+    add_costs,
     balanced_counts,
     build_tables,
     lower_bound_ns,
@@ -233,11 +234,13 @@ def solve(
     space = enumerate_layouts(model, cluster, profile, config.max_gpus)
     entries: list[SearchEntry] = []
     cands: list[_Candidate] = []
+    cache: dict[object, object] = {}
     for layout in space.legal:
-        t = build_tables(model, cluster, workload, layout, objective)
+        # Memory first: a layout that cannot hold the model needs no cost tables.
+        t = build_tables(model, cluster, workload, layout, objective, False, cache)
         need, have = memory_lower_bound(t)
-        cand = _Candidate(layout=layout, tables=t, bound=lower_bound_ns(t, objective))
         if need > have:
+            cand = _Candidate(layout=layout, tables=t, bound=0)
             entries.append(
                 _entry(
                     cand,
@@ -246,8 +249,11 @@ def solve(
                     f"{need / 1e9:.2f} GB in all, they have {have / 1e9:.2f} GB",
                 )
             )
+            # No cost tables were built: the layout has no objective bound.
+            entries[-1] = entries[-1].model_copy(update={"bound_units": None})
             continue
-        cands.append(cand)
+        t = add_costs(t, model, cluster, workload, objective, cache)
+        cands.append(_Candidate(layout=layout, tables=t, bound=lower_bound_ns(t, objective)))
     if objective == "gpus":
         cands.sort(key=lambda c: (c.layout.gpus, c.bound, c.layout.describe()))
     else:

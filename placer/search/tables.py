@@ -7,7 +7,7 @@ solver's objective and the verifier's recomputation are the same integer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -70,9 +70,11 @@ def build_tables(
     layout: Layout,
     objective: str,
     with_costs: bool = True,
+    cache: dict[object, object] | None = None,
 ) -> LayoutTables:
     """Tabulate ``layout`` (see :class:`LayoutTables`); ``with_costs=False`` leaves the time
-    tables zero, for memory-only feasibility checks."""
+    tables zero, for memory-only feasibility checks (:func:`add_costs` fills them later).
+    ``cache`` shares per-degree results between the layouts of one search."""
     n = model.num_layers
     per_expert = expert_bytes(model, workload, layout)
     unit = np.zeros(n, dtype=np.int64)
@@ -106,10 +108,17 @@ def build_tables(
     )
     if with_costs:
         step = steps(workload, layout)[objective_step(workload, layout, objective)]
-        costs = cost_tables(model, cluster, workload, layout, step)
+        costs = cost_tables(model, cluster, workload, layout, step, cache)
+    key = ("layer_bytes", layout.tp, layout.dp_attn)
+    if cache is not None and key in cache:
+        base = cache[key]
+    else:
+        base = layer_bytes(model, workload, layout)
+        if cache is not None:
+            cache[key] = base
     return LayoutTables(
         layout=layout,
-        base=layer_bytes(model, workload, layout),
+        base=base,  # type: ignore[arg-type]
         unit=unit,
         slots=slots,
         experts=experts,
@@ -118,6 +127,26 @@ def build_tables(
         act=act,
         reserve=workload.runtime_reserve_bytes,
         cap=cap,
+        time_layer=_ns(costs.layer),
+        time_slot=_ns(costs.slot),
+        time_last=_ns(costs.last),
+        handoff=_ns(costs.handoff),
+    )
+
+
+def add_costs(
+    t: LayoutTables,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    objective: str,
+    cache: dict[object, object] | None = None,
+) -> LayoutTables:
+    """``t`` with its time tables filled in."""
+    step = steps(workload, t.layout)[objective_step(workload, t.layout, objective)]
+    costs = cost_tables(model, cluster, workload, t.layout, step, cache)
+    return replace(
+        t,
         time_layer=_ns(costs.layer),
         time_slot=_ns(costs.slot),
         time_last=_ns(costs.last),
