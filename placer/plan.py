@@ -104,6 +104,7 @@ class SolverInfo(Frozen):
     placer_version: str = Field(description="placer version.")
     wall_time_s: float = Field(description="Elapsed wall time of the search.")
     extra_params: dict[str, float | int | bool | str] = Field(description="Passed to CP-SAT.")
+    interrupted: bool = Field(default=False, description="The search was stopped by Ctrl-C.")
 
 
 class Certificate(Frozen):
@@ -192,6 +193,7 @@ class Plan(Frozen):
         lines.append(
             f"solver      ortools {sv.ortools_version}, seed {sv.seed}, {sv.workers} workers, "
             f"limit {sv.time_limit_s:g} s, {sv.wall_time_s:.2f} s"
+            + (", interrupted" if sv.interrupted else "")
         )
         return "\n".join(lines)
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ def _entry(
 def _solver(config: SolveConfig, limit: float, explain: bool = False) -> cp_model.CpSolver:
     solver = cp_model.CpSolver()
     p = solver.parameters
+    # placer handles Ctrl-C itself (see _interruptible_solve).
+    p.catch_sigint_signal = False
     p.random_seed = config.seed
     p.relative_gap_limit = config.relative_gap_limit
     if config.deterministic or explain:
@@ -152,6 +155,26 @@ def _solver(config: SolveConfig, limit: float, explain: bool = False) -> cp_mode
     return solver
 
 
+def _interruptible_solve(solver: cp_model.CpSolver, model: cp_model.CpModel) -> int:
+    """``solver.solve(model)`` in a worker thread, so Ctrl-C reaches Python at once: the
+    search is stopped and KeyboardInterrupt re-raised for the caller to keep its best plan."""
+    result: dict[str, int] = {}
+
+    def run() -> None:
+        result["status"] = int(solver.solve(model))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+    except KeyboardInterrupt:
+        solver.stop_search()
+        worker.join()
+        raise
+    return result["status"]
+
+
 def solve_layout(
     t: LayoutTables, objective: str, config: SolveConfig, limit: float
 ) -> tuple[str, tuple[int, ...] | None, np.ndarray | None, int | None, int | None, float]:
@@ -166,7 +189,7 @@ def solve_layout(
     if invalid:
         raise SolverError(f"CP-SAT rejected the placement model: {invalid}")
     solver = _solver(config, limit)
-    status = solver.solve(model)
+    status = _interruptible_solve(solver, model)
     used = solver.deterministic_time if config.deterministic else solver.wall_time
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         split, counts = cpsat.extract(solver, v, t)
@@ -262,51 +285,61 @@ def solve(
     budget = config.time_limit_s
     spent = 0.0
     best: _Incumbent | None = None
-    for k, cand in enumerate(cands):
-        elapsed = spent if config.deterministic else time.monotonic() - start
-        remaining = budget - elapsed
-        if best is not None and _cannot_beat(cand, best, objective):
-            reason = (
-                f"bound {cand.bound / TIME_SCALE:.6g} s cannot beat the plan's "
-                f"{best.value / TIME_SCALE:.6g} s"
-                if objective != "gpus" or cand.layout.gpus == best.gpus
-                else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}"
-            )
-            entries.append(_entry(cand, "pruned", reason))
-        elif remaining <= 0:
-            entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
-        else:
-            # No single layout may take the whole budget: later ones still need a chance.
-            share = remaining if k == len(cands) - 1 else max(1.0, remaining / 3)
-            status, split, counts, value, bound, used = solve_layout(
-                cand.tables, objective, config, min(remaining, share)
-            )
-            spent += used
-            if status == "infeasible":
-                entries.append(_entry(cand, "infeasible", "CP-SAT proved no split fits memory"))
-            elif split is not None and counts is not None and value is not None:
-                peak = int(memory_by_rank(cand.tables, split, counts).max())
-                inc = _Incumbent(
-                    value=value,
-                    gpus=cand.layout.gpus,
-                    peak=peak,
-                    cand=cand,
-                    split=split,
-                    counts=counts,
+    interrupted = False
+    before = len(entries)  # the loop appends exactly one entry per candidate
+    try:
+        for k, cand in enumerate(cands):
+            elapsed = spent if config.deterministic else time.monotonic() - start
+            remaining = budget - elapsed
+            if best is not None and _cannot_beat(cand, best, objective):
+                reason = (
+                    f"bound {cand.bound / TIME_SCALE:.6g} s cannot beat the plan's "
+                    f"{best.value / TIME_SCALE:.6g} s"
+                    if objective != "gpus" or cand.layout.gpus == best.gpus
+                    else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}"
                 )
-                if _better(inc, best, objective):
-                    best = inc
-                entries.append(_entry(cand, status, value=value, solver_bound=bound))
+                entries.append(_entry(cand, "pruned", reason))
+            elif remaining <= 0:
+                entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
             else:
-                entries.append(_entry(cand, "unresolved", "no solution within the time limit"))
-        if progress is not None:
-            # Candidates come in bound order: the next one's bound is the best still open.
-            open_bound = cands[k + 1].bound if k + 1 < len(cands) else None
-            if best is not None and objective != "gpus":
-                open_bound = best.value if open_bound is None else min(open_bound, best.value)
-            progress(k + 1, len(cands), best.value if best else None, open_bound)
+                # No single layout may take the whole budget: later ones still need a chance.
+                share = remaining if k == len(cands) - 1 else max(1.0, remaining / 3)
+                status, split, counts, value, bound, used = solve_layout(
+                    cand.tables, objective, config, min(remaining, share)
+                )
+                spent += used
+                if status == "infeasible":
+                    entries.append(
+                        _entry(cand, "infeasible", "CP-SAT proved no split fits memory")
+                    )
+                elif split is not None and counts is not None and value is not None:
+                    peak = int(memory_by_rank(cand.tables, split, counts).max())
+                    inc = _Incumbent(
+                        value=value,
+                        gpus=cand.layout.gpus,
+                        peak=peak,
+                        cand=cand,
+                        split=split,
+                        counts=counts,
+                    )
+                    if _better(inc, best, objective):
+                        best = inc
+                    entries.append(_entry(cand, status, value=value, solver_bound=bound))
+                else:
+                    entries.append(_entry(cand, "unresolved", "no solution within the time limit"))
+            if progress is not None:
+                # Candidates come in bound order: the next one's bound is the best still open.
+                open_bound = cands[k + 1].bound if k + 1 < len(cands) else None
+                if best is not None and objective != "gpus":
+                    open_bound = best.value if open_bound is None else min(open_bound, best.value)
+                progress(k + 1, len(cands), best.value if best else None, open_bound)
+    except KeyboardInterrupt:
+        # Ctrl-C: keep the best plan so far; what was not reached stays unresolved.
+        interrupted = True
+        for cand in cands[len(entries) - before :]:
+            entries.append(_entry(cand, "unresolved", "interrupted"))
     wall = time.monotonic() - start
-    return _assemble(model, cluster, workload, config, space, entries, best, wall)
+    return _assemble(model, cluster, workload, config, space, entries, best, wall, interrupted)
 
 
 def _cannot_beat(cand: _Candidate, best: _Incumbent, objective: str) -> bool:
@@ -348,6 +381,7 @@ def _assemble(
     entries: list[SearchEntry],
     best: _Incumbent | None,
     wall: float,
+    interrupted: bool = False,
 ) -> Plan:
     objective = config.objective
     entries.sort(key=lambda e: (e.gpus, e.tp, e.pp, e.ep, e.etp, e.dp_attn))
@@ -379,6 +413,7 @@ def _assemble(
         placer_version=version("placer"),
         wall_time_s=round(wall, 3),
         extra_params=dict(config.extra_params),
+        interrupted=interrupted,
     )
     inputs = plan_inputs(model, cluster, workload)
     bound = _global_bound(entries, best, objective)
