@@ -465,6 +465,14 @@ def _parse_compare(text: str) -> Layout:
     default=None,
     help="Write a Markdown report of the plan here.",
 )
+@click.option(
+    "--loads",
+    "loads_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Expert load statistics: experts are placed on EP ranks by load and the estimates "
+    "use the loads.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
@@ -482,6 +490,7 @@ def solve_cmd(
     compare: str | None,
     output: str | None,
     report: str | None,
+    loads_path: str | None,
     quiet: bool,
     as_json: bool,
     **kwargs: Any,
@@ -520,7 +529,18 @@ def solve_cmd(
     for path in (output, report):
         if path is not None:
             _check_writable(path)
+    loads = None
+    if loads_path is not None:
+        from placer.balance.loads import load_loads
+        from placer.search.solve import loads_by_layer
+
+        loads = load_loads(loads_path)
+        loads_by_layer(model, loads, loads_path)  # bad loads fail before the search
     plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
+    if loads is not None:
+        from placer.search.solve import with_loads
+
+        plan = with_loads(plan, model, cluster, workload, loads)
     text = plan.model_dump_json(indent=2)
     if output is not None:
         write_atomic(output, text + "\n")

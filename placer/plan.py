@@ -131,7 +131,10 @@ class PlanInputs(Frozen):
     model: dict[str, Any] = Field(description="The model, in placer's own format.")
     cluster: dict[str, Any] = Field(description="The cluster, as validated.")
     workload: dict[str, Any] = Field(description="The workload, as validated.")
-    hashes: dict[str, str] = Field(description="SHA-256 of model, cluster and workload.")
+    loads: dict[int, tuple[float, ...]] | None = Field(
+        default=None, description="Expert load per MoE layer, when the solve was given loads."
+    )
+    hashes: dict[str, str] = Field(description="SHA-256 of model, cluster, workload (and loads).")
     sources: dict[str, str | None] = Field(description="Files the inputs were read from.")
 
 

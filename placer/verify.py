@@ -77,6 +77,10 @@ def _specs(plan: Plan, bad: list[str]) -> tuple[ModelSpec, ClusterSpec, Workload
         data: dict[str, Any] = getattr(plan.inputs, name)
         if digest(data) != plan.inputs.hashes.get(name):
             bad.append(f"input hash differs: {name} (the plan's copy was changed)")
+    if plan.inputs.loads is not None:
+        stored = {str(k): list(v) for k, v in plan.inputs.loads.items()}
+        if digest(stored) != plan.inputs.hashes.get("loads"):
+            bad.append("input hash differs: loads (the plan's copy was changed)")
     try:
         return (
             ModelSpec.model_validate(plan.inputs.model),
@@ -219,7 +223,10 @@ def verify(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyReport:
         value_units = pl.gpus_used if objective == "gpus" else value_ns
         if o.value_units != value_units:
             bad.append(f"objective: plan says {o.value_units}, recomputed {value_units}")
-        est = estimate(model, cluster, workload, layout, plan.expert_map)
+        loads = (
+            {k: np.asarray(v) for k, v in plan.inputs.loads.items()} if plan.inputs.loads else None
+        )
+        est = estimate(model, cluster, workload, layout, plan.expert_map, loads)
         if plan.estimates is None or not _close(est.cycle_s, plan.estimates.cycle_s):
             bad.append("estimates differ from the cost model's")
         checked.append("objective and estimates")

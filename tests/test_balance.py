@@ -119,3 +119,29 @@ def test_cli_bad_slots_exit_2(tmp_path: Path) -> None:
                   "-o", str(out))
     assert res.exit_code == 2 and "--slots" in res.stderr
     assert not out.exists()
+
+
+def test_solve_with_loads_is_verified(tmp_path: Path) -> None:
+    """solve --loads places experts by load, keeps memory, and verify checks the loads' hash."""
+    out = tmp_path / "plan.json"
+    res = run_cli("solve", str(ROOT / "models" / "olmoe-1b-7b-0924.json"),
+                  str(ROOT / "instances" / "hardware" / "dgx-h100.json"), "--loads",
+                  str(LOADS / "olmoe-arxiv.json"), "--quiet", "-o", str(out))
+    assert res.exit_code == 0, res.stderr
+    plan = json.loads(out.read_text())
+    assert set(plan["inputs"]["loads"]) == {"0", "7", "15"}
+    assert run_cli("verify", str(out)).exit_code == 0
+    plan["inputs"]["loads"]["0"][0] += 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(plan))
+    res = run_cli("verify", str(bad))
+    assert res.exit_code == 5 and "input hash differs: loads" in res.stdout
+
+
+def test_solve_with_mismatched_loads_is_bad_input() -> None:
+    """Loads with the wrong expert count name the load file and field: exit 2."""
+    path = str(LOADS / "mixtral-c4.json")
+    res = run_cli("solve", str(ROOT / "models" / "olmoe-1b-7b-0924.json"),
+                  str(ROOT / "instances" / "hardware" / "dgx-h100.json"), "--loads", path)
+    assert res.exit_code == 2
+    assert path in res.stderr and "load.0" in res.stderr

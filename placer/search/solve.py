@@ -24,6 +24,7 @@ from importlib.metadata import version
 import numpy as np
 from ortools.sat.python import cp_model
 
+from placer.balance.loads import LoadStats
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
@@ -223,6 +224,7 @@ def solve(
     workload: Workload | None = None,
     config: SolveConfig | None = None,
     progress: ProgressFn | None = None,
+    loads: LoadStats | None = None,
 ) -> Plan:
     """Find the best layout and placement of ``model`` on ``cluster``, with a certificate.
 
@@ -339,7 +341,73 @@ def solve(
         for cand in cands[len(entries) - before :]:
             entries.append(_entry(cand, "unresolved", "interrupted"))
     wall = time.monotonic() - start
-    return _assemble(model, cluster, workload, config, space, entries, best, wall, interrupted)
+    plan = _assemble(model, cluster, workload, config, space, entries, best, wall, interrupted)
+    return plan if loads is None else with_loads(plan, model, cluster, workload, loads)
+
+
+def loads_by_layer(
+    model: ModelSpec, loads: LoadStats, source: str | None = None
+) -> dict[int, np.ndarray]:
+    """The loads keyed by model layer, checked against the model's MoE layers and experts
+    (errors name ``source``, the load file)."""
+    where = source or loads.source
+    out: dict[int, np.ndarray] = {}
+    arr = loads.array()
+    for i, layer in enumerate(loads.layers):
+        if layer not in model.moe_layers:
+            raise InvalidInputError(
+                f"layer {layer} is not an MoE layer of {model.name}",
+                source=where,
+                field=f"layers.{i}",
+            )
+        if arr.shape[1] != model.experts_in_layer(layer):
+            raise InvalidInputError(
+                f"{arr.shape[1]} experts per layer, the model has {model.experts_in_layer(layer)}",
+                source=where,
+                field=f"load.{i}",
+            )
+        out[layer] = arr[i]
+    return out
+
+
+def with_loads(
+    plan: Plan, model: ModelSpec, cluster: ClusterSpec, workload: Workload, loads: LoadStats
+) -> Plan:
+    """Place each loaded layer's experts on the plan's EP ranks by load (``placer balance``
+    with the ranks as GPUs) and estimate with the loads. The layout search itself assumes
+    uniform routing; slot counts per rank, and so memory, are unchanged."""
+    by_layer = loads_by_layer(model, loads)
+    if plan.layout is None:
+        return plan
+    from placer.balance.solve import balance_layer
+    from placer.cost import estimate
+
+    lay = plan.layout
+    emap = dict(plan.expert_map)
+    for layer, w in by_layer.items():
+        slots = model.experts_in_layer(layer) + lay.redundant_experts
+        if lay.ep == 1 or slots % lay.ep:
+            continue  # nothing to choose with one rank; uneven ranks keep the plan's map
+        row, _, _ = balance_layer(w, lay.ep, 1, slots, None, "global", layer, use_eplb=False)
+        per = slots // lay.ep
+        emap[layer] = tuple(
+            tuple(int(e) for e in row[r * per : (r + 1) * per]) for r in range(lay.ep)
+        )
+    layout = Layout(
+        tp=lay.tp,
+        pp=lay.pp,
+        ep=lay.ep,
+        etp=lay.etp,
+        dp_attn=lay.dp_attn,
+        layers_per_stage=lay.layers_per_stage,
+        redundant_experts=lay.redundant_experts,
+    )
+    est = estimate(model, cluster, workload, layout, emap, by_layer)
+    stored = {k: tuple(float(x) for x in v) for k, v in by_layer.items()}
+    hashes = dict(plan.inputs.hashes)
+    hashes["loads"] = digest({str(k): list(v) for k, v in stored.items()})
+    inputs = plan.inputs.model_copy(update={"loads": stored, "hashes": hashes})
+    return plan.model_copy(update={"expert_map": emap, "estimates": est, "inputs": inputs})
 
 
 def _cannot_beat(cand: _Candidate, best: _Incumbent, objective: str) -> bool:
