@@ -97,6 +97,7 @@ class CostTables:
     """Seconds per (layer, stage): what placing layer ``l`` on stage ``s`` costs.
 
     ``layer[l, s]`` covers attention, dense/shared MLP and communication;
+    ``comm[l, s]`` is the part of ``layer[l, s]`` spent communicating;
     ``slot[l, s]`` is the routed-expert time per expert slot on the busiest rank
     under uniform routing (expert time = slot x slots on that rank); ``last[s]``
     is the LM head and final norm if ``s`` is the last stage; ``handoff[s]`` the
@@ -107,6 +108,7 @@ class CostTables:
     slot: np.ndarray
     last: np.ndarray
     handoff: np.ndarray
+    comm: np.ndarray  # the communication part of ``layer`` (TP all-reduce, EP all-to-all)
 
 
 def _roofline(flops: float, nbytes_: float, peak: float, bw: float) -> float:
@@ -182,8 +184,9 @@ def _expert_rank_time(
 
 def _layer_time(
     model: ModelSpec, workload: Workload, layout: Layout, env: _StageEnv, step: Step, layer: int
-) -> float:
-    """Attention, dense/shared MLP and communication time of ``layer`` (no routed experts)."""
+) -> tuple[float, float]:
+    """(attention, dense/shared MLP and communication time, communication alone) of ``layer``
+    (no routed experts)."""
     base, _, plain = weight_dtypes(model, workload)
     t = step.tokens
     h = model.hidden_size
@@ -207,7 +210,7 @@ def _layer_time(
         kv_read = kv_bytes_for_layer(model, workload, layout, layer) if step.decode else 0
         total += _roofline(t * per_token, kv_read, env.peak, env.bw)
     tp_bw, tp_lat = env.tp_link
-    total += 2 * _ring_allreduce(t * h * act, layout.tp, tp_bw, tp_lat)
+    comm = 2 * _ring_allreduce(t * h * act, layout.tp, tp_bw, tp_lat)
     if model.experts_in_layer(layer):
         ep_bw, ep_lat = env.ep_link
         if layout.ep > 1 or layout.dp_attn > 1:
@@ -215,13 +218,13 @@ def _layer_time(
             # back; (n - 1)/n of it leaves the GPU.
             n = max(layout.ep, layout.dp_attn)
             sent = t * model.experts_per_token * h * act * (n - 1) / n
-            total += 2 * (sent / ep_bw + ep_lat)
+            comm += 2 * (sent / ep_bw + ep_lat)
         if layout.expert_tp > 1:
             t_stage = step.total
-            total += _ring_allreduce(
+            comm += _ring_allreduce(
                 t_stage * h * act / layout.edp, layout.expert_tp, tp_bw, tp_lat
             )
-    return total
+    return total + comm, comm
 
 
 def _uniform(model: ModelSpec, layer: int) -> np.ndarray:
@@ -240,7 +243,7 @@ def _fill_stage(
 ) -> None:
     """Fill column ``s`` of the layer, slot and last-stage tables."""
     base, _, plain = weight_dtypes(model, workload)
-    seen: dict[tuple[object, ...], tuple[float, float]] = {}
+    seen: dict[tuple[object, ...], tuple[float, float, float]] = {}
     for i, sig in enumerate(model.layer_signatures):
         if sig not in seen:
             slot = 0.0
@@ -250,8 +253,9 @@ def _fill_stage(
                 slot = _expert_rank_time(
                     model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
                 )
-            seen[sig] = (_layer_time(model, workload, layout, env, step, i), slot)
-        tables.layer[i, s], tables.slot[i, s] = seen[sig]
+            both, comm = _layer_time(model, workload, layout, env, step, i)
+            seen[sig] = (both, slot, comm)
+        tables.layer[i, s], tables.slot[i, s], tables.comm[i, s] = seen[sig]
     # The LM head (a tied embedding serves as one) and the final norm, on the last stage.
     # Prefill computes logits only for each request's last token.
     logits_tokens = step.tokens if step.decode else min(step.tokens, workload.batch)
@@ -275,7 +279,11 @@ def cost_tables(
     """Tabulate the costs of every layer on every stage (see :class:`CostTables`)."""
     n, pp = model.num_layers, layout.pp
     tables = CostTables(
-        layer=np.zeros((n, pp)), slot=np.zeros((n, pp)), last=np.zeros(pp), handoff=np.zeros(pp)
+        layer=np.zeros((n, pp)),
+        slot=np.zeros((n, pp)),
+        last=np.zeros(pp),
+        handoff=np.zeros(pp),
+        comm=np.zeros((n, pp)),
     )
     act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
     done: dict[tuple[object, ...], int] = {}
@@ -289,10 +297,11 @@ def cost_tables(
             prev = done[key]
             tables.layer[:, s] = tables.layer[:, prev]
             tables.slot[:, s] = tables.slot[:, prev]
+            tables.comm[:, s] = tables.comm[:, prev]
             tables.last[s] = tables.last[prev]
         elif cache is not None and shared in cache:
-            cached: tuple[np.ndarray, np.ndarray, float] = cache[shared]  # type: ignore[assignment]
-            tables.layer[:, s], tables.slot[:, s], tables.last[s] = cached
+            cached: tuple[np.ndarray, np.ndarray, np.ndarray, float] = cache[shared]  # type: ignore[assignment]
+            tables.layer[:, s], tables.slot[:, s], tables.comm[:, s], tables.last[s] = cached
             done[key] = s
         else:
             done[key] = s
@@ -301,6 +310,7 @@ def cost_tables(
                 cache[shared] = (
                     tables.layer[:, s].copy(),
                     tables.slot[:, s].copy(),
+                    tables.comm[:, s].copy(),
                     float(tables.last[s]),
                 )
         if s < pp - 1:
@@ -354,7 +364,8 @@ def stage_costs(
     tables = cost_tables(model, cluster, workload, layout, step)
     out = []
     for s, layers in enumerate(layout.stage_layers(model.num_layers)):
-        compute = float(sum(tables.layer[i, s] for i in layers))
+        comm = float(sum(tables.comm[i, s] for i in layers))
+        compute = float(sum(tables.layer[i, s] for i in layers)) - comm
         if s == layout.pp - 1:
             compute += float(tables.last[s])
         experts = 0.0
@@ -374,9 +385,9 @@ def stage_costs(
                 layers=len(layers),
                 compute_s=compute,
                 experts_s=experts,
-                comm_s=0.0,
+                comm_s=comm,
                 handoff_s=handoff,
-                total_s=compute + experts + handoff,
+                total_s=compute + comm + experts + handoff,
             )
         )
     return out

@@ -105,6 +105,7 @@ def build_tables(
         slot=np.zeros(n_pp),
         last=np.zeros(layout.pp),
         handoff=np.zeros(layout.pp),
+        comm=np.zeros(n_pp),
     )
     if with_costs:
         step = steps(workload, layout)[objective_step(workload, layout, objective)]
