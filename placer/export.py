@@ -160,15 +160,7 @@ class _Ctx:
 
     def layout(self) -> Layout:
         lay = self.lay
-        return Layout(
-            tp=lay.tp,
-            pp=lay.pp,
-            ep=lay.ep,
-            etp=lay.etp,
-            dp_attn=lay.dp_attn,
-            layers_per_stage=lay.layers_per_stage,
-            redundant_experts=lay.redundant_experts,
-        )
+        return lay.to_layout()
 
 
 def model_reference(plan: Plan, model_ref: str | None = None) -> str:

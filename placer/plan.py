@@ -21,6 +21,7 @@ from pydantic import Field
 from placer._base import Frozen
 from placer.cost import Estimates
 from placer.evaluate import Constraint, GPUReport
+from placer.layout import Layout
 
 #: Version of the plan file format; ``placer verify`` reads this and older ones.
 PLAN_FORMAT_VERSION = 1
@@ -46,6 +47,18 @@ class PlanLayout(Frozen):
     gpus_used: int = Field(description="GPUs the plan uses.")
     layers_per_stage: tuple[int, ...] = Field(description="Layers in each stage, in order.")
     redundant_experts: int = Field(default=0, description="Extra expert slots per MoE layer.")
+
+    def to_layout(self) -> Layout:
+        """The :class:`~placer.layout.Layout` these degrees and this split describe."""
+        return Layout(
+            tp=self.tp,
+            pp=self.pp,
+            ep=self.ep,
+            etp=self.etp,
+            dp_attn=self.dp_attn,
+            layers_per_stage=self.layers_per_stage,
+            redundant_experts=self.redundant_experts,
+        )
 
 
 class ObjectiveRecord(Frozen):

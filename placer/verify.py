@@ -163,15 +163,7 @@ def verify(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyReport:
 
     if plan.layout is not None:
         pl = plan.layout
-        layout = Layout(
-            tp=pl.tp,
-            pp=pl.pp,
-            ep=pl.ep,
-            etp=pl.etp,
-            dp_attn=pl.dp_attn,
-            layers_per_stage=pl.layers_per_stage,
-            redundant_experts=pl.redundant_experts,
-        )
+        layout = pl.to_layout()
         if layout.gpus != pl.gpus_used:
             bad.append(f"gpus_used {pl.gpus_used} but the degrees give {layout.gpus}")
         bad.extend(f"rules: {v}" for v in layout_violations(model, cluster, layout, profile))

@@ -393,15 +393,7 @@ def with_loads(
         emap[layer] = tuple(
             tuple(int(e) for e in row[r * per : (r + 1) * per]) for r in range(lay.ep)
         )
-    layout = Layout(
-        tp=lay.tp,
-        pp=lay.pp,
-        ep=lay.ep,
-        etp=lay.etp,
-        dp_attn=lay.dp_attn,
-        layers_per_stage=lay.layers_per_stage,
-        redundant_experts=lay.redundant_experts,
-    )
+    layout = lay.to_layout()
     est = estimate(model, cluster, workload, layout, emap, by_layer)
     stored = {k: tuple(float(x) for x in v) for k, v in by_layer.items()}
     hashes = dict(plan.inputs.hashes)
