@@ -19,13 +19,25 @@ from placer._base import Float, Frozen, PosFloat, PosInt
 
 Level = Literal["scale_up", "node", "scale_out"]
 
+#: Ranges far beyond any real system. They keep every byte sum inside 64-bit integers and
+#: every time finite, so absurd inputs get a clear error instead of an overflow.
+MAX_MEMORY_BYTES = 2**50  # 1 PiB per GPU
+MAX_GPUS = 1_000_000
+MIN_RATE = 1e-6  # GB/s or TFLOPS
+MAX_RATE = 1e7
+MAX_LATENCY_US = 1e6
+
 
 class GPUType(Frozen):
     """One kind of GPU."""
 
     name: str = Field(min_length=1, description="GPU model, e.g. H200-SXM-141GB.")
-    memory_bytes: PosInt = Field(description="Usable HBM in bytes (as the driver reports).")
-    hbm_bandwidth_gbps: PosFloat = Field(description="HBM bandwidth in GB/s (1e9 B/s).")
+    memory_bytes: PosInt = Field(
+        le=MAX_MEMORY_BYTES, description="Usable HBM in bytes (as the driver reports)."
+    )
+    hbm_bandwidth_gbps: PosFloat = Field(
+        ge=MIN_RATE, le=MAX_RATE, description="HBM bandwidth in GB/s (1e9 B/s)."
+    )
     tflops: dict[str, PosFloat] = Field(
         description="Dense TFLOPS per compute dtype (bf16, fp16, fp8, fp4); absent = unsupported."
     )
@@ -40,6 +52,11 @@ class GPUType(Frozen):
             raise ValueError(f"unknown compute dtype(s) in tflops: {names}")
         if not tflops:
             raise ValueError("tflops must give at least one dtype")
+        for name, value in tflops.items():
+            if not MIN_RATE <= value <= MAX_RATE:
+                raise ValueError(
+                    f"tflops.{name} = {value:g} is outside [{MIN_RATE:g}, {MAX_RATE:g}]"
+                )
         return tflops
 
     def peak_flops(self, dtype: str) -> float:
@@ -48,14 +65,19 @@ class GPUType(Frozen):
         for d in (dtype, "bf16", "fp16", "fp32"):
             if d in self.tflops:
                 return self.tflops[d] * 1e12
-        raise AssertionError("validated non-empty")  # pragma: no cover
+        # Only low-precision rates are known: use the lowest, the honest pessimistic choice.
+        return min(self.tflops.values()) * 1e12
 
 
 class Link(Frozen):
     """One level of the interconnect, per GPU and per direction."""
 
-    bandwidth_gbps: PosFloat = Field(description="GB/s per GPU per direction.")
-    latency_us: Float = Field(ge=0, description="One-way latency of a message, microseconds.")
+    bandwidth_gbps: PosFloat = Field(
+        ge=MIN_RATE, le=MAX_RATE, description="GB/s per GPU per direction."
+    )
+    latency_us: Float = Field(
+        ge=0, le=MAX_LATENCY_US, description="One-way latency of a message, microseconds."
+    )
     name: str = Field(default="", description="Technology, e.g. NVLink 4 / NDR InfiniBand.")
 
 
@@ -63,7 +85,7 @@ class GPUGroup(Frozen):
     """``count`` GPUs of one type, filling nodes in order."""
 
     gpu: GPUType = Field(description="The GPU type.")
-    count: PosInt = Field(description="How many GPUs of this type.")
+    count: PosInt = Field(le=MAX_GPUS, description="How many GPUs of this type.")
 
 
 class ClusterSpec(Frozen):

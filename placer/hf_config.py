@@ -288,7 +288,7 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
         freq = r.opt("moe_layer_freq", 1, "every layer after the dense ones is MoE")
         is_moe = [i >= first_dense and i % freq == 0 for i in range(n)]
         width = r.req("moe_intermediate_size")
-        n_shared = r.opt("n_shared_experts", 0, "no shared experts")
+        n_shared = r.opt("n_shared_experts", 0, "no shared experts", kind="index")
         moe = _moe(
             r,
             "n_routed_experts",

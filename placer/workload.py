@@ -11,15 +11,26 @@ from placer.dtypes import KVDtype, WeightDtype
 
 GIB = 1024**3
 
+#: Bounds far beyond any real deployment; they keep byte counts inside 64-bit integers.
+MAX_BATCH = 10_000_000
+MAX_TOKENS = 100_000_000
+
 
 class Workload(Frozen):
     """Batch, sequence lengths, phase, number formats and memory policy."""
 
-    batch: PosInt = Field(default=8, description="Concurrent requests (sequences) served.")
-    prompt_len: PosInt = Field(default=1024, description="Prompt tokens per request.")
-    output_len: PosInt = Field(default=256, description="Generated tokens per request.")
+    batch: PosInt = Field(
+        default=8, le=MAX_BATCH, description="Concurrent requests (sequences) served."
+    )
+    prompt_len: PosInt = Field(
+        default=1024, le=MAX_TOKENS, description="Prompt tokens per request."
+    )
+    output_len: PosInt = Field(
+        default=256, le=MAX_TOKENS, description="Generated tokens per request."
+    )
     context: PosInt | None = Field(
         default=None,
+        le=MAX_TOKENS,
         description="KV-cache length per request; default prompt_len + output_len.",
     )
     phase: Literal["prefill", "decode", "both"] = Field(
@@ -44,10 +55,13 @@ class Workload(Frozen):
     runtime_reserve_bytes: Int = Field(
         default=GIB,
         ge=0,
+        le=2**50,
         description="Per-GPU bytes for CUDA context, NCCL buffers and graphs, outside the plan.",
     )
     max_batched_tokens: PosInt = Field(
-        default=8192, description="Prefill tokens per step (chunked prefill; vLLM default 8192)."
+        default=8192,
+        le=MAX_TOKENS,
+        description="Prefill tokens per step (chunked prefill; vLLM default 8192).",
     )
 
     @model_validator(mode="after")

@@ -256,11 +256,38 @@ def solve(
         raise InvalidInputError(str(exc.args[0]), field="profile") from None
     start = time.monotonic()
     objective = config.objective
-    space = enumerate_layouts(model, cluster, profile, config.max_gpus)
+    space = enumerate_layouts(
+        model,
+        cluster,
+        profile,
+        config.max_gpus,
+        deadline=None if config.deterministic else start + config.time_limit_s,
+    )
     entries: list[SearchEntry] = []
     cands: list[_Candidate] = []
     cache: dict[object, object] = {}
-    for layout in space.legal:
+    # Tabulate the likeliest winners first, in case time runs out: many GPUs for speed,
+    # few for the gpus objective.
+    order = sorted(space.legal, key=lambda lay: lay.gpus if objective == "gpus" else -lay.gpus)
+    for n, layout in enumerate(order):
+        if not config.deterministic and time.monotonic() - start > config.time_limit_s:
+            # Out of time while tabulating: the rest stays unresolved, with no bound.
+            for late in order[n:]:
+                entries.append(
+                    SearchEntry(
+                        layout=late.describe(),
+                        tp=late.tp,
+                        pp=late.pp,
+                        ep=late.ep,
+                        etp=late.expert_tp,
+                        dp_attn=late.dp_attn,
+                        gpus=late.gpus,
+                        status="unresolved",
+                        bound_units=None,
+                        reason="time limit reached before this layout was tabulated",
+                    )
+                )
+            break
         # Memory first: a layout that cannot hold the model needs no cost tables.
         t = build_tables(model, cluster, workload, layout, objective, False, cache)
         need, have = memory_lower_bound(t)
@@ -421,8 +448,9 @@ def _global_bound(
         return min([best.gpus, *open_gpus])
     bounds = []
     for e in entries:
-        if e.status == "unresolved" and e.bound_units is not None:
-            bounds.append(e.bound_units)
+        if e.status == "unresolved":
+            # A layout never tabulated has no bound: nothing is proven about it.
+            bounds.append(e.bound_units if e.bound_units is not None else 0)
         elif e.status == "feasible":
             b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
             if b is not None:
@@ -476,7 +504,12 @@ def _assemble(
         interrupted=interrupted,
     )
     inputs = plan_inputs(model, cluster, workload)
-    bound = _global_bound(entries, best, objective)
+    # Layouts never enumerated (time ran out) are unknown: no bound can be claimed.
+    bound = (
+        _global_bound(entries, best, objective)
+        if space.complete
+        else (0 if objective != "gpus" else 1)
+    )
     unit = "GPUs" if objective == "gpus" else "s"
     if best is None:
         proven = all(e.status == "infeasible" for e in entries)

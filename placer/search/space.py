@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from placer.cluster import ClusterSpec
@@ -23,6 +24,7 @@ class LayoutSpace:
     legal: tuple[Layout, ...]
     candidates: int
     rejected: dict[str, int]
+    complete: bool = True  # False when the deadline stopped the enumeration
 
 
 def enumerate_layouts(
@@ -31,6 +33,7 @@ def enumerate_layouts(
     profile: RulesProfile,
     max_gpus: int | None = None,
     only_gpus: int | None = None,
+    deadline: float | None = None,
 ) -> LayoutSpace:
     """Every (tp, pp, ep, etp, dp_attn) on 1..N GPUs that the profile accepts.
 
@@ -45,6 +48,10 @@ def enumerate_layouts(
     candidates = 0
     counts = range(1, limit + 1) if only_gpus is None else [only_gpus]
     for gpus in counts:
+        if deadline is not None and time.monotonic() > deadline:
+            return LayoutSpace(
+                legal=tuple(legal), candidates=candidates, rejected=rejected, complete=False
+            )
         for pp in divisors(gpus):
             if pp > model.num_layers:
                 continue

@@ -51,8 +51,13 @@ class LayoutTables:
     handoff: np.ndarray  # (pp,) ns, send to the next stage
 
 
+#: Largest time entry, in ns (about 13 days). Only absurd hardware figures reach it; the cap
+#: keeps sums of entries inside CP-SAT's 2^62 domain limit.
+MAX_ENTRY_NS = 2**50
+
+
 def _ns(values: np.ndarray) -> np.ndarray:
-    return np.ceil(np.asarray(values) * TIME_SCALE).astype(np.int64)
+    return np.minimum(np.ceil(np.asarray(values) * TIME_SCALE), MAX_ENTRY_NS).astype(np.int64)
 
 
 def objective_step(workload: Workload, layout: Layout, objective: str) -> str:
