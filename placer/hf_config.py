@@ -496,8 +496,16 @@ def _grok1(r: _Reader, name: str, source: str) -> ModelSpec:
         if isinstance(r.raw.get("widening_factor"), float)
         else r.req("widening_factor")
     )
+    if not isinstance(wf, int | float) or not 0 < wf <= 1024:
+        raise InvalidInputError(
+            f"must be a number in (0, 1024], got {wf!r}", source, r._loc("widening_factor")
+        )
     width = int(wf * h) * 2 // 3
     width += (8 - width) % 8
+    if width <= 0:
+        raise InvalidInputError(
+            f"gives an expert width of {width}", source, r._loc("widening_factor")
+        )
     n = r.req("num_layers")
     heads = r.req("num_q_heads")
     kv = r.req("num_kv_heads")

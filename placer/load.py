@@ -170,6 +170,16 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             source,
             "top_k",
         )
+    per_layer: dict[int | None, int] = {}
+    for m in modules:
+        if m.kind == "expert":
+            per_layer[m.layer] = per_layer.get(m.layer, 0) + 1
+    if isinstance(top_k, int) and not isinstance(top_k, bool) and per_layer:
+        fewest = min(per_layer.values())
+        if top_k > fewest:
+            raise InvalidInputError(
+                f"top_k ({top_k}) exceeds the experts of a layer ({fewest})", source, "top_k"
+            )
     layers = tuple(
         LayerSpec(
             mixer="attention",

@@ -638,8 +638,13 @@ def module_list_dicts(draw: st.DrawFn, tidy: bool = False) -> dict[str, Any]:
     used = [m["layer"] for m in modules if m.get("layer") is not None]
     if (max(used) + 1 if used else 1) != n or draw(st.booleans()):  # absent: derived
         raw["num_layers"] = n
-    if any(m["kind"] == "expert" for m in modules) or draw(st.booleans()):
-        raw["top_k"] = draw(st.integers(1, 2))
+    per_layer: dict[Any, int] = {}
+    for m in modules:
+        if m["kind"] == "expert":
+            per_layer[m.get("layer")] = per_layer.get(m.get("layer"), 0) + 1
+    if per_layer or draw(st.booleans()):
+        # A token cannot use more experts than the smallest MoE layer has.
+        raw["top_k"] = draw(st.integers(1, min([2, *per_layer.values()])))
     names = [m["name"] for m in modules]
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     if draw(st.booleans()) and pairs:

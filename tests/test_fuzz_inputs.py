@@ -737,7 +737,6 @@ def test_bug_hf_errors_name_the_config_field(raw: dict[str, Any], file_field: st
     assert info.value.field == file_field
 
 
-@_bug("grok-widening-factor")
 def test_bug_grok_zero_widening_factor_names_it() -> None:
     """Grok-1 with widening_factor 0 is rejected naming 'widening_factor'."""
     with pytest.raises(InvalidInputError) as info:
@@ -745,7 +744,6 @@ def test_bug_grok_zero_widening_factor_names_it() -> None:
     assert info.value.field == "widening_factor"
 
 
-@_bug("grok-widening-factor")
 def test_bug_grok_huge_widening_factor_exits_2(tmp_path: Path) -> None:
     """`placer inspect` of Grok-1 with widening_factor 1e308 exits 2, not a traceback."""
     path = tmp_path / "grok.json"
@@ -753,7 +751,6 @@ def test_bug_grok_huge_widening_factor_exits_2(tmp_path: Path) -> None:
     assert_clean_exit(invoke("inspect", str(path)), {2})
 
 
-@_bug("modules-top-k-exceeds-experts")
 def test_bug_module_list_top_k_above_experts_is_rejected() -> None:
     """A module list with one expert per layer and top_k 2 is rejected naming 'top_k'."""
     raw = {

@@ -107,7 +107,11 @@ def module_list_models(draw: st.DrawFn) -> ModelSpec:
         "modules": modules,
     }
     if any_expert:
-        raw["top_k"] = draw(st.integers(1, 2))
+        fewest = min(
+            sum(1 for m in modules if m["kind"] == "expert" and m["layer"] == i)
+            for i in {m["layer"] for m in modules if m["kind"] == "expert"}
+        )
+        raw["top_k"] = draw(st.integers(1, min(2, fewest)))
     return model_from_dict(raw, "prop.json")
 
 
