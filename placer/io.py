@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -90,8 +91,24 @@ def check_finite(value: Any, source: str, where: str = "") -> None:
 Rename = Callable[[tuple[int | str, ...]], tuple[int | str, ...]]
 
 
+def _field_in_message(msg: str, known: set[str]) -> str:
+    """The field a whole-object check is about, read from its message: a quoted field name,
+    or the name the message starts with; only names of the model's own fields count."""
+    for name in re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", msg):
+        if name in known:
+            return str(name)
+    head = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\b", msg)
+    if head and head.group(1) in known:
+        return head.group(1)
+    return ""
+
+
 def validation_error(
-    exc: ValidationError, source: str, prefix: str = "", rename: Rename | None = None
+    exc: ValidationError,
+    source: str,
+    prefix: str = "",
+    rename: Rename | None = None,
+    known: set[str] | None = None,
 ) -> InvalidInputError:
     """Turn pydantic's error into one message naming the first offending field.
 
@@ -126,6 +143,11 @@ def validation_error(
     msg = first["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if not locs[0] and known:
+        # A check across fields has no location of its own: name the field it is about.
+        inferred = _field_in_message(msg, known)
+        if inferred:
+            field = f"{prefix}.{inferred}" if prefix else inferred
     more = len(locs) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
@@ -139,7 +161,7 @@ def validate(
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, source, prefix, rename) from None
+        raise validation_error(exc, source, prefix, rename, set(cls.model_fields)) from None
 
 
 def write_atomic(path: str | Path, text: str) -> None:

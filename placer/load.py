@@ -13,6 +13,7 @@ Model files come in three formats, told apart by their keys:
 from __future__ import annotations
 
 import graphlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from placer.cluster import ClusterSpec
 from placer.dtypes import BYTES_PER_ELEMENT
 from placer.exceptions import InvalidInputError
-from placer.hf_config import parse_hf_config
+from placer.hf_config import detect_family, parse_hf_config
 from placer.io import (
     Rename,
     check_finite,
@@ -73,9 +74,37 @@ def model_from_dict(data: Any, source: str = "<model>", name: str | None = None)
                 source,
                 "format",
             )
-        return parse_hf_config(raw, raw.get("_name_or_path") or default_name, source)
+        try:
+            return parse_hf_config(raw, raw.get("_name_or_path") or default_name, source)
+        except ValidationError as exc:
+            raise validation_error(exc, source, rename=_hf_rename(raw)) from None
     except ValidationError as exc:
         raise validation_error(exc, source) from None
+
+
+def _hf_rename(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], tuple[int | str, ...]]:
+    """Map a location in placer's ModelSpec back to the field of the published config."""
+    family = detect_family(raw)
+    nested: tuple[str, ...] = ("text_config",) if isinstance(raw.get("text_config"), dict) else ()
+    own = {
+        ("name",): ("_name_or_path",),
+        ("max_position_embeddings",): {"dbrx": ("max_seq_len",), "grok1": ("sequence_len",)}.get(
+            family or "", (*nested, "max_position_embeddings")
+        ),
+        ("moe", "shared_intermediate_size"): (*nested, "shared_expert_intermediate_size"),
+        ("attention", "head_dim"): ("key_size",) if family == "grok1" else (*nested, "head_dim"),
+        # Attention and MoE specs built on their own report bare names.
+        ("shared_intermediate_size",): (*nested, "shared_expert_intermediate_size"),
+        ("head_dim",): ("key_size",) if family == "grok1" else (*nested, "head_dim"),
+    }
+
+    def rename(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        for head, target in own.items():
+            if loc[: len(head)] == head:
+                return (*target, *loc[len(head) :])
+        return loc
+
+    return rename
 
 
 def load_model(path: str | Path) -> ModelSpec:

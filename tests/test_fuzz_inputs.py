@@ -729,7 +729,6 @@ def _llama4(**changes: Any) -> dict[str, Any]:
                      id="llama4-max-position"),
     ],
 )
-@_bug("hf-field-misnamed")
 def test_bug_hf_errors_name_the_config_field(raw: dict[str, Any], file_field: str) -> None:
     """A bad value of a field placer renames is reported under the config's own field name."""
     with pytest.raises(InvalidInputError) as info:
@@ -791,7 +790,6 @@ def _tiny_hardware(gpu: dict[str, Any] | None = None, **changes: Any) -> dict[st
                                   "scale_up_domain": 2}, ("node_link",), id="no-node-link"),
     ],
 )
-@_bug("spec-checks-without-field")
 def test_bug_cross_field_checks_name_a_field(
     kind: str, raw: dict[str, Any], fields: tuple[str, ...]
 ) -> None:
