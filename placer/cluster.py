@@ -115,7 +115,9 @@ class ClusterSpec(Frozen):
                 f"scale_up_domain ({d}) and gpus_per_node ({n}) must divide one another"
             )
         if n % d == 0 and n != d and self.node_link is None:
-            raise ValueError("a node holding several scale-up domains needs 'node_link'")
+            raise ValueError(
+                "'node_link' is missing: a node holding several scale-up domains needs it"
+            )
         for g in self.groups[:-1]:
             if g.count % n:
                 raise ValueError(

@@ -214,7 +214,7 @@ NO_FIELD_APPLIES = ("expected a JSON object at the top level", "not valid JSON",
                     "file not found", "cannot read", "is a directory")
 #: Messages of the cross-field checks that name no field (a known bug).
 SPEC_CHECKS = ("entries but num_layers is", "layers present but", "vocab_size must be positive",
-               "must divide one another", "needs 'node_link'", "must fill whole nodes")
+               "must divide one another", "'node_link' is missing", "must fill whole nodes")
 
 
 def _in(data: Any, fld: str) -> bool:
