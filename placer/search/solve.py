@@ -107,14 +107,15 @@ def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMa
     return out
 
 
-def _entry(
-    c: _Candidate,
+def _layout_entry(
+    lay: Layout,
     status: str,
     reason: str = "",
+    bound: int | None = None,
     value: int | None = None,
     solver_bound: int | None = None,
 ) -> SearchEntry:
-    lay = c.layout
+    """The search record of one layout."""
     return SearchEntry(
         layout=lay.describe(),
         tp=lay.tp,
@@ -124,11 +125,22 @@ def _entry(
         dp_attn=lay.dp_attn,
         gpus=lay.gpus,
         status=status,
-        bound_units=c.bound,
+        bound_units=bound,
         value_units=value,
         solver_bound_units=solver_bound,
         reason=reason,
     )
+
+
+def _entry(
+    c: _Candidate,
+    status: str,
+    reason: str = "",
+    value: int | None = None,
+    solver_bound: int | None = None,
+) -> SearchEntry:
+    """The search record of a tabulated candidate, with its analytic bound."""
+    return _layout_entry(c.layout, status, reason, c.bound, value, solver_bound)
 
 
 def _solver(config: SolveConfig, limit: float, explain: bool = False) -> cp_model.CpSolver:
@@ -272,37 +284,26 @@ def solve(
     for n, layout in enumerate(order):
         if not config.deterministic and time.monotonic() - start > config.time_limit_s:
             # Out of time while tabulating: the rest stays unresolved, with no bound.
-            for late in order[n:]:
-                entries.append(
-                    SearchEntry(
-                        layout=late.describe(),
-                        tp=late.tp,
-                        pp=late.pp,
-                        ep=late.ep,
-                        etp=late.expert_tp,
-                        dp_attn=late.dp_attn,
-                        gpus=late.gpus,
-                        status="unresolved",
-                        bound_units=None,
-                        reason="time limit reached before this layout was tabulated",
-                    )
+            entries.extend(
+                _layout_entry(
+                    late, "unresolved", "time limit reached before this layout was tabulated"
                 )
+                for late in order[n:]
+            )
             break
         # Memory first: a layout that cannot hold the model needs no cost tables.
         t = build_tables(model, cluster, workload, layout, objective, False, cache)
         need, have = memory_lower_bound(t)
         if need > have:
-            cand = _Candidate(layout=layout, tables=t, bound=0)
+            # No cost tables were built: the layout has no objective bound.
             entries.append(
-                _entry(
-                    cand,
+                _layout_entry(
+                    layout,
                     "infeasible",
                     f"memory: the layout's GPUs must hold at least "
                     f"{need / 1e9:.2f} GB in all, they have {have / 1e9:.2f} GB",
                 )
             )
-            # No cost tables were built: the layout has no objective bound.
-            entries[-1] = entries[-1].model_copy(update={"bound_units": None})
             continue
         t = add_costs(t, model, cluster, workload, objective, cache)
         cands.append(_Candidate(layout=layout, tables=t, bound=lower_bound_ns(t, objective)))
