@@ -443,11 +443,13 @@ def _hardware(plan: Plan, specs: PlanSpecs) -> list[str]:
         return out
     phys = plan_phys(plan)
     g = stage_groups(lay)
-    spans = [
-        cluster.level_of([phys(s, r) for r in grp])
-        for s in range(lay.pp)
-        for grp in g.attention_tp
-    ]
+
+    def levels(groups: tuple[tuple[int, ...], ...]) -> list[Level]:
+        return [
+            cluster.level_of([phys(s, r) for r in grp]) for s in range(lay.pp) for grp in groups
+        ]
+
+    spans = levels(g.attention_tp)
     inside = all(lv == "scale_up" for lv in spans)
     out.append(
         f"- GPUs used: {lay.gpus_used} of {cluster.num_gpus} "
@@ -464,11 +466,7 @@ def _hardware(plan: Plan, specs: PlanSpecs) -> list[str]:
         + "."
     )
     if lay.etp > 1:
-        espans = [
-            cluster.level_of([phys(s, r) for r in grp])
-            for s in range(lay.pp)
-            for grp in g.expert_tp
-        ]
+        espans = levels(g.expert_tp)
         ok = all(lv == "scale_up" for lv in espans)
         out.append(
             f"- Expert TP groups ({len(espans)} groups of {lay.etp} GPUs) stay inside one "

@@ -383,6 +383,14 @@ def _resolve(path: str, base: Path) -> Path:
     return base / p
 
 
+def _existing(path: str, base: Path, what: str, spec: str, field: str) -> Path:
+    """The file a sweep names, resolved; an error naming the sweep file and field if absent."""
+    f = _resolve(path, base)
+    if not f.is_file():
+        raise InvalidInputError(f"{what} file {path!r} not found", source=spec, field=field)
+    return f
+
+
 def load_sweep(
     path: str,
 ) -> tuple[
@@ -417,27 +425,13 @@ def load_sweep(
             )
     models, clusters = [], []
     for i, m in enumerate(spec.models):
-        f = _resolve(m, base)
-        if not f.is_file():
-            raise InvalidInputError(
-                f"model file {m!r} not found", source=path, field=f"models.{i}"
-            )
-        models.append(load_model(f))
+        models.append(load_model(_existing(m, base, "model", path, f"models.{i}")))
     for i, h in enumerate(spec.hardware):
-        f = _resolve(h, base)
-        if not f.is_file():
-            raise InvalidInputError(
-                f"hardware file {h!r} not found", source=path, field=f"hardware.{i}"
-            )
-        clusters.append(load_cluster(f))
+        clusters.append(load_cluster(_existing(h, base, "hardware", path, f"hardware.{i}")))
     workloads: list[tuple[str, Workload]] = []
     for i, w in enumerate(spec.workloads):
         if isinstance(w, str):
-            f = _resolve(w, base)
-            if not f.is_file():
-                raise InvalidInputError(
-                    f"workload file {w!r} not found", source=path, field=f"workloads.{i}"
-                )
+            f = _existing(w, base, "workload", path, f"workloads.{i}")
             workloads.append((f.stem, load_workload(f)))
         else:
             body = {k: v for k, v in w.items() if k != "name"}

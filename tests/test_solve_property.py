@@ -55,9 +55,9 @@ from placer.workload import Workload
 
 CONFIG = SolveConfig(time_limit_s=5, workers=1)
 
-#: ``fixes.min_gpus`` tries every GPU count up to 4096 when no count fits, with no time
-#: budget (minutes on a one-layer model; see test_infeasible_solve_respects_time_limit).
-#: The property tests cap that search so they stay fast; the plan is checked all the same.
+#: ``fixes.min_gpus`` may try GPU counts up to 4096 (until the solve's deadline) when no
+#: count fits; the property tests cap that search so they stay fast, and the plan is checked
+#: all the same.
 MIN_GPUS_CAP = 16
 
 # ------------------------------------------------------------------ strategies

@@ -155,36 +155,22 @@ def explain_infeasible(
         if lay2 is not None:
             fixes.append(f"store weights in {dt} (fits on {n} GPUs as {lay2.describe()})")
             break
-    if workload.kv_tokens > 1:
-        ctx = _largest_fitting(
-            1,
-            workload.kv_tokens - 1,
-            lambda c: (
-                fitting_layout(
-                    model, cluster, workload.model_copy(update={"context": c}), profile, n
-                )
-                is not None
-            ),
-            deadline,
-        )
-        if ctx is not None:
-            fixes.append(
-                f"shorten the context to {ctx} tokens per request (from {workload.kv_tokens})"
-            )
-    if workload.batch > 1:
-        b = _largest_fitting(
-            1,
-            workload.batch - 1,
-            lambda x: (
-                fitting_layout(
-                    model, cluster, workload.model_copy(update={"batch": x}), profile, n
-                )
-                is not None
-            ),
-            deadline,
-        )
-        if b is not None:
-            fixes.append(f"serve at most {b} concurrent requests (from {workload.batch})")
+    # The largest context, then the largest batch, that fit on these GPUs as they are.
+    shrink = (
+        ("context", workload.kv_tokens, "shorten the context to {} tokens per request (from {})"),
+        ("batch", workload.batch, "serve at most {} concurrent requests (from {})"),
+    )
+    for name, now, text in shrink:
+        if now <= 1:
+            continue
+
+        def fits(v: int, name: str = name) -> bool:
+            smaller = workload.model_copy(update={name: v})
+            return fitting_layout(model, cluster, smaller, profile, n) is not None
+
+        best_value = _largest_fitting(1, now - 1, fits, deadline)
+        if best_value is not None:
+            fixes.append(text.format(best_value, now))
     reason = (
         f"none of the {len(entries)} legal layouts fits in "
         f"{workload.memory_utilization:.0%} of the GPUs' memory; the closest, "
