@@ -1,0 +1,63 @@
+"""Budget arithmetic with an injected clock: no test here sleeps or reads the real time."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from placer.budget import Budget
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wall_clock_budget_counts_down_and_expires() -> None:
+    clock = FakeClock()
+    b = Budget(10.0, clock=clock)
+    assert b.remaining() == 10.0
+    clock.now += 4.0
+    assert b.remaining() == pytest.approx(6.0)
+    assert b.share(0.5) == pytest.approx(3.0)
+    assert b.share(0.1, at_least=1.0) == pytest.approx(1.0)
+    assert b.share(1.0, at_most=2.0) == pytest.approx(2.0)
+    assert not b.expired()
+    clock.now += 7.0
+    assert b.expired()
+    assert b.remaining() == 0.0
+
+
+def test_deterministic_budget_ignores_wall_clock_until_the_hard_stop() -> None:
+    clock = FakeClock()
+    b = Budget(10.0, deterministic=True, clock=clock)
+    clock.now += 9.0  # a busy machine: wall time passes, deterministic time does not
+    assert b.remaining() == 10.0
+    b.charge(4.0)
+    assert b.remaining() == pytest.approx(6.0)
+    assert not b.expired()
+    clock.now += 2.0  # past the hard stop
+    assert b.expired()
+    assert b.record()["wall_clock_stop"] is True
+
+
+def test_cpsat_limits_follow_the_mode() -> None:
+    clock = FakeClock()
+    params = SimpleNamespace(max_time_in_seconds=0.0, max_deterministic_time=0.0)
+    Budget(10.0, clock=clock).limit_cpsat(params, 3.0)
+    assert params.max_time_in_seconds == pytest.approx(3.0)
+    det = Budget(10.0, deterministic=True, clock=clock)
+    clock.now += 8.0
+    det.limit_cpsat(params, 5.0)
+    assert params.max_deterministic_time == pytest.approx(5.0)
+    assert params.max_time_in_seconds == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_budget_refuses_a_non_positive_limit(bad: float) -> None:
+    with pytest.raises(ValueError, match="time limit"):
+        Budget(bad)
