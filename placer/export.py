@@ -1,8 +1,10 @@
 """Engine launch commands from a plan: vLLM, SGLang and TensorRT-LLM (PyTorch backend).
 
-Every flag, environment variable and file key comes from the project's engine
-notes (``ENGINE_RULES.md``); the source key of each ([V11], [S1], [T5] ...) is
-cited in a comment next to it. A plan an engine cannot run as planned raises
+Every flag, environment variable and file key is one the chosen engine release
+records in :mod:`placer.engine_facts` (docs/engine-rules.md); the older source key
+of each rule ([V11], [S1], [T5] ...) is cited in a comment next to it. Multi-node
+commands are written only for layouts the engine's launcher starts rank for rank
+on the nodes the plan uses. A plan an engine cannot run as planned raises
 :class:`ExportError` naming the part (attention DP, expert parallelism, expert
 slots, ...); a plan it can run with a difference the plan did not assume (a
 default expert placement, a different GPU order) exports with a note saying so.
