@@ -608,7 +608,7 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         if edp > 1 and not c.rel.expert_dp:
             raise ExportError(
                 f"{c.rel.label} runs MoE data parallelism (moe_dp > 1) only together with "
-                f"attention context parallelism ({c.rel.sources['moe_dp']}); this plan keeps "
+                "attention context parallelism (docs/engine-rules.md); this plan keeps "
                 f"{edp} expert-DP copies (ep {lay.ep} x etp {lay.etp} of {w} GPUs)"
             )
         if c.slots % lay.ep:
@@ -632,7 +632,7 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
     if lay.redundant_experts and arch is not None and not takes_map:
         raise ExportError(
             f"SGLang places redundant expert slots through its expert-location metadata, which "
-            f"the {arch} model class does not provide ({c.rel.sources['expert_map']}); this plan "
+            f"the {arch} model class does not provide (docs/engine-rules.md); this plan "
             f"has {lay.redundant_experts} redundant slots"
         )
 
@@ -696,7 +696,7 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
                 c,
                 "SGLang",
                 f"the {arch} model class has no expert-location hook, so "
-                f"--init-expert-location would be ignored ({c.rel.sources['expert_map']})",
+                "--init-expert-location would be ignored (docs/engine-rules.md)",
             )
         else:
             _sglang_map_file(c, files, flags)
