@@ -538,3 +538,21 @@ def test_flags_are_checked_against_the_release() -> None:
         rel.flag("--enable-dp-attention")
     with pytest.raises(ValueError, match="not accepted"):
         rel.flag("--kv-cache-dtype", "fp8")
+
+
+def test_sglang_profile_solves_to_a_launchable_layout() -> None:
+    """Qwen3-30B-A3B on 12 H100 (8 + 4) with the sglang profile: the solver no longer picks
+    a layout SGLang's launcher cannot start; the plan verifies and exports for SGLang."""
+    from placer.verify import verify
+
+    plan = solve(
+        _model("qwen3-30b-a3b"),
+        _cluster("dgx-h100", 12),
+        Workload(),
+        SolveConfig(time_limit_s=20, deterministic=True, profile="sglang"),
+    )
+    assert plan.status == "optimal" and plan.layout is not None
+    assert verify(plan).ok
+    assert plan.objective.bound is not None and plan.objective.bound <= plan.objective.value
+    exp = export_plan(plan, "sglang")
+    assert "--tp-size" in exp.command
