@@ -1010,6 +1010,11 @@ def min_gpus_cmd(
     default=None,
     help="Write the engine's files (expert maps, YAML) into this folder.",
 )
+@click.option(
+    "--engine-version",
+    default=None,
+    help="Engine version to target (default: the newest placer has facts for).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the export as JSON.")
 @handle_errors
 def export_cmd(
@@ -1018,11 +1023,12 @@ def export_cmd(
     model_ref: str | None,
     nodes_addr: str,
     out_dir: str | None,
+    engine_version: str | None,
     as_json: bool,
 ) -> None:
     """Launch command, environment and files that realise PLAN on an inference engine.
 
-    A plan the engine cannot express exits 2 with the part it cannot express.
+    A plan the chosen engine version cannot run as planned exits 2 with the reason.
     """
     from pathlib import Path
 
@@ -1041,6 +1047,7 @@ def export_cmd(
         engine,  # type: ignore[arg-type]
         model_ref=model_ref,
         nodes_addr=nodes_addr,
+        engine_version=engine_version,
     )
     if out_dir is not None:
         for name, content in exp.files.items():

@@ -1,8 +1,10 @@
 """Engine launch commands from a plan: vLLM, SGLang and TensorRT-LLM (PyTorch backend).
 
-Every flag, environment variable and file key comes from the project's engine
-notes (``ENGINE_RULES.md``); the source key of each ([V11], [S1], [T5] ...) is
-cited in a comment next to it. A plan an engine cannot run as planned raises
+Every flag, environment variable and file key is one the chosen engine release
+records in :mod:`placer.engine_facts` (docs/engine-rules.md); the older source key
+of each rule ([V11], [S1], [T5] ...) is cited in a comment next to it. Multi-node
+commands are written only for layouts the engine's launcher starts rank for rank
+on the nodes the plan uses. A plan an engine cannot run as planned raises
 :class:`ExportError` naming the part (attention DP, expert parallelism, expert
 slots, ...); a plan it can run with a difference the plan did not assume (a
 default expert placement, a different GPU order) exports with a note saying so.
@@ -32,6 +34,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from placer._base import Frozen
+from placer.engine_facts import (
+    EngineRelease,
+    architecture,
+    launch_violation,
+    node_counts,
+    release,
+)
 from placer.exceptions import InvalidInputError
 from placer.layout import Layout
 from placer.ledger import ExpertMap, default_expert_map, memory_ledger
@@ -132,7 +141,24 @@ class _Ctx:
     specs: PlanSpecs
     model_ref: str
     addr: str
+    rel: EngineRelease
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> list[int]:
+        """GPUs the plan uses on each node, node by node."""
+        return node_counts([g.id for g in self.plan.gpus], self.per_node)
+
+    @property
+    def arch(self) -> str | None:
+        """HF architecture of the plan's model, when placer knows it."""
+        name = str(self.plan.inputs.model.get("name", ""))
+        by_repo = {repo: key for key, repo in HF_REPOS.items()}
+        return architecture(by_repo.get(name, name))
+
+    def flag(self, name: str, value: object = None) -> list[object]:
+        """A launch flag the release has (see placer.engine_facts)."""
+        return self.rel.flag(name, value)
 
     @property
     def width(self) -> int:
@@ -364,12 +390,28 @@ def _common_notes(c: _Ctx) -> None:
         )
 
 
-def _nodes(gpus: int, per_node: int) -> int:
-    """Fewest nodes that hold ``gpus`` with the same number of GPUs on each."""
-    n = -(-gpus // per_node)
-    while gpus % n:
-        n += 1
-    return n
+def _check_launch(c: _Ctx, tp: int, dp: int) -> None:
+    """The engine's launcher must start every rank on the node the plan puts it on."""
+    why = launch_violation(c.rel, tp, c.lay.pp, dp, c.counts)
+    if why is not None:
+        raise ExportError(f"{why}; {c.rel.label} cannot run this plan as planned")
+
+
+def _check_architecture(c: _Ctx) -> None:
+    """The release must have a model class for the plan's architecture (when known)."""
+    name = str(c.plan.inputs.model.get("name", ""))
+    arch = c.arch
+    if arch is None:
+        c.notes.append(
+            f"placer does not know the model class of {name!r}: whether {c.rel.label} has "
+            "one is not checked (docs/engine-rules.md)."
+        )
+        return
+    if arch not in c.rel.architectures:
+        raise ExportError(
+            f"{c.rel.label} has no model class for {arch} ({name}); source: "
+            f"{c.rel.sources['architectures']}"
+        )
 
 
 def _level_note(
@@ -443,24 +485,26 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
 
     head: list[list[object]] = [["vllm", "serve", c.model_ref]]  # [V11]
     flags: list[list[object]] = [
-        ["--tensor-parallel-size", lay.tp],  # [V11] attention TP inside each DP rank [V1]
-        ["--pipeline-parallel-size", lay.pp],  # [V11]
+        c.flag("--tensor-parallel-size", lay.tp),  # [V11] attention TP in each DP rank [V1]
+        c.flag("--pipeline-parallel-size", lay.pp),  # [V11]
     ]
     if lay.dp_attn > 1:
-        flags.append(["--data-parallel-size", lay.dp_attn])  # [V1, V11] DP attention ranks
+        flags.append(c.flag("--data-parallel-size", lay.dp_attn))  # [V1, V11] DP attention
     if lay.ep > 1:
-        flags.append(["--enable-expert-parallel"])  # [V4, V11] EP = TP x DP, MoE-TP 1
+        flags.append(c.flag("--enable-expert-parallel"))  # [V4, V11] EP = TP x DP, MoE-TP 1
     if r:
-        flags.append(["--enable-eplb"])  # [V1, V11]
+        flags.append(c.flag("--enable-eplb"))  # [V1, V11]
         flags.append(
-            ["--eplb-config", json.dumps({"num_redundant_experts": r}, separators=(",", ":"))]
+            c.flag(
+                "--eplb-config", json.dumps({"num_redundant_experts": r}, separators=(",", ":"))
+            )
         )  # [V6, V11]
     flags.append(
-        ["--gpu-memory-utilization", f"{workload.memory_utilization:g}"]
+        c.flag("--gpu-memory-utilization", f"{workload.memory_utilization:g}")
     )  # [V11]; section 5: util x total = weights + activations + KV + non-torch
-    flags.append(["--max-model-len", workload.kv_tokens])  # [V11]
+    flags.append(c.flag("--max-model-len", workload.kv_tokens))  # [V11]
     if workload.kv_dtype == "fp8":
-        flags.append(["--kv-cache-dtype", "fp8"])  # [V11]
+        flags.append(c.flag("--kv-cache-dtype", "fp8"))  # [V11]
 
     env: dict[str, str] = {}
     if lay.pp > 1 and tuple(lay.layers_per_stage) != vllm_default_split(model.num_layers, lay.pp):
@@ -478,8 +522,11 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         )
 
     host, _, port = c.addr.rpartition(":") if ":" in c.addr else (c.addr, "", "")
+    _check_launch(c, lay.tp, lay.dp_attn)
+    counts = c.counts
+    nodes = len(counts)
     commands: list[str] = []
-    if c.gpus <= c.per_node:
+    if nodes == 1:
         commands.append(_args(head + flags))
         if lay.dp_attn > 1:
             e = lay.tp * lay.pp
@@ -496,17 +543,16 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
                 "gives each data-parallel engine (tp x pp GPUs) consecutive GPUs",
             )
     elif lay.dp_attn == 1:
-        nodes = _nodes(c.gpus, c.per_node)
         for i in range(nodes):
             extra: list[list[object]] = [
-                ["--nnodes", nodes],  # [V1, V11] world > local GPUs needs --nnodes (mp)
-                ["--node-rank", i],  # [V11]
-                ["--master-addr", host],  # [V11]
+                c.flag("--nnodes", nodes),  # [V1, V11] world > local GPUs needs --nnodes (mp)
+                c.flag("--node-rank", i),  # [V11]
+                c.flag("--master-addr", host),  # [V11]
             ]
             if port:
-                extra.append(["--master-port", port])  # [V11]
+                extra.append(c.flag("--master-port", port))  # [V11]
             if i > 0:
-                extra.append(["--headless"])  # [V11] non-head nodes
+                extra.append(c.flag("--headless"))  # [V11] non-head nodes
             label = "head" if i == 0 else "headless"
             commands.append(f"# node {i} ({label})\n" + _args(head + flags + extra))
         _level_note(
@@ -517,40 +563,39 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             f"runs {c.gpus // nodes} GPUs on each of {nodes} nodes",
         )
     else:
+        # Whole data-parallel engines (tp x pp GPUs) per node, as many as the plan puts
+        # there (section 6.10; launch_violation checked the counts).
         e = lay.tp * lay.pp
-        if e > c.per_node:
-            raise ExportError(
-                "vLLM's multi-node data-parallel launch (-dpl/-dpr/--headless per node [V11], "
-                f"section 6.10) keeps each data-parallel engine (tp x pp = {e} GPUs) on one "
-                f"node; nodes have {c.per_node} GPUs"
-            )
-        local = c.per_node // e
-        nodes = -(-lay.dp_attn // local)
-        for i in range(nodes):
-            n_local = min(local, lay.dp_attn - i * local)
+        first_rank = 0
+        engine_slot: list[tuple[int, int]] = []  # per DP rank: (node index, slot on node)
+        for i, count in enumerate(counts):
+            n_local = count // e
             extra = [
-                ["--data-parallel-size-local", n_local],  # [V11]
-                ["--data-parallel-address", host],  # [V11]
+                c.flag("--data-parallel-size-local", n_local),  # [V11]
+                c.flag("--data-parallel-address", host),  # [V11]
             ]
             if port:
-                extra.append(["--data-parallel-rpc-port", port])  # [V11]
+                extra.append(c.flag("--data-parallel-rpc-port", port))  # [V11]
             if i > 0:
-                extra.append(["--data-parallel-start-rank", i * local])  # [V11]
-                extra.append(["--headless"])  # [V11] non-head nodes
+                extra.append(c.flag("--data-parallel-start-rank", first_rank))  # [V11]
+                extra.append(c.flag("--headless"))  # [V11] non-head nodes
             label = "head" if i == 0 else "headless"
             commands.append(f"# node {i} ({label})\n" + _args(head + flags + extra))
+            engine_slot += [(i, k) for k in range(n_local)]
+            first_rank += n_local
+        node_ids = sorted({g.id // c.per_node for g in c.plan.gpus})
 
         def phys_dp(stage: int, pos: int) -> int:
             d, t = divmod(pos, lay.tp)
-            node, slot = divmod(d, local)
-            return node * c.per_node + slot * e + stage * lay.tp + t
+            node, slot = engine_slot[d]
+            return node_ids[node] * c.per_node + slot * e + stage * lay.tp + t
 
         _level_note(
             c,
             "vLLM",
             phys_dp,
             False,
-            f"places each data-parallel engine (tp x pp = {e} GPUs) on one node, {local} per node",
+            f"places whole data-parallel engines (tp x pp = {e} GPUs) on each node",
         )
     return "\n\n".join(commands), env, {}
 
@@ -560,17 +605,11 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
     lay, model, workload = c.lay, c.specs.model, c.specs.workload
     w, edp = c.width, c.edp
     if c.experts:
-        if edp > 1 and lay.pp > 1:
+        if edp > 1 and not c.rel.expert_dp:
             raise ExportError(
-                f"SGLang's MoE data parallelism (moe_dp > 1) needs pp == 1 [S2]; this plan keeps "
-                f"{edp} expert-DP copies (ep {lay.ep} x etp {lay.etp} of {w} GPUs) with "
-                f"pp={lay.pp}"
-            )
-        if edp > 1 and lay.ep > 1 and lay.etp > 1:
-            raise ExportError(
-                f"SGLang needs ep x moe_dp == tp when ep > 1 [S2], so no expert TP beside MoE "
-                f"data parallelism; this plan has ep={lay.ep}, etp={lay.etp}, {edp} expert-DP "
-                f"copies on a stage of {w} GPUs"
+                f"{c.rel.label} runs MoE data parallelism (moe_dp > 1) only together with "
+                "attention context parallelism (docs/engine-rules.md); this plan keeps "
+                f"{edp} expert-DP copies (ep {lay.ep} x etp {lay.etp} of {w} GPUs)"
             )
         if c.slots % lay.ep:
             raise ExportError(
@@ -587,26 +626,34 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             _check_fp8_block(c, "SGLang", width_i // lay.etp, "[S6]")
     _check_attention(c, "SGLang", lay.tp, "[S12]", "(section 2, KV heads)")
     _check_vocab(c, "SGLang", lay.tp, "(section 6.8)")
+    _check_launch(c, w, 1)
+    arch = c.arch
+    takes_map = arch is not None and c.rel.architectures[arch].expert_map
+    if lay.redundant_experts and arch is not None and not takes_map:
+        raise ExportError(
+            f"SGLang places redundant expert slots through its expert-location metadata, which "
+            f"the {arch} model class does not provide (docs/engine-rules.md); this plan "
+            f"has {lay.redundant_experts} redundant slots"
+        )
 
     head: list[list[object]] = [
         ["python", "-m", "sglang.launch_server"],  # [S1]
-        ["--model-path", c.model_ref],  # [S1]
+        c.flag("--model-path", c.model_ref),  # [S1]
     ]
     flags: list[list[object]] = [
-        ["--tp-size", w],  # [S1, S5] GPUs of one PP stage
-        ["--pp-size", lay.pp],  # [S1]
+        c.flag("--tp-size", w),  # [S1, S5] GPUs of one PP stage
+        c.flag("--pp-size", lay.pp),  # [S1]
     ]
     if lay.dp_attn > 1:
-        flags.append(["--enable-dp-attention"])  # [S1, S2] attention tp = dp x attn_tp
-        flags.append(["--dp-size", lay.dp_attn])  # [S1, S2]
+        # Attention tp = attn_dp x attn_tp [S2]; --attn-dp-size replaces the deprecated
+        # --dp-size N --enable-dp-attention (docs/engine-rules.md).
+        flags.append(c.flag("--attn-dp-size", lay.dp_attn))
     if lay.ep > 1:
-        flags.append(["--ep-size", lay.ep])  # [S1, S5] moe_tp = tp / (ep x moe_dp)
-    if edp > 1:
-        flags.append(["--moe-dp-size", edp])  # [S1, S2]
+        flags.append(c.flag("--ep-size", lay.ep))  # [S1, S5] moe_tp = tp / ep
     dense = any(layer.ffn == "dense" for layer in model.layers) and model.modules is None
     if dense and lay.dp_attn > 1:
         if lay.tp == 1:
-            flags.append(["--moe-dense-tp-size", 1])  # [S10] dense MLPs not split, as planned
+            flags.append(c.flag("--moe-dense-tp-size", 1))  # [S10] dense MLPs not split
         else:
             c.notes.append(
                 f"SGLang splits dense MLP layers over the whole stage ({w} GPUs) or not at all "
@@ -625,7 +672,7 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         for g in c.plan.gpus
     ]
     frac = _floor3(min(fracs))
-    flags.append(["--mem-fraction-static", f"{frac:g}"])
+    flags.append(c.flag("--mem-fraction-static", f"{frac:g}"))
     c.notes.append(
         f"--mem-fraction-static {frac:g} = (memory x {workload.memory_utilization:g} - "
         "activations - runtime reserve) / memory on the tightest GPU, rounded down: SGLang's "
@@ -636,27 +683,29 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             f"On some GPU the planned weights + KV need {max(need):.4f} of memory, above the "
             f"single fraction {frac:g}: its KV pool will be smaller than planned."
         )
-    flags.append(["--context-length", workload.kv_tokens])  # [S1]
+    flags.append(c.flag("--context-length", workload.kv_tokens))  # [S1]
     if workload.kv_dtype == "fp8":
-        flags.append(["--kv-cache-dtype", "fp8_e4m3"])  # [S1] (SGLang's name for fp8)
+        flags.append(c.flag("--kv-cache-dtype", "fp8_e4m3"))  # [S1] (SGLang's name for fp8)
     if lay.redundant_experts:
-        flags.append(["--ep-num-redundant-experts", lay.redundant_experts])  # [S1]
+        flags.append(c.flag("--ep-num-redundant-experts", lay.redundant_experts))  # [S1]
 
     files: dict[str, str] = {}
     if c.experts and c.plan.expert_map and not _is_default_map(c):
-        rows = _slot_rows(c, "SGLang", "(slot p on EP rank p // ((E + R) / ep) [S7])")
-        trivial = [p % c.experts for p in range(c.slots)]
-        # [S7]: int[num_layers][E + R], one row per hidden layer, dense layers included.
-        table = [rows.get(i, trivial) for i in range(model.num_layers)]
-        files[SGLANG_MAP_FILE] = _json_rows({"physical_to_logical_map": table})
-        flags.append(["--init-expert-location", SGLANG_MAP_FILE])  # [S7]
-        dense_layers = [i for i in range(model.num_layers) if i not in rows]
-        if dense_layers:
-            c.notes.append(
-                f"{SGLANG_MAP_FILE} has one row per hidden layer (SGLang's num_layers [S7]); "
-                f"layer(s) {id_ranges(dense_layers)} have no routed experts and get "
-                "the trivial row (slot p -> p % E), which SGLang does not use."
+        if arch is not None and not takes_map:
+            _check_default_map_fits(
+                c,
+                "SGLang",
+                f"the {arch} model class has no expert-location hook, so "
+                "--init-expert-location would be ignored (docs/engine-rules.md)",
             )
+        else:
+            _sglang_map_file(c, files, flags)
+            if arch is None:
+                c.notes.append(
+                    "SGLang applies --init-expert-location only for model classes with an "
+                    "expert-location hook; placer does not know this model's class: check the "
+                    "start-up log for 'init_expert_location from init_by_mapping'."
+                )
     if lay.redundant_experts:
         c.notes.append(
             "The redundant slots are placed statically; --enable-eplb [S1] would let SGLang "
@@ -676,16 +725,16 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         c.notes.append("pp > 1 disables SGLang's overlap scheduler [S4, S10].")
 
     commands: list[str] = []
-    if c.gpus <= c.per_node:
+    nodes = len(c.counts)
+    if nodes == 1:
         commands.append(_args(head + flags))
     else:
-        nodes = _nodes(c.gpus, c.per_node)  # [S5, S10] (tp x pp) % nnodes == 0
         host = c.addr if ":" in c.addr else f"{c.addr}:{SGLANG_DIST_PORT}"
         for i in range(nodes):
             extra: list[list[object]] = [
-                ["--nnodes", nodes],  # [S1]
-                ["--node-rank", i],  # [S1]
-                ["--dist-init-addr", host],  # [S1, S10]
+                c.flag("--nnodes", nodes),  # [S1]
+                c.flag("--node-rank", i),  # [S1]
+                c.flag("--dist-init-addr", host),  # [S1, S10]
             ]
             commands.append(f"# node {i}\n" + _args(head + flags + extra))
         if ":" not in c.addr:
@@ -702,6 +751,24 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             "assumed)",
         )
     return "\n\n".join(commands), env, files
+
+
+def _sglang_map_file(c: _Ctx, files: dict[str, str], flags: list[list[object]]) -> None:
+    """The plan's map as SGLang's ``physical_to_logical_map`` file, and the flag reading it."""
+    model = c.specs.model
+    rows = _slot_rows(c, "SGLang", "(slot p on EP rank p // ((E + R) / ep) [S7])")
+    trivial = [p % c.experts for p in range(c.slots)]
+    # [S7]: int[num_layers][E + R], one row per hidden layer, dense layers included.
+    table = [rows.get(i, trivial) for i in range(model.num_layers)]
+    files[SGLANG_MAP_FILE] = _json_rows({"physical_to_logical_map": table})
+    flags.append(c.flag("--init-expert-location", SGLANG_MAP_FILE))  # [S7]
+    dense_layers = [i for i in range(model.num_layers) if i not in rows]
+    if dense_layers:
+        c.notes.append(
+            f"{SGLANG_MAP_FILE} has one row per hidden layer (SGLang's num_layers [S7]); "
+            f"layer(s) {id_ranges(dense_layers)} have no routed experts and get "
+            "the trivial row (slot p -> p % E), which SGLang does not use."
+        )
 
 
 def _json_rows(data: dict[str, list[list[int]]]) -> str:
@@ -754,13 +821,15 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         )
     _check_attention(c, "TensorRT-LLM", 1 if attention_dp else lay.tp, "[T3]", "[T3]")
 
+    keys = c.rel.trtllm
+    assert keys is not None, f"{c.rel.label} records no TensorRT-LLM YAML keys"
     head: list[list[object]] = [["trtllm-serve", c.model_ref]]  # [T5]
     flags: list[list[object]] = [
-        ["--backend", "pytorch"],  # [T5]
-        ["--tp_size", w],  # [T1, T5] world = tp x pp
-        ["--pp_size", lay.pp],  # [T5]
-        ["--ep_size", lay.ep],  # [T5] moe_ep
-        ["--max_seq_len", workload.kv_tokens],  # [T5]
+        c.flag("--backend", "pytorch"),  # [T5]
+        c.flag("--tp_size", w),  # [T1, T5] world = tp x pp
+        c.flag("--pp_size", lay.pp),  # [T5]
+        c.flag("--ep_size", lay.ep),  # [T5] moe_ep
+        c.flag("--max_seq_len", workload.kv_tokens),  # [T5]
     ]
     # [T5]; section 5: a fraction of the memory still free after weights and buffers. Chosen
     # so that the KV cache ends within memory x utilization on every GPU, as planned.
@@ -769,14 +838,16 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         before_kv = g.used_bytes - g.breakdown["kv_cache"]
         fracs.append((g.capacity_bytes - before_kv) / (g.memory_bytes - before_kv))
     frac = _floor3(min(fracs))
-    flags.append(["--kv_cache_free_gpu_memory_fraction", f"{frac:g}"])  # [T5]
+    flags.append(c.flag("--kv_cache_free_gpu_memory_fraction", f"{frac:g}"))  # [T5]
     c.notes.append(
         f"kv_cache_free_gpu_memory_fraction {frac:g} = (memory x "
         f"{workload.memory_utilization:g} - everything planned but KV) / (memory - everything "
         "planned but KV) on the tightest GPU, rounded down (section 5)."
     )
-    flags.append(["--config", TRTLLM_CONFIG_FILE])  # [T5] alias --extra_llm_api_options
+    flags.append(c.flag("--config", TRTLLM_CONFIG_FILE))  # [T5] alias --extra_llm_api_options
 
+    # Every key below is a field of the release's llm_args.py (placer/engine_facts.json,
+    # checked by tests/test_export.py).
     extra: dict[str, Any] = {
         "enable_attention_dp": attention_dp,  # [T1, T2]
         "moe_expert_parallel_size": lay.ep,  # [T2]
@@ -785,9 +856,16 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
     if lay.pp > 1 and tuple(lay.layers_per_stage) != trtllm_default_split(
         model.num_layers, lay.pp
     ):
-        extra["pp_partition"] = list(lay.layers_per_stage)  # [T1, T2]
+        if not keys.pp_partition:
+            raise ExportError(
+                f"{c.rel.label} has no pp_partition key, so its layer split is the default "
+                f"{trtllm_default_split(model.num_layers, lay.pp)}; the plan splits "
+                f"{tuple(lay.layers_per_stage)}"
+            )
+        extra["pp_partition"] = list(lay.layers_per_stage)  # [T2] prototype
         c.notes.append(
-            "pp_partition is a prototype option whose validation is unconfirmed [T1, T2]."
+            f"pp_partition is a prototype field (status 'prototype') in {c.rel.label}'s "
+            "llm_args.py."
         )
     kv: dict[str, Any] = {"free_gpu_memory_fraction": frac}  # [T2]
     if workload.kv_dtype == "fp8":
@@ -801,9 +879,16 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
                     f"TensorRT-LLM needs the expert slots divisible by moe_ep [T2, T4]: "
                     f"{c.experts} experts + {lay.redundant_experts} redundant over ep {lay.ep}"
                 )
+            if keys.load_balancer_required:
+                raise ExportError(
+                    f"{c.rel.label} requires moe_config.load_balancer keys placer does not "
+                    f"know how to fill: {', '.join(keys.load_balancer_required)}"
+                )
             rows = _slot_rows(c, "TensorRT-LLM", "(slot s on EP rank s // (num_slots / ep) [T7])")
+            # No moe_config.backend: the release's default (AUTO) picks the MoE backend for
+            # the model, GPU and EP size; WIDEEP is no longer an allowed value
+            # (docs/engine-rules.md).
             extra["moe_config"] = {
-                "backend": "WIDEEP",  # [T2, T6] the backend the load balancer runs with
                 "load_balancer": {  # [T2, T7]
                     "num_slots": c.slots,  # [T2, T4] num_slots >= E, % moe_ep == 0
                     "layer_updates_per_iter": 0,  # [T7] 0 = static placement
@@ -812,26 +897,31 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             }
             c.notes.append(
                 "The expert map goes in moe_config.load_balancer.initial_global_assignments "
-                "(static, layer_updates_per_iter 0) with the WIDEEP MoE backend [T6, T7]."
+                "(static, layer_updates_per_iter 0) [T7]; moe_config.backend is left at the "
+                "release's default (AUTO), which chooses the MoE backend for the GPU and EP size."
             )
     yaml_lines = _yaml(extra)
     files = {TRTLLM_CONFIG_FILE: "\n".join(yaml_lines) + "\n"}
 
-    if c.gpus <= c.per_node:
+    counts = c.counts
+    if len(counts) == 1:
         command = _args(head + flags)
     else:
-        nodes = -(-c.gpus // c.per_node)
+        nodes = len(counts)
+        srun: list[object] = ["srun", "--nodes", nodes, "--ntasks", c.gpus]
+        if len(set(counts)) == 1:
+            srun += ["--ntasks-per-node", counts[0]]
         launcher: list[list[object]] = [
-            ["srun", "--nodes", nodes, "--ntasks", c.gpus, "--ntasks-per-node", c.per_node],
+            srun,
             ["trtllm-llmapi-launch"],  # section 3: multi-node via mpirun/srun + this
         ]
         command = _args(
-            launcher + head + flags + [["--gpus_per_node", c.per_node]]  # [T5]
+            launcher + head + flags + [c.flag("--gpus_per_node", c.per_node)]  # [T5]
         )
         c.notes.append(
             "Multi-node TensorRT-LLM takes its ranks from Slurm or MPI (no nnodes flag, section "
-            "3): one srun line starts every rank; with mpirun use -np "
-            f"{c.gpus} and {c.per_node} slots per host."
+            f"3): one srun line starts every rank, {counts} per node as planned; with mpirun "
+            f"use -np {c.gpus} and a host file with those slot counts."
         )
 
     def phys(stage: int, pos: int) -> int:
@@ -860,6 +950,7 @@ def export_plan(
     engine: Engine,
     model_ref: str | None = None,
     nodes_addr: str = "<head-node-ip>",
+    engine_version: str | None = None,
 ) -> Export:
     """Launch arguments, environment and files that run ``plan`` on an inference engine.
 
@@ -876,6 +967,9 @@ def export_plan(
     nodes_addr
         Address of the head node for multi-node launches (``host`` or, for SGLang,
         ``host:port``).
+    engine_version
+        The engine version to target; its facts (flags, launcher, model classes) come
+        from :mod:`placer.engine_facts`. Default: the newest range placer knows.
 
     Returns
     -------
@@ -887,8 +981,8 @@ def export_plan(
     Raises
     ------
     ExportError
-        If the plan has no layout, or the engine cannot express it; the message
-        names the part and the engine's rule with its ENGINE_RULES source.
+        If the plan has no layout, the version is unknown, or the chosen release
+        cannot run the plan as planned; the message names the part and the rule's source.
     """
     if engine not in _BUILDERS:
         raise ExportError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -897,18 +991,22 @@ def export_plan(
         raise ExportError(
             f"the plan has no layout to export (status {plan.status}){why}", field="layout"
         )
+    rel = release(engine, engine_version)
     c = _Ctx(
         plan=plan,
         lay=plan.layout,
         specs=plan_specs(plan),
         model_ref=model_reference(plan, model_ref),
         addr=nodes_addr,
+        rel=rel,
     )
     c.notes.append(
         f"Plan {plan.status}: {describe_layout(plan.layout)} on {plan.layout.gpus_used} GPUs, "
         f"layers per stage {','.join(map(str, plan.layout.layers_per_stage))}."
     )
+    c.notes.append(f"Engine facts: {rel.label}, read from {rel.checked} (docs/engine-rules.md).")
     _common_notes(c)
+    _check_architecture(c)
     if (
         model_ref is None
         and c.model_ref not in HF_REPOS.values()

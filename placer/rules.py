@@ -12,7 +12,15 @@ from vLLM ``vllm/config/parallel.py``, ``fused_moe/config.py``; SGLang
   take one more); redundant slots need EPLB and (E + R) % EP == 0; uneven
   pipeline splits through VLLM_PP_LAYER_PARTITION.
 - SGLang: attention TP = tp / dp; ep x moe_tp == tp; (E + R) % ep == 0;
-  DP attention needs tp % dp == 0.
+  DP attention needs tp % dp == 0; no MoE data parallelism (moe_dp > 1 only
+  with attention context parallelism, which placer does not plan).
+- vLLM and SGLang: TP may span nodes, and a multi-node layout must be one the
+  engine's launcher starts rank for rank on the nodes the plan uses
+  (:func:`placer.engine_facts.launch_violation`).
+
+The engine-specific facts (TP across nodes, MoE data parallelism, launcher
+geometry) are read from :mod:`placer.engine_facts` for the newest release
+known; docs/engine-rules.md lists each with its source.
 - Megatron-Core: E % EP == 0; heads % TP == 0; expert TP free (folding).
 - generic: what any engine must satisfy (heads split evenly, KV heads divide or
   are divided, every slot holds a whole expert or an even shard of one).
@@ -24,6 +32,7 @@ from pydantic import Field
 
 from placer._base import Frozen
 from placer.cluster import ClusterSpec
+from placer.engine_facts import launch_violation, node_counts, release
 from placer.layout import Layout
 from placer.model import ModelSpec
 
@@ -51,7 +60,18 @@ class RulesProfile(Frozen):
     intermediate_divisible: bool = Field(
         description="Expert and MLP widths must divide evenly over their TP degree."
     )
+    expert_dp: bool = Field(
+        default=True,
+        description="Experts may be replicated inside a stage (ep x etp < the stage width).",
+    )
+    engine: str | None = Field(
+        default=None,
+        description="Engine whose launcher geometry applies (placer.engine_facts), or None.",
+    )
 
+
+_VLLM = release("vllm")
+_SGLANG = release("sglang")
 
 PROFILES: dict[str, RulesProfile] = {
     "generic": RulesProfile(
@@ -77,8 +97,10 @@ PROFILES: dict[str, RulesProfile] = {
         dp_attention=True,
         uneven_pp=True,
         redundant_experts=True,
-        tp_within_scale_up=True,
+        tp_within_scale_up=not _VLLM.tp_across_nodes,
         intermediate_divisible=True,
+        expert_dp=_VLLM.expert_dp,
+        engine="vllm",
     ),
     "sglang": RulesProfile(
         name="sglang",
@@ -90,8 +112,10 @@ PROFILES: dict[str, RulesProfile] = {
         dp_attention=True,
         uneven_pp=True,
         redundant_experts=True,
-        tp_within_scale_up=True,
+        tp_within_scale_up=not _SGLANG.tp_across_nodes,
         intermediate_divisible=True,
+        expert_dp=_SGLANG.expert_dp,
+        engine="sglang",
     ),
     "megatron": RulesProfile(
         name="megatron",
@@ -191,6 +215,12 @@ def layout_violations(
                 f"profile '{profile.name}' splits experts over the whole stage when ep = 1 "
                 f"(etp must be {layout.stage_width})"
             )
+        if not profile.expert_dp and layout.ep * layout.expert_tp != layout.stage_width:
+            out.append(
+                f"profile '{profile.name}' has no MoE data parallelism: ep x etp "
+                f"({layout.ep} x {layout.expert_tp}) must equal the stage width "
+                f"{layout.stage_width}"
+            )
         if not profile.expert_tp_allowed and layout.ep > 1 and layout.expert_tp > 1:
             out.append(f"profile '{profile.name}' has no expert TP with ep > 1")
         if profile.intermediate_divisible and model.moe is not None:
@@ -208,4 +238,15 @@ def layout_violations(
             f"tp ({layout.tp}) groups would leave the scale-up domain of "
             f"{cluster.scale_up_domain} GPUs"
         )
+    if profile.engine is not None and layout.gpus <= cluster.num_gpus:
+        rel = release(profile.engine)
+        # The engine's own TP and DP degrees (see placer.export for the mapping).
+        tp, dp = (
+            (layout.tp, layout.dp_attn) if profile.engine == "vllm" else (layout.stage_width, 1)
+        )
+        why = launch_violation(
+            rel, tp, layout.pp, dp, node_counts(list(range(layout.gpus)), cluster.gpus_per_node)
+        )
+        if why is not None:
+            out.append(why)
     return out

@@ -16,6 +16,7 @@ import pytest
 
 from placer import SolveConfig, load_cluster
 from placer.cluster import ClusterSpec
+from placer.engine_facts import launch_violation, release, sglang_rank_ranges
 from placer.evaluate import evaluate
 from placer.exceptions import InvalidInputError
 from placer.export import (
@@ -34,6 +35,7 @@ from placer.ledger import ExpertMap, default_expert_map
 from placer.load import model_from_dict
 from placer.model import ModelSpec
 from placer.plan import ObjectiveRecord, Plan, PlanLayout, SearchRecord
+from placer.rules import PROFILES, layout_violations
 from placer.search.solve import solve
 from placer.workload import Workload
 
@@ -154,10 +156,14 @@ def _stripped(plan: Plan) -> Plan:
 CASES: dict[str, tuple[Callable[[], Plan], tuple[str, ...]]] = {
     "mixtral-a100x8": (lambda: _solved("mixtral-8x7b", "dgx-a100-80gb"), ("vllm", "sglang")),
     "dsv3-h200x16": (lambda: _solved("deepseek-v3", "dgx-h200", 16), ("vllm", "sglang")),
-    "qwen3-h100x12": (lambda: _solved("qwen3-30b-a3b", "dgx-h100", 12), ENGINES),
+    # 8 + 4 GPUs: neither vLLM's nor SGLang's launcher starts it (test below).
+    "qwen3-h100x12": (lambda: _solved("qwen3-30b-a3b", "dgx-h100", 12), ("trtllm",)),
     "qwen3-h100x8-eplb": (_qwen3_eplb, ENGINES),
-    "dsv2lite-h100x8-map": (_dsv2lite_map, ENGINES),
+    # TensorRT-LLM has no DeepSeek-V2 model class (test below).
+    "dsv2lite-h100x8-map": (_dsv2lite_map, ("vllm", "sglang")),
     "mixtral-a100x16-tp8pp2": (_mixtral_tp8pp2, ENGINES),
+    # A map SGLang's Mixtral class would ignore (test below); TensorRT-LLM takes it.
+    "mixtral-a100x8-map": (lambda: _mixtral_map(0), ENGINES),
 }
 GOLDEN_PAIRS = [(case, engine) for case, (_, engines) in CASES.items() for engine in engines]
 
@@ -204,6 +210,7 @@ def test_golden_plans_are_the_layouts_they_claim() -> None:
         "qwen3-h100x8-eplb": (1, 1, 8, 1, 8),
         "dsv2lite-h100x8-map": (1, 2, 4, 1, 4),
         "mixtral-a100x16-tp8pp2": (8, 2, 8, 1, 1),
+        "mixtral-a100x8-map": (1, 1, 8, 1, 8),
     }
     for case, degrees in want.items():
         lay = golden_plan(case).layout
@@ -275,15 +282,16 @@ def test_sglang_map_file_has_a_row_per_hidden_layer() -> None:
 
 def test_trtllm_yaml_and_load_balancer() -> None:
     """TensorRT-LLM gets attention DP, moe sizes, pp_partition and the expert assignments."""
-    exp = export_plan(golden_plan("dsv2lite-h100x8-map"), "trtllm")
+    exp = export_plan(golden_plan("qwen3-h100x8-eplb"), "trtllm")
     yaml = exp.files["extra.yaml"]
     assert "enable_attention_dp: true" in yaml
-    assert "moe_expert_parallel_size: 4" in yaml
+    assert "moe_expert_parallel_size: 8" in yaml
     assert "moe_tensor_parallel_size: 1" in yaml
-    assert "pp_partition: [13, 14]" in yaml
     assert "initial_global_assignments:" in yaml
-    assert "\n      1: [0, 4, 8," in yaml  # keyed by MoE layer index (layer 0 is dense)
-    assert "--tp_size 4" in exp.command and "--config extra.yaml" in exp.command
+    assert "backend" not in yaml  # the release's AUTO default; WIDEEP is gone
+    assert "--tp_size 8" in exp.command and "--config extra.yaml" in exp.command
+    split = export_plan(golden_plan("qwen3-h100x12"), "trtllm").files["extra.yaml"]
+    assert "pp_partition: [18, 18, 12]" in split
 
 
 def test_redundant_experts_per_engine() -> None:
@@ -377,3 +385,174 @@ def test_fp8_kv_cache_flags() -> None:
     assert "--kv-cache-dtype fp8" in export_plan(fp8, "vllm").command
     assert "--kv-cache-dtype fp8_e4m3" in export_plan(fp8, "sglang").command
     assert 'dtype: "fp8"' in export_plan(fp8, "trtllm").files["extra.yaml"]
+
+
+# ------------------------------------------------------------------ engine facts
+@pytest.mark.parametrize("case", [c for c, e in GOLDEN_PAIRS if e == "trtllm"])
+def test_trtllm_yaml_matches_recorded_llm_args(case: str) -> None:
+    """Every key and value of extra.yaml is one the release's llm_args.py declares (the
+    facts recorded with their source in placer/engine_facts.json), and the map's shape
+    is what MoeLoadBalancerConfig checks (num_slots % ep, one slot list per MoE layer)."""
+    import yaml
+
+    plan = golden_plan(case)
+    rel = release("trtllm")
+    keys = rel.trtllm
+    assert keys is not None and "WIDEEP" not in keys.moe_backends
+    data = yaml.safe_load(export_plan(plan, "trtllm").files["extra.yaml"])
+    assert set(data) <= set(keys.llm_args_keys)
+    assert set(data["kv_cache_config"]) <= set(keys.kv_cache_config_keys)
+    assert data["kv_cache_config"].get("dtype", "auto") in keys.kv_cache_dtypes
+    assert 0 <= data["kv_cache_config"]["free_gpu_memory_fraction"] <= 1
+    lay = plan.layout
+    assert lay is not None
+    assert data["moe_expert_parallel_size"] * data["moe_tensor_parallel_size"] == (
+        lay.tp * lay.dp_attn
+    )
+    if "pp_partition" in data:
+        assert keys.pp_partition
+        assert sum(data["pp_partition"]) == plan.inputs.model["num_layers"]
+    moe = data.get("moe_config", {})
+    assert set(moe) <= set(keys.moe_config_keys)
+    assert moe.get("backend", "AUTO") in keys.moe_backends
+    if "load_balancer" in moe:
+        lb = moe["load_balancer"]
+        assert set(keys.load_balancer_required) <= set(lb) <= set(keys.load_balancer_keys)
+        assert lb["num_slots"] % data["moe_expert_parallel_size"] == 0
+        assert set(lb["initial_global_assignments"]) == set(plan.expert_map)
+        for slots in lb["initial_global_assignments"].values():
+            assert len(slots) == lb["num_slots"]
+            assert set(slots) == set(range(plan.inputs.model["moe"]["num_experts"]))
+
+
+def test_launchers_that_cannot_start_the_plan_exit_2() -> None:
+    """TP4 x PP3 on 8 + 4 GPUs: SGLang's launcher would start 8 of 12 ranks and vLLM's
+    puts whole 3-GPU engines per node; both refuse with the reason instead of a command."""
+    plan = golden_plan("qwen3-h100x12")
+    with pytest.raises(ExportError, match=r"SGLang's launcher starts 4 ranks on node 0"):
+        export_plan(plan, "sglang")
+    with pytest.raises(ExportError, match=r"whole engines of tp x pp = 3 GPUs"):
+        export_plan(plan, "vllm")
+
+
+def test_sglang_launcher_geometry() -> None:
+    """SGLang's rank ranges: PP3 on two nodes leaves stage 2 unstarted; on three nodes, or
+    TP16 over two 8-GPU nodes (its DeepSeek recipe), every rank starts."""
+    sg = release("sglang")
+    assert "ranks never start" in (launch_violation(sg, 4, 3, 1, [4, 4]) or "")
+    assert launch_violation(sg, 4, 3, 1, [4, 4, 4]) is None
+    assert launch_violation(sg, 16, 1, 1, [8, 8]) is None
+    assert sglang_rank_ranges(16, 1, 2, 1) == (range(0, 1), range(8, 16))
+
+
+def test_trtllm_refuses_architectures_it_has_no_class_for() -> None:
+    """DeepSeek-V2-Lite: TensorRT-LLM's PyTorch backend has no DeepseekV2ForCausalLM."""
+    with pytest.raises(ExportError, match=r"no model class for DeepseekV2ForCausalLM"):
+        export_plan(golden_plan("dsv2lite-h100x8-map"), "trtllm")
+
+
+def _mixtral_map(redundant: int) -> Plan:
+    """Mixtral-8x7B on 8 A100-80GB, EP 8 x DP attention 8, experts dealt in reverse."""
+    model = _model("mixtral-8x7b")
+    layout = Layout(tp=1, pp=1, ep=8, etp=1, dp_attn=8, redundant_experts=redundant)
+    row: tuple[tuple[int, ...], ...] = tuple((7 - r,) for r in range(8))
+    if redundant:
+        row = tuple((7 - r, r) for r in range(8))
+    emap: ExpertMap = dict.fromkeys(model.moe_layers, row)
+    return _hand_made(model, _cluster("dgx-a100-80gb"), Workload(), layout, emap)
+
+
+def test_sglang_map_not_offered_to_a_model_class_that_ignores_it() -> None:
+    """Mixtral's SGLang class has no expert-location hook: no --init-expert-location (it would
+    be silently ignored); the note says so and checks the engine's own placement fits."""
+    exp = export_plan(_mixtral_map(0), "sglang")
+    assert "--init-expert-location" not in exp.command and exp.files == {}
+    assert any("no expert-location hook" in n and "still fits" in n for n in exp.notes)
+    with pytest.raises(ExportError, match=r"redundant expert slots .* MixtralForCausalLM"):
+        export_plan(_mixtral_map(8), "sglang")
+    assert (
+        "initial_global_assignments" in export_plan(_mixtral_map(0), "trtllm").files["extra.yaml"]
+    )
+
+
+def test_sglang_refuses_moe_data_parallelism() -> None:
+    """ep 4 x etp 1 on a stage of 8 GPUs keeps two expert copies: SGLang allows moe_dp > 1
+    only with attention context parallelism, so the export and the profile refuse it."""
+    model = _model("mixtral-8x7b")
+    cluster = _cluster("dgx-a100-80gb")
+    layout = Layout(tp=1, pp=1, ep=4, etp=1, dp_attn=8)
+    plan = _hand_made(model, cluster, Workload(), layout, default_expert_map(model, layout))
+    with pytest.raises(ExportError, match=r"MoE data parallelism \(moe_dp > 1\)"):
+        export_plan(plan, "sglang")
+    assert any(
+        "no MoE data parallelism" in v
+        for v in layout_violations(model, cluster, layout, PROFILES["sglang"])
+    )
+
+
+def test_profiles_take_tp_across_nodes_and_launcher_geometry() -> None:
+    """vLLM and SGLang run TP over two 8-GPU nodes; SGLang's profile rejects TP4 x PP3 on
+    8 + 4 GPUs, which its launcher cannot start."""
+    model = _model("deepseek-v3")
+    cluster = _cluster("dgx-h200", 16)
+    tp16 = Layout(tp=16, pp=1, ep=16, etp=1)
+    for name in ("vllm", "sglang"):
+        assert not any(
+            "scale-up" in v for v in layout_violations(model, cluster, tp16, PROFILES[name])
+        )
+    assert any(
+        "scale-up" in v for v in layout_violations(model, cluster, tp16, PROFILES["generic"])
+    )
+    qwen = _model("qwen3-30b-a3b")
+    c12 = _cluster("dgx-h100", 12)
+    bad = Layout(tp=1, pp=3, ep=4, etp=1, dp_attn=4)
+    assert any("ranks" in v for v in layout_violations(qwen, c12, bad, PROFILES["sglang"]))
+
+
+def test_engine_version_selects_facts_or_exits_2(tmp_path: Path) -> None:
+    """--engine-version picks the facts' range; an unknown version is bad input (exit 2)
+    naming the field and the known ranges."""
+    from click.testing import CliRunner
+
+    from placer.cli import main
+
+    plan = golden_plan("mixtral-a100x8")
+    assert "vLLM 0.34.0" in " ".join(export_plan(plan, "vllm", engine_version="0.34.2").notes)
+    with pytest.raises(InvalidInputError, match=r"no facts for vLLM 0.30.0; known: vLLM 0.34.0"):
+        export_plan(plan, "vllm", engine_version="0.30.0")
+    path = tmp_path / "plan.json"
+    path.write_text(plan.model_dump_json(), encoding="utf-8")
+    res = CliRunner().invoke(
+        main, ["export", str(path), "--engine", "sglang", "--engine-version", "0.4.0"]
+    )
+    assert res.exit_code == 2
+    assert "--engine-version" in res.output and "SGLang 0.5.23" in res.output
+
+
+def test_flags_are_checked_against_the_release() -> None:
+    """A flag the release does not record, or a value it does not accept, is refused."""
+    rel = release("sglang")
+    assert rel.flag("--attn-dp-size", 4) == ["--attn-dp-size", 4]
+    assert "--enable-dp-attention" in rel.deprecated_flags
+    with pytest.raises(KeyError):
+        rel.flag("--enable-dp-attention")
+    with pytest.raises(ValueError, match="not accepted"):
+        rel.flag("--kv-cache-dtype", "fp8")
+
+
+def test_sglang_profile_solves_to_a_launchable_layout() -> None:
+    """Qwen3-30B-A3B on 12 H100 (8 + 4) with the sglang profile: the solver no longer picks
+    a layout SGLang's launcher cannot start; the plan verifies and exports for SGLang."""
+    from placer.verify import verify
+
+    plan = solve(
+        _model("qwen3-30b-a3b"),
+        _cluster("dgx-h100", 12),
+        Workload(),
+        SolveConfig(time_limit_s=20, deterministic=True, profile="sglang"),
+    )
+    assert plan.status == "optimal" and plan.layout is not None
+    assert verify(plan).ok
+    assert plan.objective.bound is not None and plan.objective.bound <= plan.objective.value
+    exp = export_plan(plan, "sglang")
+    assert "--tp-size" in exp.command
