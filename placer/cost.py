@@ -1,7 +1,8 @@
-"""Roofline cost model (numpy, no solver): how long a layout takes per step.
+"""Calibrated roofline cost model (numpy, no solver): how long a layout takes per step.
 
-Per layer and GPU, each block costs ``max(FLOPs / peak, bytes / HBM bandwidth)``
-(DESIGN.md, "Cost model"):
+Per layer and GPU, each block costs ``max(FLOPs / (peak x efficiency), bytes /
+(HBM bandwidth x efficiency))`` with the efficiencies of its op class from the
+calibration (docs/cost-model.md; placer/calibration.py):
 
 - attention: weight FLOPs of the step's tokens plus score FLOPs against the
   cached context; bytes are the GPU's attention weights plus the KV cache read
@@ -13,11 +14,11 @@ Per layer and GPU, each block costs ``max(FLOPs / peak, bytes / HBM bandwidth)``
   tokens), and the weights of the experts those tokens touch (in decode few
   tokens touch few experts: an expert chosen with probability p per token is
   touched with probability 1 - (1 - p)^T);
-- communication: a ring all-reduce over TP after attention and after the MLP
-  (2 (n-1)/n x bytes / bandwidth + 2 (n-1) latencies), an all-to-all dispatch and
-  combine over EP (or over the attention-DP groups), and a hand-off between
-  pipeline stages, each at the bandwidth of the slowest topology level the group
-  spans.
+- communication as the engine issues it (placer/collectives.py): an all-reduce
+  after attention and one after the MLP/MoE; with attention-DP, an all-to-all
+  dispatch and combine over EP or an all-gather and reduce-scatter; a hand-off
+  between pipeline stages;
+- a fixed cost per layer and one per step (kernel launches, scheduling).
 
 A request's latency is the sum over stages (pipelining never shortens it). For
 throughput the batch is split into ``pp`` micro-batches so stages overlap: a
@@ -35,7 +36,16 @@ import numpy as np
 from pydantic import Field
 
 from placer._base import Frozen
-from placer.cluster import ClusterSpec, Level
+from placer.calibration import Calibration, Efficiency, default_calibration
+from placer.cluster import ClusterSpec, GPUType
+from placer.collectives import (
+    EngineComm,
+    Wire,
+    dispatch_combine_time,
+    engine_comm,
+    gather_time,
+    hierarchical_allreduce,
+)
 from placer.dtypes import BYTES_PER_ELEMENT, COMPUTE_DTYPE, nbytes
 from placer.layout import Layout
 from placer.ledger import (
@@ -115,40 +125,84 @@ def _roofline(flops: float, nbytes_: float, peak: float, bw: float) -> float:
     return max(flops / peak, nbytes_ / bw)
 
 
-def _ring_allreduce(nbytes_: float, n: int, bw: float, lat: float) -> float:
-    if n <= 1:
-        return 0.0
-    return 2 * (n - 1) / n * nbytes_ / bw + 2 * (n - 1) * lat
+@dataclass(frozen=True)
+class _Group:
+    """A communicating group of GPUs: how it spreads over nodes, and its links."""
+
+    size: int
+    per_node: int
+    nodes: int
+    intra: Wire  # link between the group's GPUs inside one node
+    inter: Wire  # link between nodes (each GPU's own NIC)
 
 
-def _link(cluster: ClusterSpec, level: Level) -> tuple[float, float]:
-    link = cluster.link(level)
-    return link.bandwidth_gbps * 1e9, link.latency_us * 1e-6
+def _wire(cluster: ClusterSpec, gpus: list[int], comm_eff: float) -> Wire:
+    link = cluster.link(cluster.level_of(gpus))
+    return Wire(bandwidth=link.bandwidth_gbps * 1e9 * comm_eff, latency=link.latency_us * 1e-6)
+
+
+def _group(cluster: ClusterSpec, gpus: range, comm_eff: float) -> _Group:
+    ids = list(gpus)
+    # A scale-up domain spanning nodes (NVL72) is one "node" for collectives.
+    span = max(cluster.gpus_per_node, cluster.scale_up_domain)
+    units = sorted({g // span for g in ids})
+    first_unit = [g for g in ids if g // span == units[0]]
+    return _Group(
+        size=len(ids),
+        per_node=len(first_unit),
+        nodes=len(units),
+        intra=_wire(cluster, first_unit, comm_eff),
+        inter=_wire(cluster, ids, comm_eff),
+    )
+
+
+def _peak(gpu: GPUType, dtype: str, gemm_eff: float, eff: Efficiency) -> float:
+    """Achievable FLOP/s for weights of ``dtype``: the GPU's rate for its compute dtype
+    times the op's efficiency; a format without units on this GPU (FP4 on H100, FP8 on
+    A100) is dequantised and multiplied in 16-bit at the ``dequant`` efficiency."""
+    compute = COMPUTE_DTYPE[dtype]
+    peak = gpu.peak_flops(compute) * gemm_eff
+    if compute not in gpu.tflops and compute in ("fp8", "fp4"):
+        peak *= eff.dequant
+    return peak
 
 
 @dataclass(frozen=True)
 class _StageEnv:
     peak: float
     peak_expert: float
+    peak_attention: float
     bw: float
-    tp_link: tuple[float, float]
-    ep_link: tuple[float, float]
+    tp: _Group
+    moe: _Group
+    engine: EngineComm
+    layer_s: float
+    step_s: float
 
 
 def _stage_env(
-    cluster: ClusterSpec, model: ModelSpec, workload: Workload, layout: Layout, stage: int
+    cluster: ClusterSpec,
+    model: ModelSpec,
+    workload: Workload,
+    layout: Layout,
+    stage: int,
+    calibration: Calibration,
+    engine: EngineComm,
 ) -> _StageEnv:
     first = stage * layout.stage_width
     gpu = cluster.gpu_types[first]
+    eff = calibration.efficiency(gpu.name)
     base, expert_dtype, _ = weight_dtypes(model, workload)
-    ep_gpus = range(first, first + layout.ep * layout.expert_tp, layout.expert_tp)
-    moe_group = ep_gpus if layout.ep > 1 else range(first, first + layout.stage_width)
     return _StageEnv(
-        peak=gpu.peak_flops(COMPUTE_DTYPE[base]),
-        peak_expert=gpu.peak_flops(COMPUTE_DTYPE[expert_dtype]),
-        bw=gpu.hbm_bandwidth_gbps * 1e9,
-        tp_link=_link(cluster, cluster.level_of(range(first, first + layout.tp))),
-        ep_link=_link(cluster, cluster.level_of(moe_group)),
+        peak=_peak(gpu, base, eff.dense_gemm, eff),
+        peak_expert=_peak(gpu, expert_dtype, eff.expert_gemm, eff),
+        peak_attention=gpu.peak_flops("bf16") * eff.attention,
+        bw=gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm,
+        tp=_group(cluster, range(first, first + layout.tp), eff.comm),
+        moe=_group(cluster, range(first, first + layout.stage_width), eff.comm),
+        engine=engine,
+        layer_s=calibration.layer_us * 1e-6,
+        step_s=calibration.step_us * 1e-6,
     )
 
 
@@ -208,23 +262,66 @@ def _layer_time(
         heads_mla = ceil_div(a.num_heads, layout.tp) if a is not None and a.kind == "mla" else 1
         per_token = 2 * kv_elems * step.context * group * heads_mla
         kv_read = kv_bytes_for_layer(model, workload, layout, layer) if step.decode else 0
-        total += _roofline(t * per_token, kv_read, env.peak, env.bw)
-    tp_bw, tp_lat = env.tp_link
-    comm = 2 * _ring_allreduce(t * h * act, layout.tp, tp_bw, tp_lat)
-    if model.experts_in_layer(layer):
-        ep_bw, ep_lat = env.ep_link
-        if layout.ep > 1 or layout.dp_attn > 1:
-            # Dispatch and combine: each token's hidden state goes to top_k ranks and
-            # back; (n - 1)/n of it leaves the GPU.
-            n = max(layout.ep, layout.dp_attn)
-            sent = t * model.experts_per_token * h * act * (n - 1) / n
-            comm += 2 * (sent / ep_bw + ep_lat)
-        if layout.expert_tp > 1:
-            t_stage = step.total
-            comm += _ring_allreduce(
-                t_stage * h * act / layout.edp, layout.expert_tp, tp_bw, tp_lat
-            )
-    return total + comm, comm
+        total += _roofline(t * per_token, kv_read, env.peak_attention, env.bw)
+    comm = _layer_comm(model, layout, env, step, layer, t * h * act, total)
+    return total + comm + env.layer_s, comm
+
+
+def _allreduce(nbytes_: float, g: _Group, env: _StageEnv) -> float:
+    return hierarchical_allreduce(
+        nbytes_, g.per_node, g.nodes, g.intra, g.inter, env.engine.allreduce
+    )
+
+
+def _layer_comm(
+    model: ModelSpec,
+    layout: Layout,
+    env: _StageEnv,
+    step: Step,
+    layer: int,
+    hidden_bytes: float,
+    compute: float,
+) -> float:
+    """Communication of one layer as the engine issues it (docs/cost-model.md):
+
+    - one all-reduce over attention TP after attention;
+    - after the MLP/MoE: with TP attention (no attention-DP) every rank already holds all
+      tokens, so experts (EP and expert-TP alike) run on them and one all-reduce over the
+      stage sums the partial outputs: two all-reduces per layer, no all-to-all;
+    - with attention-DP, tokens differ per group: an all-to-all dispatch and combine over
+      EP where the engine has one (DeepEP), else an all-gather of all groups' tokens before
+      the MoE and a reduce-scatter after it (also for expert-TP).
+    """
+    attention = _allreduce(hidden_bytes, env.tp, env)
+    if layout.dp_attn == 1:
+        return attention + _allreduce(hidden_bytes, env.moe, env)
+    if not model.experts_in_layer(layer):
+        # A dense MLP is TP-split inside the attention group, like attention.
+        return 2 * attention
+    h = model.hidden_size
+    act = hidden_bytes / max(step.tokens * h, 1)
+    g = env.moe
+    if layout.ep > 1 and layout.expert_tp == 1 and env.engine.a2a_dispatch:
+        moe = model.moe
+        a2a = dispatch_combine_time(
+            tokens=step.tokens / layout.tp,
+            top_k=model.experts_per_token,
+            hidden=h,
+            ep=layout.ep,
+            per_node=min(g.per_node, layout.ep),
+            intra=g.intra,
+            inter=g.inter,
+            dispatch_bytes=min(env.engine.dispatch_dtype_bytes, act),
+            combine_bytes=act,
+            n_group=moe.n_group if moe is not None else None,
+            topk_group=moe.topk_group if moe is not None else None,
+        )
+        if env.engine.two_batch_overlap:
+            # The other micro-batch's attention and MLP run while this one communicates.
+            a2a = max(0.0, a2a - compute)
+        return attention + a2a
+    gathered = step.total * h * act
+    return attention + 2 * gather_time(gathered, g.size, g.inter if g.nodes > 1 else g.intra)
 
 
 def _uniform(model: ModelSpec, layer: int) -> np.ndarray:
@@ -259,6 +356,8 @@ def _fill_stage(
     # The LM head (a tied embedding serves as one) and the final norm, on the last stage.
     # Prefill computes logits only for each request's last token.
     logits_tokens = step.tokens if step.decode else min(step.tokens, workload.batch)
+    # The fixed cost of a step (sampling, scheduling) is charged once, with the head.
+    tables.last[s] = env.step_s
     for b in model.blocks_by_layer.get(None, ()):
         if b.kind == "embedding" and not model.tie_word_embeddings:
             continue
@@ -275,8 +374,16 @@ def cost_tables(
     layout: Layout,
     step: Step,
     cache: dict[object, object] | None = None,
+    calibration: Calibration | None = None,
+    engine: str | None = None,
 ) -> CostTables:
-    """Tabulate the costs of every layer on every stage (see :class:`CostTables`)."""
+    """Tabulate the costs of every layer on every stage (see :class:`CostTables`).
+
+    ``calibration`` scales the roofline (default: the shipped calibration); ``engine``
+    names whose collectives are priced (default ``generic``, see docs/cost-model.md).
+    """
+    calib = calibration if calibration is not None else default_calibration()
+    comm = engine_comm(engine)
     n, pp = model.num_layers, layout.pp
     tables = CostTables(
         layer=np.zeros((n, pp)),
@@ -288,11 +395,21 @@ def cost_tables(
     act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
     done: dict[tuple[object, ...], int] = {}
     for s in range(pp):
-        env = _stage_env(cluster, model, workload, layout, s)
+        env = _stage_env(cluster, model, workload, layout, s, calib, comm)
         # Stages on alike GPUs and links cost the same: compute each kind once.
-        key = (env.peak, env.peak_expert, env.bw, env.tp_link, env.ep_link)
+        key = (env.peak, env.peak_expert, env.peak_attention, env.bw, env.tp, env.moe)
         # Layouts with the same degrees and step share columns across a search.
-        shared = ("stage", layout.tp, layout.dp_attn, layout.ep, layout.expert_tp, step, key)
+        shared = (
+            "stage",
+            layout.tp,
+            layout.dp_attn,
+            layout.ep,
+            layout.expert_tp,
+            step,
+            key,
+            calib.digest(),
+            comm.name,
+        )
         if key in done:
             prev = done[key]
             tables.layer[:, s] = tables.layer[:, prev]
@@ -315,8 +432,11 @@ def cost_tables(
                 )
         if s < pp - 1:
             first = (s + 1) * layout.stage_width
-            bw, lat = _link(cluster, cluster.level_of([first - 1, first]))
-            tables.handoff[s] = step.tokens * model.hidden_size * act / bw + lat
+            link = cluster.link(cluster.level_of([first - 1, first]))
+            tables.handoff[s] = (
+                step.tokens * model.hidden_size * act / (link.bandwidth_gbps * 1e9)
+                + link.latency_us * 1e-6
+            )
     return tables
 
 
@@ -330,9 +450,11 @@ def expert_layer_time(
     layer: int,
     ranks: tuple[tuple[int, ...], ...],
     loads: Mapping[int, np.ndarray] | None = None,
+    calibration: Calibration | None = None,
 ) -> float:
     """Routed-expert time of ``layer``: the busiest EP rank for this expert map."""
-    env = _stage_env(cluster, model, workload, layout, stage)
+    calib = calibration if calibration is not None else default_calibration()
+    env = _stage_env(cluster, model, workload, layout, stage, calib, engine_comm(None))
     share = (
         np.asarray(loads[layer], dtype=np.float64)
         if loads and layer in loads
@@ -359,9 +481,14 @@ def stage_costs(
     step: Step,
     expert_map: ExpertMap,
     loads: Mapping[int, np.ndarray] | None = None,
+    calibration: Calibration | None = None,
+    engine: str | None = None,
 ) -> list[StageCost]:
-    """Cost of one micro-batch through each stage."""
-    tables = cost_tables(model, cluster, workload, layout, step)
+    """Cost of one micro-batch through each stage (``calibration`` and ``engine`` as in
+    :func:`cost_tables`)."""
+    tables = cost_tables(
+        model, cluster, workload, layout, step, calibration=calibration, engine=engine
+    )
     out = []
     for s, layers in enumerate(layout.stage_layers(model.num_layers)):
         comm = float(sum(tables.comm[i, s] for i in layers))
@@ -374,7 +501,7 @@ def stage_costs(
                 continue
             if loads:
                 experts += expert_layer_time(
-                    model, cluster, workload, layout, s, step, i, expert_map[i], loads
+                    model, cluster, workload, layout, s, step, i, expert_map[i], loads, calibration
                 )
             else:
                 experts += float(tables.slot[i, s]) * max(len(r) for r in expert_map[i])
@@ -420,6 +547,18 @@ def pipelined_cycle(stage_totals: list[float], pp: int) -> float:
     return max(pp * max(stage_totals), sum(stage_totals))
 
 
+def error_band(calibration: Calibration) -> str:
+    """The stated error of a calibration's step-time estimates, as one line."""
+    e = calibration.error
+    if not e:
+        return "error band: not measured for this calibration"
+    return (
+        f"error band (cross-validated TPOT, {int(e.get('rows', 0))} measured rows): median "
+        f"predicted/measured {e.get('median_ratio', float('nan')):.2f}, "
+        f"{e.get('within_20pct', 0):.0%} within +-20 %, {e.get('within_1_5x', 0):.0%} within 1.5x"
+    )
+
+
 def estimate(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -427,26 +566,32 @@ def estimate(
     layout: Layout,
     expert_map: ExpertMap | None = None,
     loads: Mapping[int, np.ndarray] | None = None,
+    calibration: Calibration | None = None,
+    engine: str | None = None,
 ) -> Estimates:
-    """Roofline estimates of ``layout`` for ``workload`` (see module docstring)."""
+    """Calibrated roofline estimates of ``layout`` for ``workload`` (see module docstring;
+    ``calibration`` and ``engine`` as in :func:`cost_tables`)."""
+    calib = calibration if calibration is not None else default_calibration()
     emap = expert_map if expert_map is not None else default_expert_map(model, layout)
     st = steps(workload, layout)
     phase = "prefill" if workload.phase == "prefill" else "decode"
-    ttft = sum(
-        s.total_s
-        for s in stage_costs(model, cluster, workload, layout, st["prefill"], emap, loads)
-    )
-    full = stage_costs(model, cluster, workload, layout, st[phase], emap, loads)
+
+    def costs(step: Step) -> list[StageCost]:
+        return stage_costs(model, cluster, workload, layout, step, emap, loads, calib, engine)
+
+    ttft = sum(s.total_s for s in costs(st["prefill"]))
+    full = costs(st[phase])
     latency = sum(s.total_s for s in full)
     if layout.pp == 1:
         stages, cycle = full, latency
     else:
-        stages = stage_costs(model, cluster, workload, layout, st[phase + "_micro"], emap, loads)
+        stages = costs(st[phase + "_micro"])
         cycle = pipelined_cycle([s.total_s for s in stages], layout.pp)
     tokens = st[phase].total
     slow = max(stages, key=lambda s: s.total_s)
     parts = {
-        "attention/MLP/communication": slow.compute_s,
+        "attention/MLP": slow.compute_s,
+        "communication": slow.comm_s,
         "routed experts": slow.experts_s,
         "pipeline hand-off": slow.handoff_s,
     }
@@ -456,7 +601,10 @@ def estimate(
         f"phase {workload.phase}, batch {workload.batch}, {workload.kv_tokens} cached tokens, "
         f"prompt {workload.prompt_len}",
         f"weights {w}, experts {e}, KV {workload.kv_dtype}",
-        f"{cluster.gpu_types[0].name}: dense TFLOPS and HBM bandwidth from the hardware file",
+        f"{cluster.gpu_types[0].name}: dense TFLOPS and HBM bandwidth from the hardware file, "
+        f"scaled by calibration '{calib.name}' (sha256 {calib.digest()[:12]})",
+        f"collectives as {engine_comm(engine).name} issues them",
+        error_band(calib),
         "routing " + ("from load statistics" if loads else "uniform over experts"),
         f"{layout.pp} micro-batches for the pipelined cycle" if layout.pp > 1 else "no pipelining",
     )

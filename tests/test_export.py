@@ -337,11 +337,14 @@ def test_vllm_rejects_expert_tp_with_ep(
 
 
 def test_sglang_rejects_uneven_expert_slots() -> None:
-    """SGLang needs (E + R) % ep == 0: Mixtral's 8 experts over EP 6 are refused."""
+    """SGLang needs (E + R) % ep == 0: Mixtral's 8 experts over EP 6 are refused.
+
+    The KV cache of 256 requests of 8k tokens needs all six GPUs, and vLLM's EP spans them.
+    """
     plan = solve(
         _model("mixtral-8x7b"),
         _cluster("dgx-a100-80gb", 6),
-        Workload(),
+        Workload(batch=256, prompt_len=4096, output_len=4096),
         SolveConfig(time_limit_s=20, profile="vllm"),
     )
     assert plan.layout is not None and plan.layout.ep == 6
