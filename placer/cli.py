@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from placer.calibration import load_calibration
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import (
     EXIT_INFEASIBLE,
@@ -245,6 +247,13 @@ def _parse_split(text: str | None) -> tuple[int, ...] | None:
     help="Engine rules profile.",
 )
 @workload_options
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (placer calibrate); default: the one shipped with placer.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handle_errors
 def evaluate_cmd(
@@ -260,6 +269,7 @@ def evaluate_cmd(
     layers_per_stage: str | None,
     redundant_experts: int,
     profile: str,
+    calibration_path: str | None,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
@@ -300,7 +310,8 @@ def evaluate_cmd(
             source=hardware_path,
             field="--tp",
         )
-    result = evaluate(model, cluster, workload, layout, profile)
+    calibration = load_calibration(calibration_path) if calibration_path else None
+    result = evaluate(model, cluster, workload, layout, profile, calibration=calibration)
     if as_json:
         doc = result.model_dump(mode="json")
         doc["workload"] = workload.model_dump(mode="json")
@@ -658,6 +669,36 @@ def _print_comparison(
 
 
 # ------------------------------------------------------------------ verify
+@main.command(name="calibrate")
+@click.argument("measurements_path", metavar="MEASUREMENTS", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Calibration file to write.",
+)
+@handle_errors
+def calibrate_cmd(measurements_path: str, output_path: str) -> None:
+    """Fit a calibration (kernel efficiencies, fixed costs) to MEASUREMENTS.
+
+    The fit is deterministic and bounded (docs/cost-model.md). Exits 2 on bad input.
+    """
+    from placer.fit import fit
+    from placer.measurements import load_measurements
+
+    _check_writable(output_path)
+    data = load_measurements(measurements_path)
+    name = Path(measurements_path).name
+    calibration = fit(data.rows, name=f"fitted on {name}", sources=(data.about,))
+    write_atomic(output_path, calibration.model_dump_json(indent=1) + "\n")
+    click.echo(
+        f"{output_path}: {len(data.rows)} rows, sha256 {calibration.digest()[:12]}, "
+        f"families {', '.join(calibration.families) or 'none'}"
+    )
+
+
 @main.command(name="verify")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option(

@@ -30,6 +30,7 @@ verifier add up exactly the same numbers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +122,26 @@ class CostTables:
     comm: np.ndarray  # the communication part of ``layer`` (TP all-reduce, EP all-to-all)
 
 
-def _roofline(flops: float, nbytes_: float, peak: float, bw: float) -> float:
+class _Recorder:
+    """Collects the roofline terms of a step by op class (see :func:`step_terms`)."""
+
+    def __init__(self) -> None:
+        self.weight = 1.0
+        self.terms: dict[str, list[float]] = {}
+
+    def add(self, kind: str, compute_s: float, memory_s: float) -> None:
+        acc = self.terms.setdefault(kind, [0.0, 0.0])
+        acc[0] += self.weight * compute_s
+        acc[1] += self.weight * memory_s
+
+
+_RECORDER: ContextVar[_Recorder | None] = ContextVar("placer_cost_recorder", default=None)
+
+
+def _roofline(flops: float, nbytes_: float, peak: float, bw: float, kind: str) -> float:
+    rec = _RECORDER.get()
+    if rec is not None:
+        rec.add(kind, flops / peak, nbytes_ / bw)
     return max(flops / peak, nbytes_ / bw)
 
 
@@ -156,15 +176,17 @@ def _group(cluster: ClusterSpec, gpus: range, comm_eff: float) -> _Group:
     )
 
 
+def _emulated(gpu: GPUType, dtype: str) -> bool:
+    compute = COMPUTE_DTYPE[dtype]
+    return compute in ("fp8", "fp4") and compute not in gpu.tflops
+
+
 def _peak(gpu: GPUType, dtype: str, gemm_eff: float, eff: Efficiency) -> float:
     """Achievable FLOP/s for weights of ``dtype``: the GPU's rate for its compute dtype
     times the op's efficiency; a format without units on this GPU (FP4 on H100, FP8 on
     A100) is dequantised and multiplied in 16-bit at the ``dequant`` efficiency."""
-    compute = COMPUTE_DTYPE[dtype]
-    peak = gpu.peak_flops(compute) * gemm_eff
-    if compute not in gpu.tflops and compute in ("fp8", "fp4"):
-        peak *= eff.dequant
-    return peak
+    peak = gpu.peak_flops(COMPUTE_DTYPE[dtype]) * gemm_eff
+    return peak * eff.dequant if _emulated(gpu, dtype) else peak
 
 
 @dataclass(frozen=True)
@@ -178,6 +200,7 @@ class _StageEnv:
     engine: EngineComm
     layer_s: float
     step_s: float
+    expert_emulated: str  # "+dequant" when expert weights are dequantised to 16-bit
 
 
 def _stage_env(
@@ -203,6 +226,7 @@ def _stage_env(
         engine=engine,
         layer_s=calibration.layer_us * 1e-6,
         step_s=calibration.step_us * 1e-6,
+        expert_emulated="+dequant" if _emulated(gpu, expert_dtype) else "",
     )
 
 
@@ -232,7 +256,11 @@ def _expert_rank_time(
     p_token = np.minimum(share[ids] * k / replicas[ids], 1.0)
     touched = float(np.sum(1.0 - np.power(1.0 - p_token, t_stage)))
     return _roofline(
-        2.0 * params * tokens, touched * nbytes(params, expert_dtype), env.peak_expert, env.bw
+        2.0 * params * tokens,
+        touched * nbytes(params, expert_dtype),
+        env.peak_expert,
+        env.bw,
+        "expert_gemm" + env.expert_emulated,
     )
 
 
@@ -252,7 +280,7 @@ def _layer_time(
         params = block_params_per_gpu(b, model, layout.tp) * b.count
         dtype = base if b.quantized else plain
         flops = t * b.flops_per_token * params / max(b.params * b.count, 1) * b.count
-        total += _roofline(flops, nbytes(params, dtype), env.peak, env.bw)
+        total += _roofline(flops, nbytes(params, dtype), env.peak, env.bw, "dense_gemm")
     kv_elems = kv_elements_per_rank(model, layer, layout.tp)
     if kv_elems:
         a = model.attention
@@ -262,7 +290,7 @@ def _layer_time(
         heads_mla = ceil_div(a.num_heads, layout.tp) if a is not None and a.kind == "mla" else 1
         per_token = 2 * kv_elems * step.context * group * heads_mla
         kv_read = kv_bytes_for_layer(model, workload, layout, layer) if step.decode else 0
-        total += _roofline(t * per_token, kv_read, env.peak_attention, env.bw)
+        total += _roofline(t * per_token, kv_read, env.peak_attention, env.bw, "attention")
     comm = _layer_comm(model, layout, env, step, layer, t * h * act, total)
     return total + comm + env.layer_s, comm
 
@@ -339,7 +367,6 @@ def _fill_stage(
     tables: CostTables,
 ) -> None:
     """Fill column ``s`` of the layer, slot and last-stage tables."""
-    base, _, plain = weight_dtypes(model, workload)
     seen: dict[tuple[object, ...], tuple[float, float, float]] = {}
     for i, sig in enumerate(model.layer_signatures):
         if sig not in seen:
@@ -353,6 +380,20 @@ def _fill_stage(
             both, comm = _layer_time(model, workload, layout, env, step, i)
             seen[sig] = (both, slot, comm)
         tables.layer[i, s], tables.slot[i, s], tables.comm[i, s] = seen[sig]
+    _fill_last(model, workload, layout, env, step, s, tables)
+
+
+def _fill_last(
+    model: ModelSpec,
+    workload: Workload,
+    layout: Layout,
+    env: _StageEnv,
+    step: Step,
+    s: int,
+    tables: CostTables,
+) -> None:
+    """``last[s]``: the step's fixed cost, the LM head and the final norm."""
+    base, _, plain = weight_dtypes(model, workload)
     # The LM head (a tied embedding serves as one) and the final norm, on the last stage.
     # Prefill computes logits only for each request's last token.
     logits_tokens = step.tokens if step.decode else min(step.tokens, workload.batch)
@@ -364,7 +405,9 @@ def _fill_stage(
         params = block_params_per_gpu(b, model, layout.tp)
         dtype = base if b.quantized else plain
         flops = 0.0 if b.kind == "norm" else 2.0 * params * logits_tokens
-        tables.last[s] += _roofline(flops, nbytes(params, dtype), env.peak, env.bw)
+        tables.last[s] += _roofline(
+            flops, nbytes(params, dtype), env.peak, env.bw, "dense_gemm"
+        )
 
 
 def cost_tables(
@@ -384,6 +427,7 @@ def cost_tables(
     """
     calib = calibration if calibration is not None else default_calibration()
     comm = engine_comm(engine)
+    calib_id = calib.digest() if cache is not None else ""
     n, pp = model.num_layers, layout.pp
     tables = CostTables(
         layer=np.zeros((n, pp)),
@@ -407,7 +451,7 @@ def cost_tables(
             layout.expert_tp,
             step,
             key,
-            calib.digest(),
+            calib_id,
             comm.name,
         )
         if key in done:
@@ -518,6 +562,82 @@ def stage_costs(
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """One step at efficiency 1 and no fixed costs, split as the calibration scales it:
+    ``terms[kind] = (compute seconds, memory seconds)`` summed over the blocks of that op
+    class (``expert_gemm+dequant`` when expert weights are dequantised), ``comm_s`` the
+    collectives, ``layers`` the layers on the step's path, ``seconds`` the real total."""
+
+    terms: dict[str, tuple[float, float]]
+    comm_s: float
+    layers: int
+    seconds: float
+
+
+def step_terms(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    layout: Layout,
+    step: Step,
+    engine: str | None = None,
+) -> StepTerms:
+    """The roofline terms of one step through every stage (uniform routing, default
+    expert map), for fitting a calibration (placer/fit.py). Summing ``max(compute / e,
+    memory / e_hbm)`` over whole op classes instead of block by block makes the fit's
+    surrogate slightly optimistic; the fitted calibration is then checked with the real
+    model (benchmarks/fidelity_bench.py)."""
+    unit = Calibration(
+        format="placer-calibration",
+        version=1,
+        name="unit",
+        method="efficiency 1, no fixed costs",
+        sources=(),
+        default=Efficiency(
+            dense_gemm=1, expert_gemm=1, attention=1, hbm=1, dequant=1, comm=1
+        ),
+        layer_us=0,
+        step_us=0,
+    )
+    comm_profile = engine_comm(engine)
+    emap = default_expert_map(model, layout)
+    rec = _Recorder()
+    token = _RECORDER.set(rec)
+    comm = seconds = 0.0
+    try:
+        for s, layers in enumerate(layout.stage_layers(model.num_layers)):
+            env = _stage_env(cluster, model, workload, layout, s, unit, comm_profile)
+            for i in layers:
+                rec.weight = 1.0
+                both, c = _layer_time(model, workload, layout, env, step, i)
+                comm += c
+                seconds += both
+                if i in emap:
+                    rec.weight = float(max(len(r) for r in emap[i]))
+                    one = np.array([0], dtype=np.int64)
+                    e = model.experts_in_layer(i)
+                    slot = _expert_rank_time(
+                        model, workload, layout, env, step, i, one, _uniform(model, i), np.ones(e)
+                    )
+                    seconds += slot * rec.weight
+            if s == layout.pp - 1:
+                rec.weight = 1.0
+                tables = CostTables(
+                    layer=np.zeros((0, layout.pp)),
+                    slot=np.zeros((0, layout.pp)),
+                    last=np.zeros(layout.pp),
+                    handoff=np.zeros(layout.pp),
+                    comm=np.zeros((0, layout.pp)),
+                )
+                _fill_last(model, workload, layout, env, step, s, tables)
+                seconds += float(tables.last[s])
+    finally:
+        _RECORDER.reset(token)
+    terms = {k: (v[0], v[1]) for k, v in rec.terms.items()}
+    return StepTerms(terms=terms, comm_s=comm, layers=model.num_layers, seconds=seconds)
 
 
 def steps(workload: Workload, layout: Layout) -> dict[str, Step]:
