@@ -11,19 +11,28 @@ configuration differ). Usage::
     python benchmarks/fidelity_bench.py [instances/measurements/silicon_sample.json]
         [--rows] [--write-default]
 
+Then the published points kept apart (instances/measurements/published.json:
+never fitted on) with the shipped calibration: speed ratio predicted / measured
+per point, its median and the share within 1.5x, and the published rankings
+with their gaps.
+
 ``--write-default`` fits on all rows and writes placer/data/calibration.json with
 the layout-held-out error attached (what ``evaluate`` states as its error band).
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 
+from placer.cli import main as placer_cli
 from placer.fit import fit
 from placer.measurements import (
     Measurement,
@@ -109,6 +118,59 @@ def table(title: str, rows: Sequence[Measurement], pred: Sequence[float]) -> Non
         )
 
 
+def published_speed_ratios() -> dict[str, tuple[float, float, dict[str, object]]]:
+    """Per published point: (predicted speed / measured speed, predicted value, row).
+
+    TPOT rows are predicted as served (decode step plus the prefill share, as the
+    calibration is fitted); TTFT rows as the prefill of the batch; throughput rows as the
+    pipelined decode throughput."""
+    data = json.loads((ROOT / "instances/measurements/published.json").read_text())
+    out: dict[str, tuple[float, float, dict[str, object]]] = {}
+    for row in data["rows"]:
+        args = shlex.split(str(row["args"]))
+        args = [str(ROOT / a) if a.endswith(".json") else a for a in args]
+        res = CliRunner().invoke(placer_cli, args)
+        est = json.loads(res.output)["estimates"]
+        out_len = int(args[args.index("--output-len") + 1])
+        if row["field"] == "latency_ms":
+            pred = (est["latency_s"] + est["ttft_s"] / out_len) * 1e3
+        elif row["field"] == "ttft_ms":
+            pred = est["ttft_s"] * 1e3
+        else:
+            pred = est["throughput_tokens_s"]
+        measured = float(row["measured"])
+        speed = measured / pred if row["kind"] == "time" else pred / measured
+        out[str(row["id"])] = (speed, pred, row)
+    return out
+
+
+def published(ratios: dict[str, tuple[float, float, dict[str, object]]]) -> None:
+    """Print the published points and the rankings they support."""
+    print("\nPublished points kept apart (shipped calibration): predicted / measured speed")
+    print(f"{'id':<4} {'setup':<50} {'measured':>10} {'predicted':>10} {'speed':>6}")
+    for rid, (speed, pred, row) in ratios.items():
+        what = f"{row['model']} {row['gpus']} {str(row['layout'])[:18]} {row['workload']}"
+        print(f"{rid:<4} {what[:50]:<50} {row['measured']:>10} {pred:>10.4g} {speed:>6.2f}")
+    r = np.array([v[0] for v in ratios.values()])
+    within = float(np.mean((r >= 1 / 1.5) & (r <= 1.5)))
+    print(f"median speed ratio {np.median(r):.2f}, within 1.5x {within:.0%} of {len(r)} points")
+    # gpt-oss-120b on H100 at concurrency 64: per-GPU throughput TP2 > TP4 > TP8.
+    per_gpu = {}
+    for rid, gpus in (("9a", 2), ("9b", 4), ("9c", 8)):
+        _, pred, row = ratios[rid]
+        per_gpu[rid] = (64 / float(row["measured"]) / gpus, 64 / pred / gpus)
+    print("\nranking: gpt-oss-120b on H100, conc 64, tokens/s per GPU (measured, predicted)")
+    for rid, (m, p) in per_gpu.items():
+        print(f"  {rid}: {m * 1e3:8.1f} {p * 1e3:8.1f}")
+    kept = per_gpu["9a"][1] > per_gpu["9b"][1] > per_gpu["9c"][1]
+    gaps = [
+        (per_gpu[a][1] / per_gpu[b][1]) / (per_gpu[a][0] / per_gpu[b][0])
+        for a, b in (("9a", "9b"), ("9b", "9c"))
+    ]
+    print(f"  order kept: {kept}; predicted gap / measured gap: "
+          + ", ".join(f"{g:.2f}" for g in gaps))
+
+
 def main(argv: Sequence[str]) -> None:
     """Run the benchmark (see the module docstring)."""
     args = [a for a in argv if not a.startswith("--")]
@@ -127,6 +189,7 @@ def main(argv: Sequence[str]) -> None:
             print(f"{r.id[:60]:<60} {r.tpot_ms:>11.2f} {a / m:>9.2f} {b / m:>7.2f}")
     table("TPOT, whole layouts held out (5 folds): predicted / measured", rows, by_layout)
     table("TPOT, whole GPU types held out: predicted / measured", rows, by_gpu)
+    published(published_speed_ratios())
     if "--write-default" in argv:
         err = stats(by_layout, [r.tpot_ms * 1e-3 for r in rows])
         calib = fit(rows, name=f"fitted on {Path(path).name}", sources=(data.about,))

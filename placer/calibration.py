@@ -42,7 +42,10 @@ class Efficiency(Frozen):
         description="16-bit GEMM efficiency left when the weight format (FP8/FP4) has no "
         "tensor-core units on the GPU and is dequantised on the fly.",
     )
-    comm: Float = Field(gt=0, le=1, description="Link bandwidth collectives reach.")
+    comm: Float = Field(
+        gt=0, le=1, description="Ideal per-message latency of collectives over the achieved "
+        "one (launch and synchronisation); bandwidth is the datasheet's."
+    )
 
 
 class Calibration(Frozen):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import Field
@@ -157,8 +157,11 @@ class _Group:
 
 
 def _wire(cluster: ClusterSpec, gpus: list[int], comm_eff: float) -> Wire:
+    # The calibrated link efficiency stretches the per-message latency (launch, sync): the
+    # measured data are decode steps of small messages, which cannot tell bandwidth apart;
+    # bandwidth stays at the datasheet figure (docs/cost-model.md).
     link = cluster.link(cluster.level_of(gpus))
-    return Wire(bandwidth=link.bandwidth_gbps * 1e9 * comm_eff, latency=link.latency_us * 1e-6)
+    return Wire(bandwidth=link.bandwidth_gbps * 1e9, latency=link.latency_us * 1e-6 / comm_eff)
 
 
 def _group(cluster: ClusterSpec, gpus: range, comm_eff: float) -> _Group:
@@ -573,6 +576,7 @@ class StepTerms:
 
     terms: dict[str, tuple[float, float]]
     comm_s: float
+    comm_bandwidth_s: float  # the part of comm_s that is bandwidth, not latency
     layers: int
     seconds: float
 
@@ -603,17 +607,29 @@ def step_terms(
         step_us=0,
     )
     comm_profile = engine_comm(engine)
+    act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
     emap = default_expert_map(model, layout)
     rec = _Recorder()
     token = _RECORDER.set(rec)
-    comm = seconds = 0.0
+    comm = comm_bw = seconds = 0.0
     try:
         for s, layers in enumerate(layout.stage_layers(model.num_layers)):
             env = _stage_env(cluster, model, workload, layout, s, unit, comm_profile)
+            no_latency = replace(
+                env,
+                tp=replace(env.tp, intra=_instant(env.tp.intra), inter=_instant(env.tp.inter)),
+                moe=replace(
+                    env.moe, intra=_instant(env.moe.intra), inter=_instant(env.moe.inter)
+                ),
+            )
             for i in layers:
                 rec.weight = 1.0
                 both, c = _layer_time(model, workload, layout, env, step, i)
                 comm += c
+                comm_bw += _layer_comm(
+                    model, layout, no_latency, step, i,
+                    step.tokens * model.hidden_size * act, both - c - env.layer_s,
+                )  # fmt: skip
                 seconds += both
                 if i in emap:
                     rec.weight = float(max(len(r) for r in emap[i]))
@@ -637,7 +653,17 @@ def step_terms(
     finally:
         _RECORDER.reset(token)
     terms = {k: (v[0], v[1]) for k, v in rec.terms.items()}
-    return StepTerms(terms=terms, comm_s=comm, layers=model.num_layers, seconds=seconds)
+    return StepTerms(
+        terms=terms,
+        comm_s=comm,
+        comm_bandwidth_s=min(comm_bw, comm),
+        layers=model.num_layers,
+        seconds=seconds,
+    )
+
+
+def _instant(w: Wire) -> Wire:
+    return Wire(bandwidth=w.bandwidth, latency=0.0)
 
 
 def steps(workload: Workload, layout: Layout) -> dict[str, Step]:

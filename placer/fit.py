@@ -53,6 +53,7 @@ class _Arrays:
     compute: dict[tuple[str, str], np.ndarray]
     memory: dict[tuple[str, str], np.ndarray]
     comm: dict[str, np.ndarray]
+    comm_bw: dict[str, np.ndarray]
     layers: dict[str, np.ndarray]
     weight: dict[str, np.ndarray]  # 1 for decode, 1 / output_len for prefill
     measured: np.ndarray
@@ -60,18 +61,20 @@ class _Arrays:
 
 def _arrays(terms: Sequence[RowTerms], measured: Sequence[float]) -> _Arrays:
     parts = {"decode": [t.decode for t in terms], "prefill": [t.prefill for t in terms]}
-    compute, memory, comm, layers = {}, {}, {}, {}
+    compute, memory, comm, comm_bw, layers = {}, {}, {}, {}, {}
     for part, st in parts.items():
         for k in KINDS:
             compute[part, k] = np.array([s.terms.get(k, (0.0, 0.0))[0] for s in st])
             memory[part, k] = np.array([s.terms.get(k, (0.0, 0.0))[1] for s in st])
         comm[part] = np.array([s.comm_s for s in st])
+        comm_bw[part] = np.array([s.comm_bandwidth_s for s in st])
         layers[part] = np.array([float(s.layers) for s in st])
     weight = {
         "decode": np.ones(len(terms)),
         "prefill": np.array([t.prefill_weight for t in terms]),
     }
-    return _Arrays(compute, memory, comm, layers, weight, np.asarray(measured, dtype=float))
+    measured_s = np.asarray(measured, dtype=float)
+    return _Arrays(compute, memory, comm, comm_bw, layers, weight, measured_s)
 
 
 def _predict(a: _Arrays, p: dict[str, float]) -> np.ndarray:
@@ -83,7 +86,9 @@ def _predict(a: _Arrays, p: dict[str, float]) -> np.ndarray:
     }
     total = np.zeros_like(a.measured)
     for part in ("decode", "prefill"):
-        t = a.comm[part] / p["comm"] + a.layers[part] * p["layer_us"] * 1e-6 + p["step_us"] * 1e-6
+        latency = a.comm[part] - a.comm_bw[part]
+        fixed = a.layers[part] * p["layer_us"] * 1e-6 + p["step_us"] * 1e-6
+        t = a.comm_bw[part] + latency / p["comm"] + fixed
         for k in KINDS:
             t = t + np.maximum(a.compute[part, k] / eff[k], a.memory[part, k] / p["hbm"])
         total += a.weight[part] * t

@@ -76,11 +76,11 @@ def test_verify_rejects_lowered_memory(seed_plan_file: Path, tmp_path: Path) -> 
 def test_verify_rejects_expert_moved_onto_full_gpu(tmp_path: Path) -> None:
     """Moving an expert from one rank to another breaks slot counts and memory: exit 5.
 
-    DeepSeek-V2-Lite on 8 H100s, whose plan spreads experts over several EP ranks.
+    OLMoE on 8 H100s, whose plan spreads experts over several EP ranks.
     """
-    src_plan = tmp_path / "dsv2lite.json"
+    src_plan = tmp_path / "olmoe.json"
     res = run_cli(
-        "solve", str(MODELS / "deepseek-v2-lite.json"), str(HARDWARE / "dgx-h100.json"),
+        "solve", str(MODELS / "olmoe-1b-7b-0924.json"), str(HARDWARE / "dgx-h100.json"),
         "--time-limit", "30", "--quiet",
         "-o", str(src_plan),
     )  # fmt: skip
