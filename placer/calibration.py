@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -108,3 +111,23 @@ def default_calibration() -> Calibration:
     """The calibration shipped with placer (fitted on instances/measurements/)."""
     text = resources.files("placer").joinpath("data/calibration.json").read_text("utf-8")
     return calibration_from_dict(json.loads(text), "placer/data/calibration.json")
+
+
+_ACTIVE: ContextVar[Calibration | None] = ContextVar("placer_calibration", default=None)
+
+
+def active_calibration() -> Calibration:
+    """The calibration in force: the one set by :func:`use_calibration`, else the default."""
+    return _ACTIVE.get() or default_calibration()
+
+
+@contextmanager
+def use_calibration(calibration: Calibration | None) -> Iterator[None]:
+    """Price everything inside the block with ``calibration`` (None: the default). This is
+    how a solve and the verification of its plan use the plan's calibration without passing
+    it through every table."""
+    token = _ACTIVE.set(calibration)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)

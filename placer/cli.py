@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from placer.calibration import load_calibration
+from placer.calibration import load_calibration, use_calibration
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import (
     EXIT_INFEASIBLE,
@@ -484,6 +484,13 @@ def _parse_compare(text: str) -> Layout:
     help="Expert load statistics: experts are placed on EP ranks by load and the estimates "
     "use the loads.",
 )
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (placer calibrate); recorded in the plan. Default: the shipped one.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
@@ -502,6 +509,7 @@ def solve_cmd(
     output: str | None,
     report: str | None,
     loads_path: str | None,
+    calibration_path: str | None,
     quiet: bool,
     as_json: bool,
     **kwargs: Any,
@@ -547,26 +555,29 @@ def solve_cmd(
 
         loads = load_loads(loads_path)
         loads_by_layer(model, loads, loads_path)  # bad loads fail before the search
-    plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
-    if loads is not None:
-        from placer.search.solve import with_loads
+    calibration = load_calibration(calibration_path) if calibration_path else None
+    # Solve, re-estimate with loads and compare under one calibration, which the plan records.
+    with use_calibration(calibration):
+        plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
+        if loads is not None:
+            from placer.search.solve import with_loads
 
-        plan = with_loads(plan, model, cluster, workload, loads)
-    text = plan.model_dump_json(indent=2)
-    if output is not None:
-        write_atomic(output, text + "\n")
-    if report is not None:
-        from placer.report import markdown_report
+            plan = with_loads(plan, model, cluster, workload, loads)
+        text = plan.model_dump_json(indent=2)
+        if output is not None:
+            write_atomic(output, text + "\n")
+        if report is not None:
+            from placer.report import markdown_report
 
-        write_atomic(report, markdown_report(plan))
-    if as_json:
-        click.echo(text)
-    else:
-        click.echo(plan.summary())
-        if plan.gpus and not quiet:
-            _print_memory_bars(plan)
-        if other is not None:
-            _print_comparison(model, cluster, workload, profile, plan, other)
+            write_atomic(report, markdown_report(plan))
+        if as_json:
+            click.echo(text)
+        else:
+            click.echo(plan.summary())
+            if plan.gpus and not quiet:
+                _print_memory_bars(plan)
+            if other is not None:
+                _print_comparison(model, cluster, workload, profile, plan, other)
     sys.exit(
         {"optimal": 0, "feasible": 0, "infeasible": EXIT_INFEASIBLE}.get(plan.status, EXIT_NO_PLAN)
     )

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from placer._base import Frozen
-from placer.calibration import Calibration, Efficiency, default_calibration
+from placer.calibration import Calibration, Efficiency, active_calibration
 from placer.cluster import ClusterSpec, GPUType
 from placer.collectives import (
     EngineComm,
@@ -425,10 +425,11 @@ def cost_tables(
 ) -> CostTables:
     """Tabulate the costs of every layer on every stage (see :class:`CostTables`).
 
-    ``calibration`` scales the roofline (default: the shipped calibration); ``engine``
+    ``calibration`` scales the roofline (default: the one in force, see
+    :func:`placer.calibration.use_calibration`, else the shipped one); ``engine``
     names whose collectives are priced (default ``generic``, see docs/cost-model.md).
     """
-    calib = calibration if calibration is not None else default_calibration()
+    calib = calibration if calibration is not None else active_calibration()
     comm = engine_comm(engine)
     calib_id = calib.digest() if cache is not None else ""
     n, pp = model.num_layers, layout.pp
@@ -500,7 +501,7 @@ def expert_layer_time(
     calibration: Calibration | None = None,
 ) -> float:
     """Routed-expert time of ``layer``: the busiest EP rank for this expert map."""
-    calib = calibration if calibration is not None else default_calibration()
+    calib = calibration if calibration is not None else active_calibration()
     env = _stage_env(cluster, model, workload, layout, stage, calib, engine_comm(None))
     share = (
         np.asarray(loads[layer], dtype=np.float64)
@@ -717,7 +718,7 @@ def estimate(
 ) -> Estimates:
     """Calibrated roofline estimates of ``layout`` for ``workload`` (see module docstring;
     ``calibration`` and ``engine`` as in :func:`cost_tables`)."""
-    calib = calibration if calibration is not None else default_calibration()
+    calib = calibration if calibration is not None else active_calibration()
     emap = expert_map if expert_map is not None else default_expert_map(model, layout)
     st = steps(workload, layout)
     phase = "prefill" if workload.phase == "prefill" else "decode"

@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
 
-from placer.calibration import Calibration, default_calibration, load_calibration
+from placer.calibration import (
+    Calibration,
+    Efficiency,
+    default_calibration,
+    load_calibration,
+    use_calibration,
+)
 from placer.cli import main
+from placer.cluster import ClusterSpec
 from placer.collectives import (
     Wire,
     allreduce_time,
@@ -27,7 +35,12 @@ from placer.fit import fit
 from placer.layout import Layout
 from placer.load import load_cluster, load_model
 from placer.measurements import Measurement, MeasurementSet, predict_tpot_s
+from placer.model import ModelSpec
+from placer.plan import Plan
+from placer.verify import verify
 from placer.workload import Workload
+
+from .test_solve_property import check_instance, instances
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -260,3 +273,57 @@ def test_calibrate_rejects_bad_measurements(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "m.json" in res.output and "tpot_ms" in res.output
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ solve and verify
+
+#: Far from the shipped calibration: slow kernels, dear collectives, large fixed costs.
+SLOW = default_calibration().model_copy(
+    update={
+        "name": "test: slow",
+        "default": Efficiency(
+            dense_gemm=0.3, expert_gemm=0.2, attention=0.5, hbm=0.6, dequant=0.5, comm=0.2
+        ),
+        "families": {},
+        "layer_us": 30.0,
+        "step_us": 400.0,
+        "error": {},
+    }
+)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(instances())
+def test_brute_force_properties_hold_with_another_calibration(
+    instance: tuple[ModelSpec, ClusterSpec, Workload],
+) -> None:
+    """Solve, verify and the brute force agree under a non-default calibration too."""
+    with use_calibration(SLOW):
+        plan = check_instance(*instance, "throughput")
+    assert plan.inputs.calibration == SLOW.model_dump(mode="json")
+
+
+def test_plan_records_its_calibration_and_verify_uses_it(tmp_path: Path) -> None:
+    """A plan solved with --calibration verifies (with that calibration, not the default);
+    its estimates differ from a default solve's; a changed calibration copy is caught."""
+    cfile = tmp_path / "slow.json"
+    cfile.write_text(SLOW.model_dump_json())
+    args = [
+        "solve", str(ROOT / "models/mixtral-8x7b.json"),
+        str(ROOT / "instances/hardware/dgx-a100-80gb.json"), "--time-limit", "20", "--quiet",
+    ]  # fmt: skip
+    slow_plan, plain_plan = tmp_path / "slow-plan.json", tmp_path / "plain-plan.json"
+    res = CliRunner().invoke(main, [*args, "--calibration", str(cfile), "-o", str(slow_plan)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, [*args, "-o", str(plain_plan)])
+    assert res.exit_code == 0, res.output
+    slow, plain = (Plan.model_validate_json(p.read_text()) for p in (slow_plan, plain_plan))
+    assert slow.inputs.hashes["calibration"] != plain.inputs.hashes["calibration"]
+    assert slow.estimates is not None and plain.estimates is not None
+    assert slow.estimates.cycle_s > plain.estimates.cycle_s
+    assert verify(slow).ok and verify(plain).ok
+    data = json.loads(slow_plan.read_text())
+    data["inputs"]["calibration"]["layer_us"] = 0.0
+    report = verify(Plan.model_validate(data))
+    assert not report.ok and "calibration" in report.violations[0]
