@@ -9,7 +9,7 @@ correlation, next to the noise floor (how much repeat measurements of one
 configuration differ). Usage::
 
     python benchmarks/fidelity_bench.py [instances/measurements/silicon_sample.json]
-        [--rows] [--write-default]
+        [--no-rows] [--write-default]
 
 Then the published points kept apart (instances/measurements/published.json:
 never fitted on) with the shipped calibration: speed ratio predicted / measured
@@ -171,6 +171,37 @@ def published(ratios: dict[str, tuple[float, float, dict[str, object]]]) -> None
           + ", ".join(f"{g:.2f}" for g in gaps))
 
 
+def rankings() -> None:
+    """Published layout rankings the model must keep (shipped calibration, SGLang profile)."""
+    from placer.cost import estimate
+    from placer.layout import Layout
+    from placer.load import load_cluster, load_model
+    from placer.workload import Workload
+
+    dsv3 = load_model(ROOT / "models/deepseek-v3.json")
+    h200 = load_cluster(ROOT / "instances/hardware/dgx-h200.json")
+    print("\nranking: DeepSeek-V3 on 8 H200, decode tokens/s (DP-attention over TP8, large batch)")
+    for batch in (64, 512, 2048):
+        w = Workload(batch=batch, prompt_len=1024, output_len=1024, phase="decode",
+                     weight_dtype="fp8")  # fmt: skip
+        tp8 = estimate(dsv3, h200, w, Layout(tp=8, ep=8), engine="sglang")
+        dp8 = estimate(dsv3, h200, w, Layout(tp=1, dp_attn=8, ep=8), engine="sglang")
+        ratio = dp8.throughput_tokens_s / tp8.throughput_tokens_s
+        print(f"  batch {batch:>5}: TP8 EP8 {tp8.throughput_tokens_s:>8.0f}, DP8 EP8 "
+              f"{dp8.throughput_tokens_s:>8.0f} ({ratio:.2f}x)")  # fmt: skip
+    h100 = ROOT / "instances/hardware/dgx-h100.json"
+    w72 = Workload(batch=256 * 72, prompt_len=2000, output_len=100, phase="decode",
+                   weight_dtype="fp8")  # fmt: skip
+    ep72 = estimate(dsv3, load_cluster(h100, gpus=72), w72, Layout(tp=1, dp_attn=72, ep=72),
+                    engine="sglang")  # fmt: skip
+    w16 = w72.model_copy(update={"batch": 256 * 16})
+    tp16 = estimate(dsv3, load_cluster(h100, gpus=16), w16, Layout(tp=16), engine="sglang")
+    print(
+        "ranking: DeepSeek-V3 decode on H100, tokens/s per GPU at 256 requests per GPU: "
+        f"EP72 {ep72.throughput_tokens_s / 72:.0f}, TP16 {tp16.throughput_tokens_s / 16:.0f}"
+    )
+
+
 def main(argv: Sequence[str]) -> None:
     """Run the benchmark (see the module docstring)."""
     args = [a for a in argv if not a.startswith("--")]
@@ -182,7 +213,7 @@ def main(argv: Sequence[str]) -> None:
     print(f"noise floor: repeat measurements differ by a median {floor:.2f}x ({groups} groups)")
     by_layout = cross_validate(rows, layout_folds(rows))
     by_gpu = cross_validate(rows, lambda r: r.hardware)
-    if "--rows" in argv:
+    if "--no-rows" not in argv:
         print(f"\n{'id':<60} {'measured ms':>11} {'layout-CV':>9} {'GPU-CV':>7}")
         for r, a, b in zip(rows, by_layout, by_gpu, strict=True):
             m = r.tpot_ms * 1e-3
@@ -190,6 +221,7 @@ def main(argv: Sequence[str]) -> None:
     table("TPOT, whole layouts held out (5 folds): predicted / measured", rows, by_layout)
     table("TPOT, whole GPU types held out: predicted / measured", rows, by_gpu)
     published(published_speed_ratios())
+    rankings()
     if "--write-default" in argv:
         err = stats(by_layout, [r.tpot_ms * 1e-3 for r in rows])
         calib = fit(rows, name=f"fitted on {Path(path).name}", sources=(data.about,))
