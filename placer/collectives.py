@@ -24,7 +24,9 @@ all-gather inside the node.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 from pydantic import Field
@@ -103,12 +105,25 @@ ENGINES: dict[str, EngineComm] = {
 }
 
 
+_ENGINE: ContextVar[str | None] = ContextVar("placer_engine", default=None)
+
+
+@contextmanager
+def use_engine(name: str | None) -> Iterator[None]:
+    """Price collectives inside the block as engine ``name`` issues them (None: generic).
+    ``solve`` and ``evaluate`` use their rules profile's name, ``verify`` the plan's."""
+    token = _ENGINE.set(name)
+    try:
+        yield
+    finally:
+        _ENGINE.reset(token)
+
+
 def engine_comm(name: str | None) -> EngineComm:
-    """The profile named ``name``; an engine without its own profile (e.g. Megatron) is
-    priced as ``generic``."""
-    if name is None:
-        return ENGINES["generic"]
-    return ENGINES.get(name, ENGINES["generic"])
+    """The profile named ``name`` (None: the one in force, see :func:`use_engine`); an
+    engine without its own profile (e.g. Megatron) is priced as ``generic``."""
+    name = name if name is not None else _ENGINE.get()
+    return ENGINES.get(name or "generic", ENGINES["generic"])
 
 
 def allreduce_time(nbytes: float, n: int, wire: Wire, algorithm: Algorithm) -> float:

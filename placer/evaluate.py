@@ -137,7 +137,9 @@ def evaluate(
         )
     ledger = memory_ledger(model, cluster, workload, layout, expert_map)
     constraints.extend(ledger_constraints(ledger))
-    est = estimate(model, cluster, workload, layout, expert_map, calibration=calibration)
+    est = estimate(
+        model, cluster, workload, layout, expert_map, calibration=calibration, engine=prof.name
+    )
     return Evaluation(
         fits=all(c.holds for c in constraints),
         layout=layout,

@@ -327,3 +327,36 @@ def test_plan_records_its_calibration_and_verify_uses_it(tmp_path: Path) -> None
     data["inputs"]["calibration"]["layer_us"] = 0.0
     report = verify(Plan.model_validate(data))
     assert not report.ok and "calibration" in report.violations[0]
+
+
+def test_attention_dp_moves_tokens_as_the_engine_does() -> None:
+    """DeepSeek-V2-Lite, DP-attention 8 with EP8 on an H100 node, batch 64. vLLM all-gathers
+    all 64 tokens (64 x 2048 x 2 bytes) before each MoE layer and reduce-scatters after it:
+    2 x (a + 7/8 x 262144 / 450e9) per MoE layer, nothing for attention (TP 1). SGLang
+    dispatches FP8 and combines BF16 instead, which costs less here."""
+    m = load_model(ROOT / "models" / "deepseek-v2-lite.json")
+    c = load_cluster(ROOT / "instances" / "hardware" / "dgx-h100.json")
+    w = Workload(batch=64, prompt_len=512, output_len=512, phase="decode")
+    layout = Layout(tp=1, dp_attn=8, ep=8)
+    vllm = estimate(m, c, w, layout, engine="vllm")
+    sglang = estimate(m, c, w, layout, engine="sglang")
+    eff = default_calibration().efficiency(c.gpu_types[0].name)
+    wire = Wire(bandwidth=450e9, latency=2e-6 / eff.comm)
+    per_layer = 2 * gather_time(64 * m.hidden_size * 2, 8, wire)
+    assert vllm.stages[0].comm_s == pytest.approx(len(m.moe_layers) * per_layer)
+    assert 0 < sglang.stages[0].comm_s < vllm.stages[0].comm_s
+
+
+def test_a_plan_verifies_under_its_profiles_collectives() -> None:
+    """Solved with the SGLang profile (DeepEP dispatch), verified with the same pricing."""
+    from placer import SolveConfig
+    from placer.search.solve import solve
+
+    m = load_model(ROOT / "models" / "olmoe-1b-7b-0924.json")
+    c = load_cluster(ROOT / "instances" / "hardware" / "dgx-h100.json")
+    plan = solve(m, c, Workload(batch=256), SolveConfig(time_limit_s=20, profile="sglang"))
+    assert plan.status in ("optimal", "feasible")
+    assert plan.estimates is not None
+    assert any("collectives as sglang" in a for a in plan.estimates.assumptions)
+    report = verify(plan)
+    assert report.ok, report.violations

@@ -27,6 +27,7 @@ from ortools.sat.python import cp_model
 from placer.balance.loads import LoadStats
 from placer.calibration import Calibration, active_calibration, use_calibration
 from placer.cluster import ClusterSpec
+from placer.collectives import use_engine
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError, SolverError
@@ -241,8 +242,13 @@ def solve(
     calibration: Calibration | None = None,
 ) -> Plan:
     """:func:`solve_plan` priced with ``calibration`` (default: the one in force, else the
-    shipped one), which the plan records and ``verify`` uses (docs/cost-model.md)."""
-    with use_calibration(calibration if calibration is not None else active_calibration()):
+    shipped one), which the plan records and ``verify`` uses, and with the collectives of
+    the rules profile's engine (docs/cost-model.md)."""
+    profile = (config or SolveConfig()).profile
+    with (
+        use_calibration(calibration if calibration is not None else active_calibration()),
+        use_engine(profile),
+    ):
         return solve_plan(model, cluster, workload, config, progress, loads)
 
 
