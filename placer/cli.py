@@ -804,6 +804,13 @@ def verify_cmd(
     default=None,
     help="Plot the frontier (.png/.svg; needs the 'plot' extra).",
 )
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (placer calibrate) for every case. Default: the shipped one.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
 def sweep_cmd(
@@ -814,6 +821,7 @@ def sweep_cmd(
     workers: int | None,
     cache_dir: str | None,
     plot_path: str | None,
+    calibration_path: str | None,
     quiet: bool,
 ) -> None:
     """Solve every case of the grid in SPEC (YAML or JSON) and print the Pareto frontier
@@ -828,6 +836,7 @@ def sweep_cmd(
     if workers is not None and workers <= 0:
         raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
     spec, models, clusters, workloads, counts = load_sweep(spec_path)
+    calibration = load_calibration(calibration_path) if calibration_path else None
     config = SolveConfig(objective=spec.objective, time_limit_s=spec.time_limit, seed=spec.seed)
     err = Console(stderr=True)
     show = not quiet and err.is_terminal
@@ -854,6 +863,7 @@ def sweep_cmd(
             cache_dir=cache_dir,
             ray_address=ray_address,
             progress=lambda d, t: prog.update(task, completed=d, total=t),
+            calibration=calibration,
         )
     if output is not None:
         text = (

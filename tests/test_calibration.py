@@ -360,3 +360,29 @@ def test_a_plan_verifies_under_its_profiles_collectives() -> None:
     assert any("collectives as sglang" in a for a in plan.estimates.assumptions)
     report = verify(plan)
     assert report.ok, report.violations
+
+
+def test_sweep_with_a_calibration_solves_again_and_differs(tmp_path: Path) -> None:
+    """A sweep under another calibration does not reuse the default's cached answers, and
+    its frontier figures are the slower model's; the CLI takes --calibration."""
+    from placer import SolveConfig
+    from placer.sweep import sweep
+
+    m = [load_model(ROOT / "models" / "olmoe-1b-7b-0924.json")]
+    c = [load_cluster(ROOT / "instances" / "hardware" / "dgx-h100.json")]
+    w = [("w", Workload(batch=4))]
+    cfg = SolveConfig(time_limit_s=5)
+    plain = sweep(m, c, w, cfg, gpu_counts=[1], workers=1, cache_dir=tmp_path)
+    slow = sweep(m, c, w, cfg, gpu_counts=[1], workers=1, cache_dir=tmp_path, calibration=SLOW)
+    assert not any(r.cached for r in slow.rows)
+    assert plain.rows[0].key != slow.rows[0].key
+    assert slow.rows[0].latency_s is not None and plain.rows[0].latency_s is not None
+    assert slow.rows[0].latency_s > plain.rows[0].latency_s
+    cfile = tmp_path / "slow.json"
+    cfile.write_text(SLOW.model_dump_json())
+    spec = ROOT / "instances" / "sweeps" / "tiny.json"
+    res = CliRunner().invoke(
+        main, ["sweep", str(spec), "--workers", "1", "--calibration", str(cfile), "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Pareto frontier" in res.output
