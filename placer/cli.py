@@ -108,12 +108,12 @@ def workload_options(fn: F) -> F:
         click.option("--phase", type=click.Choice(["prefill", "decode", "both"]), default=None),
         click.option(
             "--weight-dtype",
-            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]),
+            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4", "mxfp4"]),
             default=None,
         ),
         click.option(
             "--expert-dtype",
-            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]),
+            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4", "mxfp4"]),
             default=None,
         ),
         click.option(
