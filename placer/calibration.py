@@ -46,8 +46,10 @@ class Efficiency(Frozen):
         "tensor-core units on the GPU and is dequantised on the fly.",
     )
     comm: Float = Field(
-        gt=0, le=1, description="Ideal per-message latency of collectives over the achieved "
-        "one (launch and synchronisation); bandwidth is the datasheet's."
+        gt=0,
+        le=1,
+        description="Ideal per-message latency of collectives over the achieved "
+        "one (launch and synchronisation); bandwidth is the datasheet's.",
     )
 
 

@@ -142,9 +142,7 @@ def allreduce_time(nbytes: float, n: int, wire: Wire, algorithm: Algorithm) -> f
     return 2 * math.log2(n) * a + 2 * nbytes / bw
 
 
-def best_allreduce(
-    nbytes: float, n: int, wire: Wire, algorithms: Iterable[Algorithm]
-) -> float:
+def best_allreduce(nbytes: float, n: int, wire: Wire, algorithms: Iterable[Algorithm]) -> float:
     """The fastest of ``algorithms`` for this size (an engine's size-based choice)."""
     return min(allreduce_time(nbytes, n, wire, alg) for alg in algorithms)
 
@@ -185,9 +183,7 @@ def distinct_targets(picks: int, bins: int) -> float:
     return bins * (1.0 - (1.0 - 1.0 / bins) ** picks)
 
 
-def nodes_reached(
-    top_k: int, nodes: int, n_group: int | None, topk_group: int | None
-) -> float:
+def nodes_reached(top_k: int, nodes: int, n_group: int | None, topk_group: int | None) -> float:
     """Expected nodes one token's experts sit on, ``nodes`` holding equal shares of the
     experts. With group-limited routing and groups laid on nodes (``n_group`` a multiple of
     ``nodes``), a token uses ``topk_group`` of ``n_group`` groups, so at most that many

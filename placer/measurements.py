@@ -67,8 +67,18 @@ class Measurement(Frozen):
 
     def layout_key(self) -> tuple[object, ...]:
         """What identifies a layout for cross-validation (all concurrencies share it)."""
-        return (self.model, self.hardware, self.engine, self.tp, self.dp_attn, self.pp,
-                self.ep, self.moe_tp, self.weight_dtype, self.expert_dtype)
+        return (
+            self.model,
+            self.hardware,
+            self.engine,
+            self.tp,
+            self.dp_attn,
+            self.pp,
+            self.ep,
+            self.moe_tp,
+            self.weight_dtype,
+            self.expert_dtype,
+        )
 
 
 class MeasurementSet(Frozen):
@@ -106,14 +116,16 @@ def workload_of(row: Measurement) -> Workload:
     )
 
 
-def predict_tpot_s(
-    row: Measurement, calibration: Calibration | None = None
-) -> float:
+def predict_tpot_s(row: Measurement, calibration: Calibration | None = None) -> float:
     """Predicted mean time per output token of ``row`` (see the module docstring)."""
     model = _model(row.model)
     cluster = _cluster(row.hardware, row.gpus)
     est = estimate(
-        model, cluster, workload_of(row), row.layout(), calibration=calibration,
+        model,
+        cluster,
+        workload_of(row),
+        row.layout(),
+        calibration=calibration,
         engine=row.engine,
     )
     return est.cycle_s + est.ttft_s / row.output_len
