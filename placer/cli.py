@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from placer.calibration import load_calibration, use_calibration
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import (
     EXIT_INFEASIBLE,
@@ -106,12 +108,12 @@ def workload_options(fn: F) -> F:
         click.option("--phase", type=click.Choice(["prefill", "decode", "both"]), default=None),
         click.option(
             "--weight-dtype",
-            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]),
+            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4", "mxfp4"]),
             default=None,
         ),
         click.option(
             "--expert-dtype",
-            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]),
+            type=click.Choice(["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4", "mxfp4"]),
             default=None,
         ),
         click.option(
@@ -245,6 +247,13 @@ def _parse_split(text: str | None) -> tuple[int, ...] | None:
     help="Engine rules profile.",
 )
 @workload_options
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (placer calibrate); default: the one shipped with placer.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handle_errors
 def evaluate_cmd(
@@ -260,6 +269,7 @@ def evaluate_cmd(
     layers_per_stage: str | None,
     redundant_experts: int,
     profile: str,
+    calibration_path: str | None,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
@@ -300,7 +310,8 @@ def evaluate_cmd(
             source=hardware_path,
             field="--tp",
         )
-    result = evaluate(model, cluster, workload, layout, profile)
+    calibration = load_calibration(calibration_path) if calibration_path else None
+    result = evaluate(model, cluster, workload, layout, profile, calibration=calibration)
     if as_json:
         doc = result.model_dump(mode="json")
         doc["workload"] = workload.model_dump(mode="json")
@@ -473,6 +484,13 @@ def _parse_compare(text: str) -> Layout:
     help="Expert load statistics: experts are placed on EP ranks by load and the estimates "
     "use the loads.",
 )
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (placer calibrate); recorded in the plan. Default: the shipped one.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
@@ -491,6 +509,7 @@ def solve_cmd(
     output: str | None,
     report: str | None,
     loads_path: str | None,
+    calibration_path: str | None,
     quiet: bool,
     as_json: bool,
     **kwargs: Any,
@@ -536,26 +555,29 @@ def solve_cmd(
 
         loads = load_loads(loads_path)
         loads_by_layer(model, loads, loads_path)  # bad loads fail before the search
-    plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
-    if loads is not None:
-        from placer.search.solve import with_loads
+    calibration = load_calibration(calibration_path) if calibration_path else None
+    # Solve, re-estimate with loads and compare under one calibration, which the plan records.
+    with use_calibration(calibration):
+        plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
+        if loads is not None:
+            from placer.search.solve import with_loads
 
-        plan = with_loads(plan, model, cluster, workload, loads)
-    text = plan.model_dump_json(indent=2)
-    if output is not None:
-        write_atomic(output, text + "\n")
-    if report is not None:
-        from placer.report import markdown_report
+            plan = with_loads(plan, model, cluster, workload, loads)
+        text = plan.model_dump_json(indent=2)
+        if output is not None:
+            write_atomic(output, text + "\n")
+        if report is not None:
+            from placer.report import markdown_report
 
-        write_atomic(report, markdown_report(plan))
-    if as_json:
-        click.echo(text)
-    else:
-        click.echo(plan.summary())
-        if plan.gpus and not quiet:
-            _print_memory_bars(plan)
-        if other is not None:
-            _print_comparison(model, cluster, workload, profile, plan, other)
+            write_atomic(report, markdown_report(plan))
+        if as_json:
+            click.echo(text)
+        else:
+            click.echo(plan.summary())
+            if plan.gpus and not quiet:
+                _print_memory_bars(plan)
+            if other is not None:
+                _print_comparison(model, cluster, workload, profile, plan, other)
     sys.exit(
         {"optimal": 0, "feasible": 0, "infeasible": EXIT_INFEASIBLE}.get(plan.status, EXIT_NO_PLAN)
     )
@@ -658,6 +680,36 @@ def _print_comparison(
 
 
 # ------------------------------------------------------------------ verify
+@main.command(name="calibrate")
+@click.argument("measurements_path", metavar="MEASUREMENTS", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Calibration file to write.",
+)
+@handle_errors
+def calibrate_cmd(measurements_path: str, output_path: str) -> None:
+    """Fit a calibration (kernel efficiencies, fixed costs) to MEASUREMENTS.
+
+    The fit is deterministic and bounded (docs/cost-model.md). Exits 2 on bad input.
+    """
+    from placer.fit import fit
+    from placer.measurements import load_measurements
+
+    _check_writable(output_path)
+    data = load_measurements(measurements_path)
+    name = Path(measurements_path).name
+    calibration = fit(data.rows, name=f"fitted on {name}", sources=(data.about,))
+    write_atomic(output_path, calibration.model_dump_json(indent=1) + "\n")
+    click.echo(
+        f"{output_path}: {len(data.rows)} rows, sha256 {calibration.digest()[:12]}, "
+        f"families {', '.join(calibration.families) or 'none'}"
+    )
+
+
 @main.command(name="verify")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option(
@@ -752,6 +804,13 @@ def verify_cmd(
     default=None,
     help="Plot the frontier (.png/.svg; needs the 'plot' extra).",
 )
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (placer calibrate) for every case. Default: the shipped one.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
 def sweep_cmd(
@@ -762,6 +821,7 @@ def sweep_cmd(
     workers: int | None,
     cache_dir: str | None,
     plot_path: str | None,
+    calibration_path: str | None,
     quiet: bool,
 ) -> None:
     """Solve every case of the grid in SPEC (YAML or JSON) and print the Pareto frontier
@@ -776,6 +836,7 @@ def sweep_cmd(
     if workers is not None and workers <= 0:
         raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
     spec, models, clusters, workloads, counts = load_sweep(spec_path)
+    calibration = load_calibration(calibration_path) if calibration_path else None
     config = SolveConfig(objective=spec.objective, time_limit_s=spec.time_limit, seed=spec.seed)
     err = Console(stderr=True)
     show = not quiet and err.is_terminal
@@ -802,6 +863,7 @@ def sweep_cmd(
             cache_dir=cache_dir,
             ray_address=ray_address,
             progress=lambda d, t: prog.update(task, completed=d, total=t),
+            calibration=calibration,
         )
     if output is not None:
         text = (

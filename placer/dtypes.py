@@ -10,14 +10,15 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
-WeightDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
+WeightDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4", "mxfp4"]
 KVDtype = Literal["fp32", "bf16", "fp16", "fp8"]
 
 #: Storage per element, including per-group scales. The scale layouts are the
 #: common checkpoint conventions: fp8 with one fp32 scale per 128x128 block
 #: (DeepSeek-V3's published checkpoint), int8 per-channel (negligible, ignored),
 #: int4 with one bf16 scale per group of 128 (GPTQ/AWQ default), fp4 as NVFP4
-#: with one fp8 scale per 16 elements.
+#: with one fp8 scale per 16 elements, mxfp4 (OCP microscaling, gpt-oss) with one
+#: 8-bit power-of-two scale per 32 elements.
 BYTES_PER_ELEMENT: dict[str, Fraction] = {
     "fp32": Fraction(4),
     "bf16": Fraction(2),
@@ -26,6 +27,7 @@ BYTES_PER_ELEMENT: dict[str, Fraction] = {
     "int8": Fraction(1),
     "int4": Fraction(1, 2) + Fraction(2, 128),
     "fp4": Fraction(1, 2) + Fraction(1, 16),
+    "mxfp4": Fraction(1, 2) + Fraction(1, 32),
 }
 
 #: Which column of a GPU's TFLOPS table a weight format computes in. int4/int8
@@ -38,6 +40,7 @@ COMPUTE_DTYPE: dict[str, str] = {
     "int8": "bf16",
     "int4": "bf16",
     "fp4": "fp4",
+    "mxfp4": "fp4",
 }
 
 #: Names found in Hugging Face configs (``torch_dtype``/``dtype``) mapped to ours.

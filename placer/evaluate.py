@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from placer._base import Frozen
+from placer.calibration import Calibration
 from placer.cluster import ClusterSpec
 from placer.cost import Estimates, estimate
 from placer.layout import Layout
@@ -94,8 +95,10 @@ def evaluate(
     layout: Layout,
     profile: RulesProfile | str = "generic",
     expert_map: ExpertMap | None = None,
+    calibration: Calibration | None = None,
 ) -> Evaluation:
-    """Check ``layout`` against every constraint and estimate its speed."""
+    """Check ``layout`` against every constraint and estimate its speed (with
+    ``calibration``, default the shipped one)."""
     prof = get_profile(profile) if isinstance(profile, str) else profile
     constraints: list[Constraint] = [
         Constraint(
@@ -134,7 +137,9 @@ def evaluate(
         )
     ledger = memory_ledger(model, cluster, workload, layout, expert_map)
     constraints.extend(ledger_constraints(ledger))
-    est = estimate(model, cluster, workload, layout, expert_map)
+    est = estimate(
+        model, cluster, workload, layout, expert_map, calibration=calibration, engine=prof.name
+    )
     return Evaluation(
         fits=all(c.holds for c in constraints),
         layout=layout,

@@ -135,7 +135,7 @@ def _dtype(r: _Reader) -> tuple[str, str]:
             return "fp8", "fp8"
         if method == "mxfp4":
             # gpt-oss: only the routed experts are MXFP4; attention stays bf16.
-            return base, "fp4"
+            return base, "mxfp4"
     return base, base
 
 

@@ -147,7 +147,14 @@ class PlanInputs(Frozen):
     loads: dict[int, tuple[float, ...]] | None = Field(
         default=None, description="Expert load per MoE layer, when the solve was given loads."
     )
-    hashes: dict[str, str] = Field(description="SHA-256 of model, cluster, workload (and loads).")
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="The calibration the estimates and the objective used (older plans: none, "
+        "meaning the shipped default).",
+    )
+    hashes: dict[str, str] = Field(
+        description="SHA-256 of model, cluster, workload (and loads, calibration)."
+    )
     sources: dict[str, str | None] = Field(description="Files the inputs were read from.")
 
 

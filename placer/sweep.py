@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from placer._base import Frozen
+from placer.calibration import Calibration, default_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError, PlacerError
@@ -135,18 +136,22 @@ class Case:
     workload: Workload
     workload_name: str
     config: SolveConfig
+    calibration: Calibration | None = None  # None: the shipped default
 
     @property
     def key(self) -> str:
-        """SHA-256 of everything that decides the answer."""
+        """SHA-256 of everything that decides the answer (the calibration included, so a
+        cache never mixes answers of two cost models)."""
         m = self.model.model_dump(mode="json", exclude={"source"})
         c = self.cluster.model_dump(mode="json", exclude={"source"})
+        calibration = self.calibration or default_calibration()
         return digest(
             {
                 "model": m,
                 "cluster": c,
                 "workload": self.workload.model_dump(mode="json"),
                 "config": self.config.model_dump(mode="json"),
+                "calibration": calibration.digest(),
             }
         )
 
@@ -166,7 +171,9 @@ def run_case(case: Case) -> SweepRow:
     }
     start = time.perf_counter()
     try:
-        plan = solve(case.model, case.cluster, case.workload, case.config)
+        plan = solve(
+            case.model, case.cluster, case.workload, case.config, calibration=case.calibration
+        )
     except PlacerError as exc:
         return SweepRow(
             status="error", error=str(exc), solve_time_s=time.perf_counter() - start, **base
@@ -213,6 +220,7 @@ def make_cases(
     config: SolveConfig,
     gpu_counts: Sequence[int] | None = None,
     profiles: Sequence[str] | None = None,
+    calibration: Calibration | None = None,
 ) -> list[Case]:
     """The product of the inputs, each solved deterministically with one worker."""
     cfg = config.model_copy(update={"deterministic": True, "workers": 1})
@@ -224,9 +232,8 @@ def make_cases(
                 cl = c if n == c.num_gpus else c.with_gpus(n)
                 for wname, w in workloads:
                     for prof in profiles or [cfg.profile]:
-                        cases.append(
-                            Case(m, cl, w, wname, cfg.model_copy(update={"profile": prof}))
-                        )
+                        prof_cfg = cfg.model_copy(update={"profile": prof})
+                        cases.append(Case(m, cl, w, wname, prof_cfg, calibration))
     return cases
 
 
@@ -254,6 +261,7 @@ def sweep(
     cache_dir: str | Path | None = None,
     ray_address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    calibration: Calibration | None = None,
 ) -> SweepResult:
     """Solve every case of the product of the inputs (see module docstring).
 
@@ -268,6 +276,8 @@ def sweep(
         cluster at ``ray_address``, or a local Ray instance).
     cache_dir
         Where finished cases are kept; cases found there are not solved again.
+    calibration
+        Cost-model calibration every case is solved with (default: the shipped one).
     """
     config = config or SolveConfig(time_limit_s=10)
     named: list[tuple[str, Workload]] = [
@@ -275,7 +285,7 @@ def sweep(
     ]
     if not models or not clusters or not named:
         raise InvalidInputError("the grid is empty (no model, hardware or workload)", field="grid")
-    cases = make_cases(models, clusters, named, config, gpu_counts, profiles)
+    cases = make_cases(models, clusters, named, config, gpu_counts, profiles, calibration)
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from placer._base import Frozen
+from placer.calibration import Calibration, use_calibration
 from placer.cluster import ClusterSpec
+from placer.collectives import use_engine
 from placer.cost import estimate
 from placer.evaluate import evaluate
 from placer.exceptions import InvalidInputError
@@ -141,6 +143,26 @@ def _check_expert_map(
 
 
 def verify(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyReport:
+    """Re-check ``plan`` with the calibration it records and its profile's collectives (see
+    :func:`verify_plan`)."""
+    stored = plan.inputs.calibration
+    if stored is None:  # a plan from before calibrations were recorded: the default
+        with use_engine(plan.certificate.solver.profile):
+            return verify_plan(plan, inputs)
+    problem = ""
+    if digest(stored) != plan.inputs.hashes.get("calibration"):
+        problem = "input hash differs: calibration (the plan's copy was changed)"
+    try:
+        calibration = Calibration.model_validate(stored)
+    except ValidationError as exc:
+        problem = f"calibration copy does not validate: {exc.errors()[0]['msg']}"
+    if problem:
+        return VerifyReport(ok=False, violations=(problem,), checked=("input hashes",), trusted=())
+    with use_calibration(calibration), use_engine(plan.certificate.solver.profile):
+        return verify_plan(plan, inputs)
+
+
+def verify_plan(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyReport:
     """Re-check ``plan``; ``inputs`` (model/cluster/workload specs) are compared by hash."""
     bad: list[str] = []
     checked: list[str] = []

@@ -337,19 +337,27 @@ def test_trtllm_rejects_partial_attention_dp() -> None:
 def test_vllm_rejects_expert_tp_with_ep(
     seed_model: ModelSpec, seed_cluster: ClusterSpec, seed_workload: Workload
 ) -> None:
-    """vLLM cannot run ep=4 with etp=4; the message names both and the rule."""
+    """vLLM cannot run ep=4 with etp=4; the message names both and the rule.
+
+    The seed's plan (TP16 over one stage) with its experts split EP4 x ETP4, a layout the
+    generic profile accepts.
+    """
     plan = solve(seed_model, seed_cluster, seed_workload, SolveConfig(time_limit_s=20))
-    assert plan.layout is not None and (plan.layout.ep, plan.layout.etp) == (4, 4)
+    assert plan.layout is not None and plan.layout.tp * plan.layout.dp_attn == 16
+    plan = plan.model_copy(update={"layout": plan.layout.model_copy(update={"ep": 4, "etp": 4})})
     with pytest.raises(ExportError, match=r"ep = tp x dp_attn and etp = 1.*ep=4, etp=4"):
         export_plan(plan, "vllm")
 
 
 def test_sglang_rejects_uneven_expert_slots() -> None:
-    """SGLang needs (E + R) % ep == 0: Mixtral's 8 experts over EP 6 are refused."""
+    """SGLang needs (E + R) % ep == 0: Mixtral's 8 experts over EP 6 are refused.
+
+    The KV cache of 256 requests of 8k tokens needs all six GPUs, and vLLM's EP spans them.
+    """
     plan = solve(
         _model("mixtral-8x7b"),
         _cluster("dgx-a100-80gb", 6),
-        Workload(),
+        Workload(batch=256, prompt_len=4096, output_len=4096),
         SolveConfig(time_limit_s=20, profile="vllm"),
     )
     assert plan.layout is not None and plan.layout.ep == 6

@@ -46,6 +46,7 @@ from hypothesis.control import currently_in_test_context
 
 from placer.cli import main
 from placer.cluster import ClusterSpec
+from placer.collectives import use_engine
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError
 from placer.inspect import inspect_model
@@ -646,7 +647,9 @@ def check_solve(inst: S.SolveInstance) -> str:
     report = verify(plan)
     assert report.ok, "\n".join(report.violations)
     assert plan.status in ("optimal", "feasible", "infeasible", "unknown"), plan.status
-    best = brute_force(model, cluster, workload, inst.objective, inst.profile)
+    # The brute force prices the collectives of the profile's engine, as solve does.
+    with use_engine(inst.profile):
+        best = brute_force(model, cluster, workload, inst.objective, inst.profile)
     log(f"status {plan.status}, value {plan.objective.value_units}, brute force {best}")
     if plan.status == "infeasible":
         assert best is None, f"solve says infeasible, brute force found {best}"

@@ -73,15 +73,27 @@ def test_verify_rejects_lowered_memory(seed_plan_file: Path, tmp_path: Path) -> 
     assert "memory of gpu 3" in res.stdout
 
 
-def test_verify_rejects_expert_moved_onto_full_gpu(seed_plan_file: Path, tmp_path: Path) -> None:
-    """Moving an expert from one rank to another breaks slot counts and memory: exit 5."""
+def test_verify_rejects_expert_moved_onto_full_gpu(tmp_path: Path) -> None:
+    """Moving an expert from one rank to another breaks slot counts and memory: exit 5.
+
+    OLMoE on 8 H100s, whose plan spreads experts over several EP ranks.
+    """
+    src_plan = tmp_path / "olmoe.json"
+    res = run_cli(
+        "solve", str(MODELS / "olmoe-1b-7b-0924.json"), str(HARDWARE / "dgx-h100.json"),
+        "--time-limit", "30", "--quiet",
+        "-o", str(src_plan),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(src_plan.read_text())["layout"]["ep"] > 1
+
     def edit(p):  # type: ignore[no-untyped-def]
         layer = next(iter(p["expert_map"]))
         ranks = p["expert_map"][layer]
         src = next(i for i, r in enumerate(ranks) if r)
         dst = (src + 1) % len(ranks)
         ranks[dst].append(ranks[src].pop())
-    bad = _tampered(seed_plan_file, tmp_path / "moved.json", edit)
+    bad = _tampered(src_plan, tmp_path / "moved.json", edit)
     res = run_cli("verify", str(bad))
     assert res.exit_code == 5
     assert "slot counts per rank" in res.stdout or "memory of gpu" in res.stdout

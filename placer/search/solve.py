@@ -25,7 +25,9 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from placer.balance.loads import LoadStats
+from placer.calibration import Calibration, active_calibration, use_calibration
 from placer.cluster import ClusterSpec
+from placer.collectives import use_engine
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError, SolverError
@@ -231,6 +233,26 @@ def _better(a: _Incumbent, b: _Incumbent | None, objective: str) -> bool:
 
 
 def solve(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload | None = None,
+    config: SolveConfig | None = None,
+    progress: ProgressFn | None = None,
+    loads: LoadStats | None = None,
+    calibration: Calibration | None = None,
+) -> Plan:
+    """:func:`solve_plan` priced with ``calibration`` (default: the one in force, else the
+    shipped one), which the plan records and ``verify`` uses, and with the collectives of
+    the rules profile's engine (docs/cost-model.md)."""
+    profile = (config or SolveConfig()).profile
+    with (
+        use_calibration(calibration if calibration is not None else active_calibration()),
+        use_engine(profile),
+    ):
+        return solve_plan(model, cluster, workload, config, progress, loads)
+
+
+def solve_plan(
     model: ModelSpec,
     cluster: ClusterSpec,
     workload: Workload | None = None,
@@ -616,10 +638,17 @@ def plan_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> P
     m["format"] = "placer"
     c = cluster.model_dump(mode="json")
     w = workload.model_dump(mode="json")
+    cal = active_calibration().model_dump(mode="json")
     return PlanInputs(
         model=m,
         cluster=c,
         workload=w,
-        hashes={"model": digest(m), "cluster": digest(c), "workload": digest(w)},
+        calibration=cal,
+        hashes={
+            "model": digest(m),
+            "cluster": digest(c),
+            "workload": digest(w),
+            "calibration": digest(cal),
+        },
         sources={"model": model.source, "cluster": cluster.source},
     )
