@@ -1,0 +1,148 @@
+"""One instance layout at one concurrency: does it fit, how fast does it decode and prefill.
+
+Numpy only (no OR-Tools): the serving search and ``placer verify`` both use it. Each probe
+gives an achievable figure (the exact DP split over contiguous stages with balanced expert
+slots, :func:`placer.search.heuristic.best_split`) and a bound no split or slot map can beat
+(:func:`placer.search.tables.lower_bound_ns` and the aggregate memory condition). The two are
+equal, and the probe says so, when the layout's stages are alike and every MoE layer's slots
+divide evenly over the EP ranks: then the balanced slot counts are the only ones that reach
+the fastest busiest rank and the least memory on every rank, and the DP is an exact linear
+partition (docs/serving.md, "Proof").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from placer.cluster import ClusterSpec
+from placer.layout import Layout
+from placer.ledger import activation_bytes, layer_bytes
+from placer.model import ModelSpec
+from placer.search.heuristic import best_split
+from placer.search.tables import (
+    LayoutTables,
+    add_costs,
+    balanced_counts,
+    build_tables,
+    lower_bound_ns,
+    memory_by_rank,
+    memory_lower_bound,
+    objective_ns,
+)
+from placer.serving.timing import instance_workload, prefill_workload
+from placer.workload import Workload
+
+
+@dataclass(frozen=True)
+class Point:
+    """One layout at one concurrency (times in ns; 0 where the layout does not fit)."""
+
+    concurrency: int
+    fits: bool  # the DP split fits every GPU
+    fits_bound: bool  # the aggregate memory condition holds (necessary for any split)
+    split: tuple[int, ...] | None
+    step_ns: int  # decode step of the DP split
+    step_bound_ns: int  # no split decodes faster
+    prefill_ns: int  # one prompt through the DP split's stages
+    prefill_bound_ns: int  # no split prefills faster
+
+
+class LayoutProbe:
+    """Memoised :class:`Point` s of one layout (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        cluster: ClusterSpec,
+        workload: Workload,
+        layout: Layout,
+        cache: dict[object, object] | None = None,
+    ) -> None:
+        self.model = model
+        self.cluster = cluster
+        self.workload = workload
+        self.layout = layout
+        # Cost columns depend on the step only and are shared between layouts; byte tables
+        # depend on the batch, so they are kept per concurrency.
+        self._costs = cache if cache is not None else {}
+        self._points: dict[int, Point] = {}
+        pre = build_tables(
+            model, cluster, prefill_workload(workload), layout, "latency", True, self._costs
+        )
+        self._prefill = pre
+        self.counts = balanced_counts(pre)
+        self._bytes = build_tables(
+            model, cluster, instance_workload(workload, 1), layout, "throughput", False, {}
+        )
+        self.exact = bool(
+            np.all(pre.slots % layout.ep == 0) and self._alike_stages(cluster, layout)
+        )
+
+    @staticmethod
+    def _alike_stages(cluster: ClusterSpec, layout: Layout) -> bool:
+        """Every GPU of the layout is of one type (so every stage costs the same per layer)."""
+        types = {cluster.gpu_types[g].name for g in range(layout.gpus)}
+        return len(types) == 1
+
+    def tables(self, concurrency: int, with_costs: bool = True) -> LayoutTables:
+        """The placement tables of the instance at ``concurrency``: the concurrency changes
+        only the KV cache and activation bytes and the step times."""
+        wl = instance_workload(self.workload, concurrency)
+        lay = self.layout
+        t = replace(
+            self._bytes,
+            base=layer_bytes(self.model, wl, lay),
+            act=np.array(
+                [
+                    activation_bytes(self.model, wl, lay, last=s == lay.pp - 1)
+                    for s in range(lay.pp)
+                ],
+                dtype=np.int64,
+            ),
+        )
+        if with_costs:
+            t = add_costs(t, self.model, self.cluster, wl, "throughput", self._costs)
+        return t
+
+    def memory_bound_fits(self, concurrency: int) -> bool:
+        """The aggregate memory condition at ``concurrency`` (necessary for any split)."""
+        need, have = memory_lower_bound(self.tables(concurrency, with_costs=False))
+        return need <= have
+
+    def at(self, concurrency: int) -> Point:
+        """The :class:`Point` at ``concurrency``."""
+        p = self._points.get(concurrency)
+        if p is not None:
+            return p
+        t = self.tables(concurrency)
+        need, have = memory_lower_bound(t)
+        split: tuple[int, ...] | None = None
+        if need <= have:
+            if self.layout.pp == 1:
+                mem = memory_by_rank(t, (self.model.num_layers,), self.counts)
+                split = (self.model.num_layers,) if np.all(mem <= t.cap) else None
+            else:
+                split = best_split(t, self.counts)
+        tpot_lb = lower_bound_ns(t, "throughput")
+        pre_lb = lower_bound_ns(self._prefill, "latency")
+        if split is not None:
+            tpot = objective_ns(t, split, self.counts, "throughput")
+            pre = objective_ns(self._prefill, split, self.counts, "latency")
+            if self.exact:
+                tpot_lb, pre_lb = tpot, pre
+        else:
+            tpot = pre = 0
+        p = Point(
+            concurrency=concurrency,
+            fits=split is not None,
+            fits_bound=need <= have and (split is not None or not self.exact),
+            split=split,
+            step_ns=tpot,
+            step_bound_ns=tpot_lb,
+            prefill_ns=pre,
+            prefill_bound_ns=pre_lb,
+        )
+        self._points[concurrency] = p
+        return p

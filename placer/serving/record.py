@@ -1,0 +1,102 @@
+"""The serving part of a plan (pydantic, JSON): instances, concurrency, targets, throughput,
+and the search record that proves nothing else does better (docs/serving.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from placer._base import Frozen
+
+ServingObjective = Literal["throughput", "gpus"]
+ServingStatus = Literal["plan", "solved", "pruned", "infeasible", "unresolved"]
+
+
+class Leaf(Frozen):
+    """A range of concurrencies of one layout and the bound that settles it."""
+
+    low: int = Field(description="Smallest concurrency of the range.")
+    high: int = Field(description="Largest concurrency of the range.")
+    bound: float = Field(
+        description="No concurrency in the range gives one instance more output tokens/s "
+        "(0 when the range is excluded)."
+    )
+    excluded: str = Field(
+        default="",
+        description="memory, tpot or ttft when the range's smallest concurrency already "
+        "breaks it with bound figures (so every larger one does); empty otherwise.",
+    )
+
+
+class ServingEntry(Frozen):
+    """What the serving search did with one instance layout."""
+
+    layout: str = Field(description="Degrees, e.g. 'TP2 PP1 EP8 ETP1 DPattn4'.")
+    tp: int = Field(description="Attention tensor parallel.")
+    pp: int = Field(description="Pipeline stages.")
+    ep: int = Field(description="Expert parallel.")
+    etp: int = Field(description="Expert tensor parallel.")
+    dp_attn: int = Field(description="Attention data parallel.")
+    gpus: int = Field(description="GPUs of one instance.")
+    status: ServingStatus = Field(description="How the layout was settled.")
+    memory_limit: int = Field(
+        description="Largest concurrency the aggregate memory condition allows (0: none); "
+        "the leaves cover 1..memory_limit."
+    )
+    cap: int = Field(description="Largest concurrency found within memory and targets.")
+    cap_reason: str = Field(description="What excludes the smallest excluded concurrency.")
+    concurrency: int | None = Field(default=None, description="Best concurrency found.")
+    instances: int | None = Field(default=None, description="Instances at the best value.")
+    value: float | None = Field(default=None, description="Objective the layout reaches.")
+    bound: float | None = Field(
+        default=None, description="Output tokens/s of one instance no concurrency can beat."
+    )
+    exact: bool = Field(description="Achievable and bound figures of a concurrency coincide.")
+    leaves: tuple[Leaf, ...] = Field(default=(), description="Concurrency ranges and bounds.")
+    reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
+
+
+class ServingRecord(Frozen):
+    """The deployment the serving search chose, and its proof."""
+
+    objective: ServingObjective = Field(description="throughput or gpus.")
+    ttft_ms: float | None = Field(description="TTFT target.")
+    tpot_ms: float | None = Field(description="TPOT target.")
+    request_rate: float | None = Field(description="Requests/s to serve (objective gpus).")
+    cluster_gpus: int = Field(description="GPUs of the cluster.")
+    max_instance_gpus: int = Field(description="Largest instance size searched.")
+    instances: int = Field(description="Identical instances deployed.")
+    gpus_per_instance: int = Field(description="GPUs of one instance.")
+    idle_gpus: int = Field(description="GPUs of the cluster no instance uses.")
+    concurrency: int = Field(description="Concurrent requests per instance.")
+    tpot_s: float = Field(
+        description="Mean time per output token: the decode step plus its share of the "
+        "interleaved prefills (docs/serving.md)."
+    )
+    step_s: float = Field(description="Decode step at the chosen concurrency.")
+    ttft_s: float = Field(description="Time to first token (docs/serving.md).")
+    prefill_s: float = Field(description="One prompt through the instance.")
+    tokens_per_s_instance: float = Field(description="Output tokens/s of one instance.")
+    tokens_per_s: float = Field(description="Output tokens/s of all instances.")
+    tokens_per_s_per_gpu: float = Field(description="Output tokens/s per GPU of the cluster.")
+    tokens_per_s_per_user: float = Field(description="Output tokens/s one request sees.")
+    requests_per_s: float = Field(description="Requests/s all instances complete.")
+    entries: tuple[ServingEntry, ...] = Field(description="One per legal instance layout.")
+
+    def summary_lines(self) -> list[str]:
+        """Aligned lines for :meth:`placer.plan.Plan.summary`."""
+        targets = ", ".join(
+            f"{name} <= {v:g} ms"
+            for name, v in (("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms))
+            if v is not None
+        )
+        return [
+            f"instances   {self.instances} x {self.gpus_per_instance} GPUs of "
+            f"{self.cluster_gpus} ({self.idle_gpus} idle), concurrency {self.concurrency} each",
+            f"latency     TPOT {self.tpot_s * 1e3:.3f} ms (step {self.step_s * 1e3:.3f} ms), "
+            f"TTFT {self.ttft_s * 1e3:.1f} ms" + (f" (targets {targets})" if targets else ""),
+            f"serving     {self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, "
+            f"{self.tokens_per_s_per_user:,.1f} tokens/s per user, "
+            f"{self.tokens_per_s:,.0f} tokens/s in all, {self.requests_per_s:,.2f} requests/s",
+        ]
