@@ -143,11 +143,53 @@ _WORKLOAD_KEYS = (
 )
 
 
+def target_options(fn: F) -> F:
+    """Latency targets and request rate: they turn ``solve`` into the serving search."""
+    opts = [
+        click.option("--ttft", type=float, default=None, help="Time-to-first-token target, ms."),
+        click.option("--tpot", type=float, default=None, help="Time-per-output-token target, ms."),
+        click.option(
+            "--request-rate",
+            type=float,
+            default=None,
+            help="Requests/s to serve (with --objective gpus).",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def targets_from_options(kwargs: dict[str, Any]) -> dict[str, float]:
+    """The workload fields of the target options (popped from kwargs); bad values and a
+    fixed batch next to them are errors naming the option."""
+    out: dict[str, float] = {}
+    for opt, key in (
+        ("--ttft", "ttft_ms"),
+        ("--tpot", "tpot_ms"),
+        ("--request-rate", "request_rate"),
+    ):
+        value = kwargs.pop(opt.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if not value > 0 or value == float("inf"):
+            raise InvalidInputError(f"must be a positive number, got {value:g}", field=opt)
+        out[key] = value
+    if out and kwargs.get("batch") is not None:
+        raise InvalidInputError(
+            "a fixed batch cannot be combined with --ttft, --tpot or --request-rate: the "
+            "serving search chooses the concurrency",
+            field="--batch",
+        )
+    return out
+
+
 def workload_from_options(kwargs: dict[str, Any]) -> Any:
     """Build the Workload from --workload and the override options (popped from kwargs)."""
     path = kwargs.pop("workload_file", None)
+    targets = targets_from_options(kwargs) if "ttft" in kwargs else {}
     overrides = {k: kwargs.pop(k, None) for k in _WORKLOAD_KEYS}
-    return load_workload(path, **overrides)
+    return load_workload(path, **overrides, **targets)
 
 
 # ------------------------------------------------------------------ inspect
@@ -421,6 +463,7 @@ def _parse_compare(text: str) -> Layout:
 @click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
 @hardware_options
 @workload_options
+@target_options
 @click.option(
     "--profile",
     default="generic",
@@ -429,9 +472,11 @@ def _parse_compare(text: str) -> Layout:
 )
 @click.option(
     "--objective",
-    type=click.Choice(["throughput", "latency", "gpus"]),
+    type=click.Choice(["throughput", "latency", "gpus", "step"]),
     default="throughput",
     show_default=True,
+    help="With --ttft/--tpot: throughput (tokens/s per GPU) or gpus (fewest for "
+    "--request-rate); with a fixed batch: throughput or step (pipelined step), latency, gpus.",
 )
 @click.option(
     "--time-limit",
@@ -517,6 +562,16 @@ def solve_cmd(
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
+    if workload.serving:
+        from placer.serving.solve import check_serving_config
+
+        try:
+            check_serving_config(workload, SolveConfig(objective=objective))
+        except InvalidInputError as exc:
+            flag = {"request_rate": "--request-rate", "objective": "--objective"}
+            raise InvalidInputError(
+                exc.detail, field=flag.get(exc.field or "", exc.field)
+            ) from None
     other = _parse_compare(compare) if compare else None
     config = SolveConfig(
         objective=objective,

@@ -71,7 +71,7 @@ class LayoutProbe:
         pre = build_tables(
             model, cluster, prefill_workload(workload), layout, "latency", True, self._costs
         )
-        self._prefill = pre
+        self.prefill_tables = pre
         self.counts = balanced_counts(pre)
         self._bytes = build_tables(
             model, cluster, instance_workload(workload, 1), layout, "throughput", False, {}
@@ -126,10 +126,10 @@ class LayoutProbe:
             else:
                 split = best_split(t, self.counts)
         tpot_lb = lower_bound_ns(t, "throughput")
-        pre_lb = lower_bound_ns(self._prefill, "latency")
+        pre_lb = lower_bound_ns(self.prefill_tables, "latency")
         if split is not None:
             tpot = objective_ns(t, split, self.counts, "throughput")
-            pre = objective_ns(self._prefill, split, self.counts, "latency")
+            pre = objective_ns(self.prefill_tables, split, self.counts, "latency")
             if self.exact:
                 tpot_lb, pre_lb = tpot, pre
         else:

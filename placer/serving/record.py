@@ -47,6 +47,9 @@ class ServingEntry(Frozen):
     cap: int = Field(description="Largest concurrency found within memory and targets.")
     cap_reason: str = Field(description="What excludes the smallest excluded concurrency.")
     concurrency: int | None = Field(default=None, description="Best concurrency found.")
+    rate: float | None = Field(
+        default=None, description="Output tokens/s of one instance at that concurrency."
+    )
     instances: int | None = Field(default=None, description="Instances at the best value.")
     value: float | None = Field(default=None, description="Objective the layout reaches.")
     bound: float | None = Field(

@@ -159,6 +159,7 @@ def entry(
         cap=res.cap if res else 0,
         cap_reason=res.cap_reason if res else "",
         concurrency=res.concurrency if res else None,
+        rate=res.rate if res and res.concurrency is not None else None,
         instances=instances,
         value=value,
         bound=res.bound if res else None,

@@ -237,8 +237,24 @@ def _assemble(
     unit = "tokens/s/GPU" if objective == "throughput" else "GPUs"
     bound = _global_bound(objective, entries, best, n, need)
     if best.layout is None or best.res is None or best.probe is None:
-        proven = all(e.status == "infeasible" for e in entries) and bool(entries)
-        why = _unreachable(model, cluster, workload, entries, space.legal) if proven else None
+        proven = bool(entries) and all(
+            e.status != "unresolved"
+            and all(leaf.bound == 0.0 or not math.isinf(leaf.bound) for leaf in e.leaves)
+            for e in entries
+        )
+        why = None
+        if proven and objective == "gpus" and any(e.cap > 0 for e in entries):
+            most = max((n // e.gpus) * (e.rate or 0.0) for e in entries) / workload.output_len
+            why = Infeasibility(
+                reason=f"{workload.request_rate:g} requests/s need more than {n} GPUs: no layout "
+                f"serves them within the targets (best found {most:.4g} requests/s)",
+                conflicts=("request_rate",),
+                closest_layout=None,
+                fixes=("more GPUs, or a lower request rate",),
+                min_gpus=None,
+            )
+        elif proven:
+            why = _unreachable(model, cluster, workload, entries, space.legal)
         return Plan(
             status="infeasible" if proven else "unknown",
             layout=None,
