@@ -64,13 +64,10 @@ class LayoutProbe:
         self.cluster = cluster
         self.workload = workload
         self.layout = layout
-        # Cost columns depend on the step only and are shared between layouts; byte tables
-        # depend on the batch, so they are kept per concurrency.
+        # Cost columns are shared between the layouts of a search, per concurrency.
         self._costs = cache if cache is not None else {}
         self._points: dict[int, Point] = {}
-        pre = build_tables(
-            model, cluster, prefill_workload(workload), layout, "latency", True, self._costs
-        )
+        pre = build_tables(model, cluster, prefill_workload(workload), layout, "latency", True, {})
         self.prefill_tables = pre
         self.counts = balanced_counts(pre)
         self._bytes = build_tables(
@@ -79,6 +76,14 @@ class LayoutProbe:
         self.exact = bool(
             np.all(pre.slots % layout.ep == 0) and self._alike_stages(cluster, layout)
         )
+
+    def _batch_cache(self, concurrency: int) -> dict[object, object]:
+        """The shared cost columns of one concurrency: a step's cost also depends on the
+        batch behind it (the KV cache a decode step reads), so columns are shared between
+        layouts only at the same concurrency."""
+        sub = self._costs.setdefault(("serving batch", concurrency), {})
+        assert isinstance(sub, dict)
+        return sub
 
     @staticmethod
     def _alike_stages(cluster: ClusterSpec, layout: Layout) -> bool:
@@ -103,7 +108,9 @@ class LayoutProbe:
             ),
         )
         if with_costs:
-            t = add_costs(t, self.model, self.cluster, wl, "throughput", self._costs)
+            t = add_costs(
+                t, self.model, self.cluster, wl, "throughput", self._batch_cache(concurrency)
+            )
         return t
 
     def memory_bound_fits(self, concurrency: int) -> bool:
