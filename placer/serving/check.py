@@ -33,6 +33,7 @@ from placer.serving.timing import (
     instance_workload,
     tokens_per_s,
     tokens_per_s_bound,
+    tokens_per_s_ceiling,
     tpot_ns,
     ttft_ns,
 )
@@ -207,6 +208,14 @@ def _check_record(
                 open_ranges += 1
                 continue
         probe = LayoutProbe(model, cluster, workload, lay, cache)
+        if e.ceiling is not None and not e.leaves:
+            one = probe.loose(1)
+            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
+            if not _close(ceiling, e.ceiling) or cap_check(workload, one, bound=True):
+                bad.append(f"serving: {e.layout}: ceiling recomputed {ceiling:.6g}")
+            elif _beats(s, plan, e, ceiling, need):
+                open_ranges += 1
+            continue
         if e.memory_limit == 0 and probe.memory_bound_fits(1):
             bad.append(f"serving: {e.layout} holds one request, the record says none")
         if e.memory_limit and probe.memory_bound_fits(e.memory_limit + 1):
@@ -219,7 +228,7 @@ def _check_record(
                 bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
                 break
             nxt = leaf.high + 1
-            p = probe.at(leaf.low)
+            p = probe.at(leaf.low) if leaf.tight else probe.loose(leaf.low)
             why = cap_check(workload, p, bound=True)
             if leaf.excluded:
                 if why != leaf.excluded:

@@ -67,9 +67,11 @@ class LayoutProbe:
         # Cost columns are shared between the layouts of a search, per concurrency.
         self._costs = cache if cache is not None else {}
         self._points: dict[int, Point] = {}
+        self._loose: dict[int, Point] = {}
         pre = build_tables(model, cluster, prefill_workload(workload), layout, "latency", True, {})
         self.prefill_tables = pre
         self.counts = balanced_counts(pre)
+        self._prefill_bound = lower_bound_ns(pre, "latency")
         self._bytes = build_tables(
             model, cluster, instance_workload(workload, 1), layout, "throughput", False, {}
         )
@@ -118,6 +120,28 @@ class LayoutProbe:
         need, have = memory_lower_bound(self.tables(concurrency, with_costs=False))
         return need <= have
 
+    def loose(self, concurrency: int) -> Point:
+        """Bound figures only, without the DP split: the aggregate memory condition and
+        :func:`placer.search.tables.lower_bound_ns`. Sound, cheaper and looser than
+        :meth:`at` (``fits`` is False: nothing achievable is claimed)."""
+        p = self._loose.get(concurrency)
+        if p is not None:
+            return p
+        t = self.tables(concurrency)
+        need, have = memory_lower_bound(t)
+        p = Point(
+            concurrency=concurrency,
+            fits=False,
+            fits_bound=need <= have,
+            split=None,
+            step_ns=0,
+            step_bound_ns=lower_bound_ns(t, "throughput"),
+            prefill_ns=0,
+            prefill_bound_ns=self._prefill_bound,
+        )
+        self._loose[concurrency] = p
+        return p
+
     def at(self, concurrency: int) -> Point:
         """The :class:`Point` at ``concurrency``."""
         p = self._points.get(concurrency)
@@ -133,7 +157,7 @@ class LayoutProbe:
             else:
                 split = best_split(t, self.counts)
         tpot_lb = lower_bound_ns(t, "throughput")
-        pre_lb = lower_bound_ns(self.prefill_tables, "latency")
+        pre_lb = self._prefill_bound
         if split is not None:
             tpot = objective_ns(t, split, self.counts, "throughput")
             pre = objective_ns(self.prefill_tables, split, self.counts, "latency")

@@ -22,6 +22,11 @@ class Leaf(Frozen):
         description="No concurrency in the range gives one instance more output tokens/s "
         "(0 when the range is excluded)."
     )
+    tight: bool = Field(
+        default=True,
+        description="The bound comes from the DP split's figures (LayoutProbe.at); "
+        "False: from the looser figures without a split (LayoutProbe.loose).",
+    )
     excluded: str = Field(
         default="",
         description="memory, tpot or ttft when the range's smallest concurrency already "
@@ -57,6 +62,12 @@ class ServingEntry(Frozen):
     )
     exact: bool = Field(description="Achievable and bound figures of a concurrency coincide.")
     leaves: tuple[Leaf, ...] = Field(default=(), description="Concurrency ranges and bounds.")
+    ceiling: float | None = Field(
+        default=None,
+        description="When set and there are no leaves: the bound on one instance's output "
+        "tokens/s from step(1) and the prefill alone settled the layout "
+        "(placer.serving.timing.tokens_per_s_ceiling).",
+    )
     reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
 
 

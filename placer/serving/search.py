@@ -31,7 +31,13 @@ from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.serving.probe import LayoutProbe, Point
 from placer.serving.record import Leaf, ServingEntry
-from placer.serving.timing import tokens_per_s, tokens_per_s_bound, tpot_ns, ttft_ns
+from placer.serving.timing import (
+    tokens_per_s,
+    tokens_per_s_bound,
+    tokens_per_s_ceiling,
+    tpot_ns,
+    ttft_ns,
+)
 from placer.workload import MAX_BATCH, Workload
 
 #: Relative slack under which two tokens/s figures count as equal (float noise only).
@@ -84,10 +90,13 @@ class LayoutResult:
     rate: float = 0.0  # output tokens/s of one instance at ``concurrency``
     leaves: list[Leaf] = field(default_factory=list)
     open_bound: float = 0.0  # largest bound of a range not closed against the floor
+    ceiling: float | None = None  # set when tokens_per_s_ceiling alone settled the layout
 
     @property
     def bound(self) -> float:
         """No concurrency of the layout gives one instance more output tokens/s."""
+        if self.ceiling is not None:
+            return self.ceiling
         return max([self.rate, *(leaf.bound for leaf in self.leaves)])
 
 
@@ -101,6 +110,11 @@ def best_concurrency(
     whose smallest concurrency breaks memory or a target with bound figures is excluded.
     """
     wl = probe.workload
+    one = probe.loose(1)
+    if one.fits_bound and cap_check(wl, one, bound=True) is None:
+        ceiling = tokens_per_s_ceiling(wl, one.step_bound_ns, one.prefill_bound_ns)
+        if ceiling <= floor() * (1 + TIE):
+            return LayoutResult(memory_limit=0, cap_reason="ceiling", ceiling=ceiling)
     res = LayoutResult(memory_limit=memory_limit(probe))
     if res.memory_limit == 0:
         res.cap_reason = "memory"
@@ -110,10 +124,19 @@ def best_concurrency(
     stack = [(1, res.memory_limit)]
     while stack:
         a, b = stack.pop()
-        p = probe.at(a)
-        why = cap_check(wl, p, bound=True)
+        lo = probe.loose(a)
+        why = cap_check(wl, lo, bound=True)
+        tight = False
+        if why is None:
+            ub = tokens_per_s_bound(wl, a, b, lo.step_bound_ns, lo.prefill_bound_ns)
+            if ub <= max(floor(), res.rate) * (1 + TIE):
+                res.leaves.append(Leaf(low=a, high=b, bound=ub, tight=False))
+                continue
+            p = probe.at(a)
+            why = cap_check(wl, p, bound=True)
+            tight = True
         if why is not None:
-            res.leaves.append(Leaf(low=a, high=b, bound=0.0, excluded=why))
+            res.leaves.append(Leaf(low=a, high=b, bound=0.0, tight=tight, excluded=why))
             if a < excluded_at:
                 excluded_at, res.cap_reason = a, why
             continue
@@ -165,6 +188,7 @@ def entry(
         bound=res.bound if res else None,
         exact=exact,
         leaves=tuple(res.leaves) if res else (),
+        ceiling=res.ceiling if res else None,
         reason=reason,
     )
 

@@ -134,6 +134,11 @@ def solve_serving(
             continue
         probe = LayoutProbe(model, cluster, workload, lay, cache)
         res = best_concurrency(probe, lambda g=g: floor_for(g), budget)  # type: ignore[misc]
+        if res.ceiling is not None:
+            entries.append(
+                entry(lay, "pruned", res, probe.exact, reason="its ceiling cannot beat the plan")
+            )
+            continue
         if res.cap == 0:
             entries.append(
                 entry(
@@ -169,6 +174,11 @@ def solve_serving(
     return _assemble(model, cluster, workload, config, objective, space, entries, best, budget)
 
 
+def _bounds(e: ServingEntry) -> list[float]:
+    """The bounds settling one layout: its ranges', or its ceiling."""
+    return [leaf.bound for leaf in e.leaves] + ([e.ceiling] if e.ceiling is not None else [])
+
+
 def _global_bound(
     objective: str, entries: list[ServingEntry], best: _Best, n: int, need: float
 ) -> float | None:
@@ -179,14 +189,14 @@ def _global_bound(
     if objective == "throughput":
         out = best.value
         for e in entries:
-            for leaf in e.leaves:
-                out = max(out, (n // e.gpus) * leaf.bound / n)
+            for b in _bounds(e):
+                out = max(out, (n // e.gpus) * b / n)
         return out
     low = best.value if best.layout is not None else math.inf
     for e in entries:
-        for leaf in e.leaves:
-            if leaf.bound > 0:
-                low = min(low, e.gpus * math.ceil(need / leaf.bound * (1 - TIE)))
+        for b in _bounds(e):
+            if b > 0:
+                low = min(low, e.gpus * math.ceil(need / b * (1 - TIE)))
     return None if math.isinf(low) else float(low)
 
 
@@ -243,11 +253,12 @@ def _assemble(
             for e in entries
         )
         why = None
-        if proven and objective == "gpus" and any(e.cap > 0 for e in entries):
+        if proven and objective == "gpus" and any(e.status != "infeasible" for e in entries):
             most = max((n // e.gpus) * (e.rate or 0.0) for e in entries) / workload.output_len
             why = Infeasibility(
                 reason=f"{workload.request_rate:g} requests/s need more than {n} GPUs: no layout "
-                f"serves them within the targets (best found {most:.4g} requests/s)",
+                "serves them within the targets"
+                + (f" (best found {most:.4g} requests/s)" if most > 0 else ""),
                 conflicts=("request_rate",),
                 closest_layout=None,
                 fixes=("more GPUs, or a lower request rate",),

@@ -71,3 +71,23 @@ def tokens_per_s_bound(
     and ``prefill_ns`` a lower bound on the prefill."""
     t = tpot_ns(workload, low, step_low_ns, prefill_ns)
     return high * NS / t if t > 0 else float("inf")
+
+
+def tokens_per_s_ceiling(workload: Workload, step_one_ns: int, prefill_ns: int) -> float:
+    """No concurrency gives one instance more output tokens/s than this, when
+    ``step_one_ns`` bounds step(1) and ``prefill_ns`` the prefill from below.
+
+    TPOT(c) >= step(1) + c x prefill / output_len, so c / TPOT(c) is at most
+    c / (step(1) + c x prefill / output_len), which grows with c; the TPOT target caps c at
+    (target - step(1)) x output_len / prefill. Without a TPOT target the limit is
+    output_len / prefill (an instance cannot finish requests faster than it prefills them).
+    """
+    out = workload.output_len
+    if prefill_ns <= 0:
+        return float("inf")
+    if workload.tpot_ms is None:
+        return out * NS / prefill_ns
+    most = (workload.tpot_ms * 1e6 - step_one_ns) * out / prefill_ns
+    if most < 1:
+        return 0.0
+    return most * NS / (step_one_ns + most * prefill_ns / out)
