@@ -72,9 +72,9 @@ class LayoutProbe:
         self.prefill_tables = pre
         self.counts = balanced_counts(pre)
         self._prefill_bound = lower_bound_ns(pre, "latency")
-        self._bytes = build_tables(
-            model, cluster, instance_workload(workload, 1), layout, "throughput", False, {}
-        )
+        # The byte tables of any concurrency are the prefill tables' with the KV cache and
+        # activation columns redone (see tables()).
+        self._bytes = pre
         self.exact = bool(
             np.all(pre.slots % layout.ep == 0) and self._alike_stages(cluster, layout)
         )
@@ -98,17 +98,21 @@ class LayoutProbe:
         only the KV cache and activation bytes and the step times."""
         wl = instance_workload(self.workload, concurrency)
         lay = self.layout
-        t = replace(
-            self._bytes,
-            base=layer_bytes(self.model, wl, lay),
-            act=np.array(
-                [
-                    activation_bytes(self.model, wl, lay, last=s == lay.pp - 1)
-                    for s in range(lay.pp)
-                ],
-                dtype=np.int64,
-            ),
-        )
+        key = ("serving bytes", lay.tp, lay.dp_attn, lay.ep, lay.expert_tp, concurrency)
+        got = self._costs.get(key)
+        if not isinstance(got, tuple):
+            got = (
+                layer_bytes(self.model, wl, lay),
+                activation_bytes(self.model, wl, lay, last=False),
+                activation_bytes(self.model, wl, lay, last=True),
+            )
+            self._costs[key] = got
+        base: np.ndarray = got[0]
+        act_mid: int = got[1]
+        act_last: int = got[2]
+        act = np.full(lay.pp, act_mid, dtype=np.int64)
+        act[-1] = act_last
+        t = replace(self._bytes, base=base, act=act)
         if with_costs:
             t = add_costs(
                 t, self.model, self.cluster, wl, "throughput", self._batch_cache(concurrency)

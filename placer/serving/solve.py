@@ -31,8 +31,15 @@ from placer.search.solve import expert_map_from_counts, placement_constraints
 from placer.search.space import enumerate_layouts
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingEntry, ServingRecord
-from placer.serving.search import TIE, LayoutResult, best_concurrency, entry
-from placer.serving.timing import NS, instance_workload, tokens_per_s, tpot_ns, ttft_ns
+from placer.serving.search import TIE, LayoutResult, best_concurrency, cap_check, entry
+from placer.serving.timing import (
+    NS,
+    instance_workload,
+    tokens_per_s,
+    tokens_per_s_ceiling,
+    tpot_ns,
+    ttft_ns,
+)
 from placer.workload import Workload
 
 
@@ -107,7 +114,6 @@ def solve_serving(
     best = _Best()
     cache: dict[object, object] = {}
     entries: list[ServingEntry] = []
-    probes: dict[str, LayoutProbe] = {}
 
     def floor_for(g: int) -> float:
         if objective == "throughput":
@@ -115,9 +121,28 @@ def solve_serving(
         k_max = (int(best.value) - 1) // g if best.layout is not None else n // g
         return need / k_max * (1 - 2 * TIE) if k_max > 0 else math.inf
 
-    order = sorted(space.legal, key=lambda lay: (lay.gpus, lay.describe()))
-    for lay in order:
+    # Most promising layouts first (by their ceiling), so the floor rises early and most
+    # layouts close on their ceiling alone.
+    probes: dict[Layout, LayoutProbe] = {}
+    promise: dict[Layout, float] = {}
+    for lay in space.legal:
         if budget.expired():
+            break
+        probe = probes[lay] = LayoutProbe(model, cluster, workload, lay, cache)
+        one = probe.loose(1)
+        ceiling = 0.0
+        if one.fits_bound and cap_check(workload, one, bound=True) is None:
+            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
+        k = n // lay.gpus
+        if objective == "throughput":
+            promise[lay] = -k * ceiling / n
+        else:
+            promise[lay] = lay.gpus * math.ceil(need / ceiling) if ceiling > 0 else math.inf
+    order = sorted(
+        space.legal, key=lambda lay: (promise.get(lay, math.inf), lay.gpus, lay.describe())
+    )
+    for lay in order:
+        if budget.expired() or lay not in probes:
             entries.append(entry(lay, "unresolved", None, False, reason="time limit"))
             continue
         g = lay.gpus
@@ -132,7 +157,7 @@ def solve_serving(
                 )
             )
             continue
-        probe = LayoutProbe(model, cluster, workload, lay, cache)
+        probe = probes[lay]
         res = best_concurrency(probe, lambda g=g: floor_for(g), budget)  # type: ignore[misc]
         if res.ceiling is not None:
             entries.append(
@@ -170,7 +195,6 @@ def solve_serving(
         else:
             status = "solved" if res.concurrency is not None else "pruned"
         entries.append(entry(lay, status, res, probe.exact, k, value))
-        probes[lay.describe()] = probe
     return _assemble(model, cluster, workload, config, objective, space, entries, best, budget)
 
 
