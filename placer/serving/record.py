@@ -113,4 +113,59 @@ class ServingRecord(Frozen):
             f"serving     {self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, "
             f"{self.tokens_per_s_per_user:,.1f} tokens/s per user, "
             f"{self.tokens_per_s:,.0f} tokens/s in all, {self.requests_per_s:,.2f} requests/s",
+        ] + (
+            [
+                f"not proven  instances of more than {self.max_instance_gpus} GPUs were not "
+                "searched (docs/serving.md)"
+            ]
+            if self.max_instance_gpus < self.cluster_gpus
+            else []
+        )
+
+    def objective_text(self) -> str:
+        """What the objective measures, in words."""
+        if self.objective == "gpus":
+            return "fewest GPUs serving the request rate within the targets (docs/serving.md)"
+        return "output tokens/s per GPU of the whole cluster within the targets (docs/serving.md)"
+
+    def markdown_lines(self) -> list[str]:
+        """The report's serving section: deployment, latency, throughput and the search."""
+        settled = {
+            s: sum(1 for e in self.entries if e.status == s)
+            for s in ("solved", "pruned", "infeasible", "unresolved")
+        }
+        rows = [
+            (
+                "instances",
+                f"{self.instances} x {self.gpus_per_instance} GPUs "
+                f"({self.idle_gpus} of {self.cluster_gpus} GPUs idle)",
+            ),
+            ("concurrency", f"{self.concurrency} requests per instance"),
+            (
+                "TPOT",
+                f"{self.tpot_s * 1e3:.3f} ms (decode step {self.step_s * 1e3:.3f} ms plus "
+                "its share of interleaved prefills)"
+                + (f"; target {self.tpot_ms:g} ms" if self.tpot_ms is not None else ""),
+            ),
+            (
+                "TTFT",
+                f"{self.ttft_s * 1e3:.1f} ms (prefill {self.prefill_s * 1e3:.1f} ms)"
+                + (f"; target {self.ttft_ms:g} ms" if self.ttft_ms is not None else ""),
+            ),
+            ("tokens/s per GPU", f"{self.tokens_per_s_per_gpu:,.1f} (idle GPUs included)"),
+            ("tokens/s per user", f"{self.tokens_per_s_per_user:,.1f}"),
+            (
+                "tokens/s in all",
+                f"{self.tokens_per_s:,.0f} ({self.requests_per_s:,.2f} requests/s)",
+            ),
+            (
+                "search",
+                f"{len(self.entries)} instance layouts of at most "
+                f"{self.max_instance_gpus} GPUs: {settled['solved']} solved, {settled['pruned']} "
+                f"pruned by a bound, {settled['infeasible']} excluded by memory or the targets, "
+                f"{settled['unresolved']} unresolved",
+            ),
         ]
+        out = ["| item | value |", "| --- | --- |"]
+        out += [f"| {k} | {v} |" for k, v in rows]
+        return out

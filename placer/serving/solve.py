@@ -42,6 +42,18 @@ from placer.serving.timing import (
 )
 from placer.workload import Workload
 
+#: Largest instance searched when the cluster is larger and no ``max_gpus`` is given: the
+#: search does not yet bound larger instances, and enumerating every layout of thousands of
+#: GPUs takes minutes. Such plans are ``feasible`` with no gap (docs/serving.md).
+AUTO_INSTANCE_CAP = 64
+
+
+def instance_cap(cluster_gpus: int, config: SolveConfig) -> int:
+    """GPUs of the largest instance layout searched."""
+    if config.max_gpus is not None:
+        return min(cluster_gpus, config.max_gpus)
+    return min(cluster_gpus, AUTO_INSTANCE_CAP)
+
 
 def serving_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> PlanInputs:
     """Copies of the inputs with their hashes; the workload without a batch (the search
@@ -108,7 +120,7 @@ def solve_serving(
         raise InvalidInputError(str(exc.args[0]), field="profile") from None
     budget = budget or Budget(config.time_limit_s, config.deterministic)
     n = cluster.num_gpus
-    limit = min(n, config.max_gpus or n)
+    limit = instance_cap(n, config)
     space = enumerate_layouts(model, cluster, profile, limit)
     need = (workload.request_rate or 0.0) * workload.output_len  # output tokens/s to serve
     best = _Best()
@@ -269,12 +281,18 @@ def _assemble(
     )
     inputs = serving_inputs(model, cluster, workload)
     unit = "tokens/s/GPU" if objective == "throughput" else "GPUs"
-    bound = _global_bound(objective, entries, best, n, need)
+    # Instances larger than the cap were not searched: nothing is proven about them.
+    complete = instance_cap(n, config) >= n
+    bound = _global_bound(objective, entries, best, n, need) if complete else None
     if best.layout is None or best.res is None or best.probe is None:
-        proven = bool(entries) and all(
-            e.status != "unresolved"
-            and all(leaf.bound == 0.0 or not math.isinf(leaf.bound) for leaf in e.leaves)
-            for e in entries
+        proven = (
+            complete
+            and bool(entries)
+            and all(
+                e.status != "unresolved"
+                and all(leaf.bound == 0.0 or not math.isinf(leaf.bound) for leaf in e.leaves)
+                for e in entries
+            )
         )
         why = None
         if proven and objective == "gpus" and any(e.status != "infeasible" for e in entries):
@@ -345,7 +363,7 @@ def _assemble(
         tpot_ms=workload.tpot_ms,
         request_rate=workload.request_rate,
         cluster_gpus=n,
-        max_instance_gpus=min(n, config.max_gpus or n),
+        max_instance_gpus=instance_cap(n, config),
         instances=k,
         gpus_per_instance=lay.gpus,
         idle_gpus=n - k * lay.gpus,
