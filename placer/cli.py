@@ -1139,6 +1139,17 @@ def plot_cmd(
     from placer.plot import plot_expert_load, plot_frontier, plot_memory
 
     data = read_json(input_path)
+    if isinstance(data, dict) and "points" in data and "cluster_gpus" in data:
+        # A serving frontier (placer frontier -o f.json): per-GPU speed against TPOT.
+        data = [
+            {
+                "gpus": 1,
+                "throughput_tokens_s": p.get("tokens_per_s_per_gpu"),
+                "latency_s": (p.get("tpot_ms") or 0) / 1e3,
+            }
+            for p in data["points"]
+            if isinstance(p, dict)
+        ]
     if kind is None:
         if isinstance(data, list):
             kind = "frontier"
@@ -1168,6 +1179,79 @@ def plot_cmd(
             data = {"loads": [list(r) for r in load_loads(loads_path).load], **data}
         plot_expert_load(data, output, layer=layer)
     click.echo(f"wrote {output}")
+
+
+# ------------------------------------------------------------------ frontier
+@main.command(name="frontier")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
+@hardware_options
+@workload_options
+@target_options
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="generic", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the points as CSV (.csv) or JSON (any other name), atomically.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the frontier as JSON.")
+@handle_errors
+def frontier_cmd(
+    model_path: str,
+    hardware_path: str,
+    gpus: int | None,
+    nodes: int | None,
+    profile: str,
+    output: str | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """The non-dominated (tokens/s per user, tokens/s per GPU) deployments of MODEL on
+    HARDWARE over every instance layout and concurrency within the targets (docs/serving.md)."""
+    from placer.config import SolveConfig
+    from placer.serving.frontier import frontier
+
+    model = load_model(model_path)
+    cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    workload = workload_from_options(kwargs)
+    if workload.request_rate is not None:
+        raise InvalidInputError("a frontier takes no request rate", field="--request-rate")
+    if output is not None:
+        _check_writable(output)
+    front = frontier(model, cluster, workload, SolveConfig(profile=profile))
+    if output is not None:
+        write_atomic(output, front.to_csv() if output.endswith(".csv") else front.to_json() + "\n")
+    if as_json:
+        click.echo(front.to_json())
+        return
+    t = Table(
+        title=f"frontier: {len(front.points)} non-dominated points"
+        + ("" if front.exact else " (not proven complete)"),
+        show_edge=False,
+    )
+    for col in (
+        "layout",
+        "instances",
+        "concurrency",
+        "TPOT ms",
+        "TTFT ms",
+        "tok/s/user",
+        "tok/s/GPU",
+    ):
+        t.add_column(col)
+    for p in front.points:
+        t.add_row(
+            p.layout,
+            f"{p.instances} x {p.gpus}",
+            str(p.concurrency),
+            f"{p.tpot_ms:.2f}",
+            f"{p.ttft_ms:.1f}",
+            f"{p.tokens_per_s_per_user:,.1f}",
+            f"{p.tokens_per_s_per_gpu:,.1f}",
+        )
+    _console().print(t)
 
 
 # ------------------------------------------------------------------ check

@@ -213,3 +213,54 @@ def test_fixed_batch_is_unchanged(olmoe):
     assert plan.serving is None and plan.objective.unit == "s"
     step = solve(model, cluster, load_workload(None, batch=8), SolveConfig(objective="step"))
     assert step.objective.value_units == plan.objective.value_units
+
+
+def test_frontier_agrees_with_brute_force(olmoe, tmp_path: Path):
+    """No layout x split x concurrency beats a frontier point on both speeds, every frontier
+    point is reached by one of them, and the throughput plan is the frontier's fastest per
+    GPU."""
+    from placer import frontier
+    from tests.serving_brute import splits
+
+    model, cluster = olmoe
+    fields = {"prompt_len": 4000, "output_len": 1000, "tpot_ms": 6.0, "ttft_ms": 100.0}
+    workload = load_workload(None, **fields)
+    front = frontier(model, cluster, workload)
+    assert front.exact and front.points
+    n = cluster.num_gpus
+    brute: list[tuple[float, float]] = []
+    for lay in _legal(model, cluster):
+        for split in splits(model.num_layers, lay.pp):
+            full = lay.model_copy(update={"layers_per_stage": split})
+            for c in range(1, 400):
+                fits, tpot, ttft, rate = point(model, cluster, workload, full, c)
+                if not fits or not meets(workload, tpot, ttft):
+                    break
+                brute.append((1 / tpot, (n // lay.gpus) * rate / n))
+    pts = [(p.tokens_per_s_per_user, p.tokens_per_s_per_gpu) for p in front.points]
+    slack = 1 + ROUNDING
+    for u, g in brute:
+        assert any(fu * slack >= u and fg * slack >= g for fu, fg in pts)
+    for fu, fg in pts:
+        assert any(u * slack >= fu and g * slack >= fg for u, g in brute)
+    plan = solve(model, cluster, workload, SolveConfig())
+    assert plan.objective.value == pytest.approx(max(g for _, g in pts))
+    out = tmp_path / "f.csv"
+    res = run_cli(
+        "frontier",
+        *OLMOE,
+        "--gpus",
+        "2",
+        "--prompt-len",
+        "4000",
+        "--output-len",
+        "1000",
+        "--tpot",
+        "6",
+        "--ttft",
+        "100",
+        "-o",
+        str(out),
+    )
+    assert res.exit_code == 0
+    assert len(out.read_text().splitlines()) == len(front.points) + 1
