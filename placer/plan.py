@@ -190,7 +190,11 @@ class Plan(Frozen):
             )
         if o.value is not None:
             lines.append(f"objective   {o.name} = {o.value:.6g} {o.unit}")
-            lines.append(f"bound       {o.bound:.6g} {o.unit}, gap {100 * (o.gap or 0):.3f} %")
+            lines.append(
+                f"bound       {o.bound:.6g} {o.unit}, gap {100 * (o.gap or 0):.3f} %"
+                if o.bound is not None
+                else "bound       none proven"
+            )
         if self.serving is not None:
             lines.extend(self.serving.summary_lines())
         elif self.estimates is not None:

@@ -264,3 +264,16 @@ def test_frontier_agrees_with_brute_force(olmoe, tmp_path: Path):
     )
     assert res.exit_code == 0
     assert len(out.read_text().splitlines()) == len(front.points) + 1
+
+
+def test_capped_instances_are_not_claimed_optimal():
+    """Instances capped below the cluster (as on large clusters): the plan is feasible with
+    no gap, says so, and still passes verify."""
+    model = load_model(MODELS / "olmoe-1b-7b-0924.json")
+    cluster = load_cluster(HARDWARE / "dgx-a100-40gb.json", gpus=4)
+    fields = {"prompt_len": 4000, "output_len": 1000, "tpot_ms": 6.0}
+    plan = checked(solve(model, cluster, load_workload(None, **fields), SolveConfig(max_gpus=2)))
+    assert plan.status == "feasible" and plan.objective.gap is None
+    assert plan.serving is not None and plan.serving.max_instance_gpus == 2
+    assert plan.serving.instances * plan.serving.gpus_per_instance <= 4
+    assert "not proven" in plan.summary()
