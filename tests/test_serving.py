@@ -277,3 +277,32 @@ def test_capped_instances_are_not_claimed_optimal():
     assert plan.serving is not None and plan.serving.max_instance_gpus == 2
     assert plan.serving.instances * plan.serving.gpus_per_instance <= 4
     assert "not proven" in plan.summary()
+
+
+def test_time_limit_leaves_layouts_unresolved(olmoe):
+    """A budget that runs out (injected clock, no waiting) leaves layouts unresolved: no
+    claim of optimality, and verify still accepts what the plan says."""
+    from placer.budget import Budget
+    from placer.serving.solve import solve_serving
+
+    model, cluster = olmoe
+    ticks = iter(range(10_000))
+    budget = Budget(5.0, clock=lambda: float(next(ticks)))  # one second per look at the clock
+    workload = load_workload(None, **TARGETS)
+    plan = solve_serving(model, cluster, workload, SolveConfig(time_limit_s=5.0), budget)
+    assert plan.status in ("feasible", "unknown")
+    assert plan.certificate.search.unresolved > 0
+    assert verify(Plan.model_validate_json(plan.model_dump_json())).ok
+
+
+def test_mixed_gpu_types_exit_2():
+    """The serving search rejects a cluster mixing GPU types, naming the field."""
+    res = run_cli(
+        "solve",
+        str(MODELS / "mixtral-8x7b.json"),
+        str(HARDWARE / "mixed-h100-h200.json"),
+        "--tpot",
+        "50",
+        "--quiet",
+    )
+    assert res.exit_code == 2 and "'groups'" in res.stderr

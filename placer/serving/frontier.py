@@ -25,7 +25,7 @@ from placer.rules import get_profile
 from placer.search.space import enumerate_layouts
 from placer.serving.probe import LayoutProbe
 from placer.serving.search import cap_check, memory_limit
-from placer.serving.solve import instance_cap
+from placer.serving.solve import check_one_gpu_type, instance_cap
 from placer.serving.timing import NS, tpot_ns, ttft_ns
 from placer.workload import Workload
 
@@ -87,6 +87,7 @@ def frontier(
     """The non-dominated (tokens/s per user, tokens/s per GPU) points over every legal
     instance layout and concurrency within memory and the workload's targets."""
     config = config or SolveConfig()
+    check_one_gpu_type(cluster)
     n = cluster.num_gpus
     cap = instance_cap(n, config)
     space = enumerate_layouts(model, cluster, get_profile(config.profile), cap)

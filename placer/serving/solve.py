@@ -71,6 +71,18 @@ def serving_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -
     )
 
 
+def check_one_gpu_type(cluster: ClusterSpec) -> None:
+    """Identical instances on GPUs of different types would not perform alike (each would
+    need its own evaluation), so the serving search takes one GPU type (docs/serving.md)."""
+    names = sorted({g.gpu.name for g in cluster.groups})
+    if len(names) > 1:
+        raise InvalidInputError(
+            "the serving search needs GPUs of one type; this cluster mixes " + ", ".join(names),
+            source=cluster.source,
+            field="groups",
+        )
+
+
 def check_serving_config(workload: Workload, config: SolveConfig) -> str:
     """The serving objective the workload and config ask for; bad combinations are errors."""
     if config.objective == "gpus":
@@ -114,6 +126,7 @@ def solve_serving(
     """The most output tokens/s per GPU within the targets (or the fewest GPUs for the
     request rate), over layout x concurrency x instance count, with its proof."""
     objective = check_serving_config(workload, config)
+    check_one_gpu_type(cluster)
     try:
         profile = get_profile(config.profile)
     except KeyError as exc:
