@@ -4,7 +4,11 @@ Prompt 4000, output 1000, TTFT <= 2000 ms, TPOT <= 30 ms, generic rules. Each ca
 its own process (so one case's caches do not help the next), and every plan is re-checked
 by ``placer verify``. Prints one row per case with the time against its target.
 
-    python benchmarks/serving_bench.py [--only NAME] [--big]
+    python benchmarks/serving_bench.py [--only NAME] [--big] [--grid]
+
+``--grid`` also scores aiconfigurator's default grid (pp 1, power-of-two degrees, identical
+replicas filling the cluster) with ``placer.evaluate`` under the same targets and prints
+placer's tokens/s per GPU over the grid's best.
 
 ``--big`` adds DeepSeek-V3 on 256, 1,024 and 4,096 x H200 with instances of at most
 ``--max-instance`` GPUs (default 16): the serving search does not yet prove that larger
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,23 +73,84 @@ def run_case(model: str, hardware: str, gpus: int, max_instance: int | None) -> 
     }
 
 
+def grid_layouts(gpus: int) -> list[Any]:
+    """aiconfigurator's default aggregated grid: worker sizes 1, 2, 4, 8, 16; tp, attention-dp,
+    moe-tp, moe-ep in {1, 2, 4, 8, 16} with tp x dp = moe_tp x moe_ep = worker size; pp 1."""
+    from placer.layout import Layout
+
+    sizes = (1, 2, 4, 8, 16)
+    return [
+        Layout(tp=tp, dp_attn=dp, ep=ep, etp=etp)
+        for size in sizes
+        if size <= gpus
+        for tp in sizes
+        for dp in sizes
+        for etp in sizes
+        for ep in sizes
+        if tp * dp == size == etp * ep
+    ]
+
+
+#: Batch sizes tried per grid worker.
+GRID_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def grid_best(model: str, hardware: str, gpus: int) -> float:
+    """Best tokens/s per GPU over aiconfigurator's grid with identical replicas filling the
+    cluster, each point scored with placer.evaluate under the same targets and the timing
+    formulas of docs/serving.md."""
+    from placer import evaluate, get_profile, load_cluster, load_model, load_workload
+    from placer.cost import estimate
+    from placer.rules import layout_violations
+
+    m = load_model(ROOT / "models" / f"{model}.json")
+    c = load_cluster(ROOT / "instances" / "hardware" / f"{hardware}.json", gpus=gpus)
+    w = load_workload(None, **TARGETS)
+    prof = get_profile("generic")
+    chunks = -(-w.prompt_len // w.max_batched_tokens)
+    best = 0.0
+    for lay in grid_layouts(gpus):
+        if layout_violations(m, c, lay, prof):
+            continue
+        one = w.model_copy(update={"batch": 1, "phase": "prefill"})
+        prefill = estimate(m, c, one, lay).latency_s
+        for b in GRID_BATCHES:
+            ev = evaluate(m, c, w.model_copy(update={"batch": b, "phase": "both"}), lay, prof)
+            if not ev.fits or ev.estimates is None:
+                break
+            step = ev.estimates.cycle_s
+            tpot = step + b * prefill / w.output_len
+            ttft = prefill + (chunks + 1) * step
+            if tpot > TARGETS["tpot_ms"] / 1e3 or ttft > TARGETS["ttft_ms"] / 1e3:
+                break
+            best = max(best, (gpus // lay.gpus) * b / tpot / gpus)
+    return best
+
+
 def main() -> None:
     """Run every case in a child process and print the table."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=None, help="Run only cases whose name contains this.")
     ap.add_argument("--big", action="store_true", help="Add the 256-4,096 GPU cases.")
     ap.add_argument("--max-instance", type=int, default=16, help="Instance cap of big cases.")
+    ap.add_argument(
+        "--grid", action="store_true", help="Also score aiconfigurator's grid (slower)."
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         model, hardware, gpus, cap = args.child
-        print(json.dumps(run_case(model, hardware, int(gpus), int(cap) or None)))
+        out = run_case(model, hardware, int(gpus), int(cap) or None)
+        if args.grid:
+            out["grid"] = grid_best(model, hardware, int(gpus))
+        print(json.dumps(out))
         return
     cases = CASES + (BIG if args.big else [])
     head = (
         f"{'case':24} {'status':9} {'layout':24} {'instances':10} {'conc':>5} "
         f"{'TPOT ms':>8} {'TTFT ms':>8} {'tok/s/GPU':>10} {'tok/s/user':>10} {'gap':>7} "
         f"{'layouts':>7} {'time s':>7} {'target':>6} {'ratio':>6} verify"
+        + (f" {'grid tok/s/GPU':>14} {'placer/grid':>11}" if args.grid else "")
     )
     print(head)
     print("-" * len(head))
@@ -93,7 +159,8 @@ def main() -> None:
             continue
         cap = args.max_instance if gpus > 64 else 0
         out = subprocess.run(
-            [sys.executable, __file__, "--child", model, hardware, str(gpus), str(cap)],
+            [sys.executable, __file__, "--child", model, hardware, str(gpus), str(cap)]
+            + (["--grid"] if args.grid else []),
             capture_output=True,
             text=True,
             check=True,
@@ -105,7 +172,12 @@ def main() -> None:
             f"{r['concurrency']:>5} {r['tpot_ms']:>8.2f} {r['ttft_ms']:>8.1f} "
             f"{r['per_gpu']:>10.1f} {r['per_user']:>10.1f} {gap:>7} {r['layouts']:>7} "
             f"{r['time']:>7.2f} {target:>6.0f} {r['time'] / target:>6.2f} "
-            f"{'ok' if r['verified'] else 'FAILED'}",
+            f"{'ok' if r['verified'] else 'FAILED'}"
+            + (
+                f" {r['grid']:>14.1f} {r['per_gpu'] / r['grid']:>11.3f}"
+                if args.grid and r["grid"] > 0
+                else ""
+            ),
             flush=True,
         )
 
