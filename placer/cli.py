@@ -518,6 +518,12 @@ def _parse_compare(text: str) -> Layout:
     help="Expert load statistics: experts are placed on EP ranks by load and the estimates "
     "use the loads.",
 )
+@click.option(
+    "--disagg",
+    is_flag=True,
+    help="With --ttft/--tpot: also find the best split into prefill and decode instances and "
+    "say whether it beats aggregated serving.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
@@ -536,6 +542,7 @@ def solve_cmd(
     output: str | None,
     report: str | None,
     loads_path: str | None,
+    disagg: bool,
     quiet: bool,
     as_json: bool,
     **kwargs: Any,
@@ -562,6 +569,14 @@ def solve_cmd(
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
+    if disagg and not workload.serving:
+        raise InvalidInputError("needs latency targets (--ttft/--tpot)", field="--disagg")
+    if disagg and cluster.num_gpus < 2:
+        raise InvalidInputError(
+            "needs at least 2 GPUs (one prefill, one decode)", field="--disagg"
+        )
+    if disagg and objective != "throughput":
+        raise InvalidInputError("works with the throughput objective only", field="--disagg")
     if workload.serving:
         from placer.serving.solve import check_serving_config
 
@@ -580,6 +595,7 @@ def solve_cmd(
         seed=seed,
         workers=workers,
         deterministic=deterministic,
+        disagg=disagg,
     )
     for path in (output, report):
         if path is not None:

@@ -36,6 +36,11 @@ class SolveConfig(Frozen):
     max_gpus: PositiveInt | None = Field(
         default=None, description="Use at most this many GPUs (default: all)."
     )
+    disagg: bool = Field(
+        default=False,
+        description="Serving search only: also find the best split into prefill and decode "
+        "instances and compare it with aggregated serving (docs/serving.md).",
+    )
     extra_params: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="Passed through to CP-SAT's parameters."
     )

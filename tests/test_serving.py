@@ -306,3 +306,56 @@ def test_mixed_gpu_types_exit_2():
         "--quiet",
     )
     assert res.exit_code == 2 and "'groups'" in res.stderr
+
+
+def test_disaggregated_agrees_with_brute_force(olmoe):
+    """--disagg on 2 GPUs: one prefill and one decode instance of one GPU each; brute force
+    over every concurrency with evaluate/estimate gives the same best, and verify re-checks
+    the record (and catches a tampered one)."""
+    from placer.cost import estimate
+    from placer.serving.disagg import kv_transfer_ns
+
+    model, cluster = olmoe
+    fields = {"prompt_len": 4000, "output_len": 1000, "tpot_ms": 6.0, "ttft_ms": 100.0}
+    workload = load_workload(None, **fields)
+    plan = checked(solve(model, cluster, workload, SolveConfig(disagg=True)))
+    assert plan.serving is not None and plan.serving.disagg is not None
+    d = plan.serving.disagg
+    one = Layout()
+    prefill = estimate(
+        model, cluster, workload.model_copy(update={"batch": 1, "phase": "prefill"}), one
+    ).latency_s
+    transfer = kv_transfer_ns(model, cluster, workload, 1, 1, 2) / 1e9
+    best = 0.0
+    for c in range(1, 400):
+        inst = workload.model_copy(update={"batch": c, "phase": "both"})
+        ev = evaluate_layout(model, cluster, inst, one)
+        if ev is None:
+            break
+        step = ev
+        if step > 6e-3 or 2 * prefill + transfer + step > 0.1:
+            break
+        best = max(best, min(1 / prefill, c / step / 1000) * 1000 / 2)
+    assert d.tokens_per_s_per_gpu == pytest.approx(best, rel=ROUNDING)
+    assert d.prefill_instances == d.decode_instances == 1
+    data = json.loads(plan.model_dump_json())
+    data["serving"]["disagg"]["concurrency"] += 7
+    assert not verify(Plan.model_validate(data)).ok
+
+
+def evaluate_layout(model, cluster, workload, layout):
+    """The decode step (s) of ``layout`` for ``workload`` if it fits, else None."""
+    from placer import evaluate
+
+    ev = evaluate(model, cluster, workload, layout, get_profile("generic"))
+    return ev.estimates.cycle_s if ev.fits and ev.estimates is not None else None
+
+
+@pytest.mark.parametrize(
+    ("extra", "gpus"),
+    [(["--tpot", "30", "--disagg"], "1"), (["--batch", "8", "--disagg"], "2")],
+)
+def test_bad_disagg_exits_2(extra, gpus):
+    """--disagg on one GPU, or without targets: exit 2 naming --disagg."""
+    res = run_cli("solve", *OLMOE, "--gpus", gpus, *extra, "--quiet")
+    assert res.exit_code == 2 and "'--disagg'" in res.stderr

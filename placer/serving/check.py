@@ -30,6 +30,7 @@ from placer.serving.record import ServingEntry, ServingRecord
 from placer.serving.search import TIE, cap_check
 from placer.serving.timing import (
     NS,
+    disagg_ttft_ns,
     instance_workload,
     tokens_per_s,
     tokens_per_s_bound,
@@ -88,7 +89,56 @@ def check_serving(
     elif plan.status in ("optimal", "feasible"):
         bad.append(f"status '{plan.status}' without a layout")
     _check_record(plan, s, model, cluster, workload, profile, bad, checked)
+    if s.disagg is not None:
+        _check_disagg(s, model, cluster, workload, bad, checked)
     return bad, checked
+
+
+def _check_disagg(
+    s: ServingRecord,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    bad: list[str],
+    checked: list[str],
+) -> None:
+    """The disaggregated deployment's figures: memory of both instance kinds, prefill, decode
+    step, KV transfer, targets, GPU count and throughput (not its search)."""
+    from placer.serving.disagg import DecodeProbe, kv_transfer_ns, layout_from_text
+
+    d = s.disagg
+    assert d is not None
+    n = cluster.num_gpus
+    lp, ld = layout_from_text(d.prefill_layout), layout_from_text(d.decode_layout)
+    used = d.prefill_instances * lp.gpus + d.decode_instances * ld.gpus
+    if used > n or d.idle_gpus != n - used:
+        bad.append(f"disagg: {used} GPUs used of {n}, the record says {d.idle_gpus} idle")
+    p1 = LayoutProbe(model, cluster, workload, lp).at(1)
+    decode_wl = workload.model_copy(update={"ttft_ms": None})
+    pc = DecodeProbe(model, cluster, decode_wl, ld).at(d.concurrency)
+    if not p1.fits or not pc.fits:
+        bad.append("disagg: an instance does not fit memory")
+        return
+    transfer = kv_transfer_ns(model, cluster, workload, lp.gpus, ld.gpus, used)
+    ttft = disagg_ttft_ns(p1.prefill_ns, transfer, pc.step_ns)
+    reqs = min(
+        d.prefill_instances * NS / p1.prefill_ns,
+        d.decode_instances * d.concurrency * NS / pc.step_ns / workload.output_len,
+    )
+    for name, mine, theirs in (
+        ("prefill", p1.prefill_ns / NS, d.prefill_s),
+        ("step", pc.step_ns / NS, d.step_s),
+        ("KV transfer", transfer / NS, d.kv_transfer_s),
+        ("TTFT", ttft / NS, d.ttft_s),
+        ("tokens/s per GPU", reqs * workload.output_len / n, d.tokens_per_s_per_gpu),
+    ):
+        if not _close(mine, theirs):
+            bad.append(f"disagg: {name}: record says {theirs:.6g}, recomputed {mine:.6g}")
+    if workload.tpot_ms is not None and pc.step_ns > workload.tpot_ms * 1e6:
+        bad.append("disagg: TPOT exceeds the target")
+    if workload.ttft_ms is not None and ttft > workload.ttft_ms * 1e6:
+        bad.append("disagg: TTFT exceeds the target")
+    checked.append("disagg: memory, prefill, step, KV transfer, targets, GPUs and throughput")
 
 
 def _check_plan(

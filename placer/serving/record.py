@@ -71,6 +71,49 @@ class ServingEntry(Frozen):
     reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
 
 
+class DisaggRecord(Frozen):
+    """The best disaggregated deployment and how it compares with the aggregated plan."""
+
+    prefill_layout: str = Field(description="Layout of a prefill instance.")
+    prefill_gpus: int = Field(description="GPUs of a prefill instance.")
+    prefill_instances: int = Field(description="Prefill instances (x).")
+    decode_layout: str = Field(description="Layout of a decode instance.")
+    decode_gpus: int = Field(description="GPUs of a decode instance.")
+    decode_instances: int = Field(description="Decode instances (y).")
+    concurrency: int = Field(description="Concurrent requests per decode instance.")
+    prefill_s: float = Field(description="One prompt on a prefill instance.")
+    step_s: float = Field(description="Decode step (= TPOT) at the concurrency.")
+    kv_transfer_s: float = Field(description="One request's KV cache, prefill to decode.")
+    ttft_s: float = Field(description="Time to first token.")
+    requests_per_s: float = Field(description="Requests/s the deployment completes.")
+    tokens_per_s_per_gpu: float = Field(description="Output tokens/s per GPU of the cluster.")
+    idle_gpus: int = Field(description="GPUs no instance uses.")
+    exact: bool = Field(description="No pair was cut by TTFT at the decode's best concurrency.")
+    aggregated_tokens_per_s_per_gpu: float = Field(description="The aggregated plan's figure.")
+
+    def summary_lines(self) -> list[str]:
+        """Aligned lines for the plan summary."""
+        return [
+            f"disagg      {self.prefill_instances} x prefill {self.prefill_layout} + "
+            f"{self.decode_instances} x decode {self.decode_layout} (concurrency "
+            f"{self.concurrency}), {self.idle_gpus} idle",
+            f"            TPOT {self.step_s * 1e3:.3f} ms, TTFT {self.ttft_s * 1e3:.1f} ms (KV "
+            f"transfer {self.kv_transfer_s * 1e3:.2f} ms), {self.tokens_per_s_per_gpu:,.1f} "
+            f"tokens/s per GPU: {self.verdict()}" + ("" if self.exact else " (not proven)"),
+        ]
+
+    def verdict(self) -> str:
+        """Which wins, and by how much."""
+        agg, dis = self.aggregated_tokens_per_s_per_gpu, self.tokens_per_s_per_gpu
+        if dis > agg:
+            return (
+                f"disaggregated wins by {100 * (dis / agg - 1):.1f} %"
+                if agg
+                else "only disaggregated serves"
+            )
+        return f"aggregated wins by {100 * (agg / dis - 1):.1f} %" if dis else "aggregated wins"
+
+
 class ServingRecord(Frozen):
     """The deployment the serving search chose, and its proof."""
 
@@ -97,6 +140,10 @@ class ServingRecord(Frozen):
     tokens_per_s_per_user: float = Field(description="Output tokens/s one request sees.")
     requests_per_s: float = Field(description="Requests/s all instances complete.")
     entries: tuple[ServingEntry, ...] = Field(description="One per legal instance layout.")
+    disagg: DisaggRecord | None = Field(
+        default=None,
+        description="With --disagg: the best prefill/decode split and how it compares.",
+    )
 
     def summary_lines(self) -> list[str]:
         """Aligned lines for :meth:`placer.plan.Plan.summary`."""
@@ -105,7 +152,7 @@ class ServingRecord(Frozen):
             for name, v in (("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms))
             if v is not None
         )
-        return [
+        lines = [
             f"instances   {self.instances} x {self.gpus_per_instance} GPUs of "
             f"{self.cluster_gpus} ({self.idle_gpus} idle), concurrency {self.concurrency} each",
             f"latency     TPOT {self.tpot_s * 1e3:.3f} ms (step {self.step_s * 1e3:.3f} ms), "
@@ -113,14 +160,15 @@ class ServingRecord(Frozen):
             f"serving     {self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, "
             f"{self.tokens_per_s_per_user:,.1f} tokens/s per user, "
             f"{self.tokens_per_s:,.0f} tokens/s in all, {self.requests_per_s:,.2f} requests/s",
-        ] + (
-            [
+        ]
+        if self.max_instance_gpus < self.cluster_gpus:
+            lines.append(
                 f"not proven  instances of more than {self.max_instance_gpus} GPUs were not "
                 "searched (docs/serving.md)"
-            ]
-            if self.max_instance_gpus < self.cluster_gpus
-            else []
-        )
+            )
+        if self.disagg is not None:
+            lines.extend(self.disagg.summary_lines())
+        return lines
 
     def objective_text(self) -> str:
         """What the objective measures, in words."""

@@ -127,6 +127,11 @@ def solve_serving(
     request rate), over layout x concurrency x instance count, with its proof."""
     objective = check_serving_config(workload, config)
     check_one_gpu_type(cluster)
+    if config.disagg and (objective != "throughput" or cluster.num_gpus < 2):
+        raise InvalidInputError(
+            "disaggregated serving needs at least 2 GPUs and the throughput objective",
+            field="disagg",
+        )
     try:
         profile = get_profile(config.profile)
     except KeyError as exc:
@@ -220,7 +225,15 @@ def solve_serving(
         else:
             status = "solved" if res.concurrency is not None else "pruned"
         entries.append(entry(lay, status, res, probe.exact, k, value))
-    return _assemble(model, cluster, workload, config, objective, space, entries, best, budget)
+    plan = _assemble(model, cluster, workload, config, objective, space, entries, best, budget)
+    if config.disagg and plan.serving is not None:
+        from placer.serving.disagg import disaggregated
+
+        rec = disaggregated(
+            model, cluster, workload, config, plan.serving.tokens_per_s_per_gpu, limit
+        )
+        plan = plan.model_copy(update={"serving": plan.serving.model_copy(update={"disagg": rec})})
+    return plan
 
 
 def _bounds(e: ServingEntry) -> list[float]:

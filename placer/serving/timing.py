@@ -91,3 +91,9 @@ def tokens_per_s_ceiling(workload: Workload, step_one_ns: int, prefill_ns: int) 
     if most < 1:
         return 0.0
     return most * NS / (step_one_ns + most * prefill_ns / out)
+
+
+def disagg_ttft_ns(prefill_ns: int, transfer_ns: int, step_ns: int) -> int:
+    """TTFT with separate prefill and decode instances: the prompt in progress on the
+    prefill instance, its own prompt, the KV-cache transfer, then one decode step."""
+    return 2 * prefill_ns + transfer_ns + step_ns
