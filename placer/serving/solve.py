@@ -28,7 +28,7 @@ from placer.plan import (
 )
 from placer.rules import get_profile
 from placer.search.solve import expert_map_from_counts, placement_constraints
-from placer.search.space import enumerate_layouts
+from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingEntry, ServingRecord
 from placer.serving.search import TIE, LayoutResult, best_concurrency, cap_check, entry
@@ -268,14 +268,11 @@ def _assemble(
     workload: Workload,
     config: SolveConfig,
     objective: str,
-    space: object,
+    space: LayoutSpace,
     entries: list[ServingEntry],
     best: _Best,
     budget: Budget,
 ) -> Plan:
-    from placer.search.space import LayoutSpace
-
-    assert isinstance(space, LayoutSpace)
     n = cluster.num_gpus
     need = (workload.request_rate or 0.0) * workload.output_len
     count = {
