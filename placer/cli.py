@@ -1144,9 +1144,21 @@ def export_cmd(
     help="The load file of a balance result, for before/after bars.",
 )
 @click.option("--layer", type=int, default=None, help="Layer to draw (expert-load).")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A serving plan to mark on a serving frontier.",
+)
 @handle_errors
 def plot_cmd(
-    input_path: str, output: str, kind: str | None, loads_path: str | None, layer: int | None
+    input_path: str,
+    output: str,
+    kind: str | None,
+    loads_path: str | None,
+    layer: int | None,
+    plan_path: str | None,
 ) -> None:
     """Plot a plan's memory per GPU, a balance result's expert load per GPU before and after,
     or a sweep's throughput-vs-latency frontier (needs the 'plot' extra)."""
@@ -1156,16 +1168,21 @@ def plot_cmd(
 
     data = read_json(input_path)
     if isinstance(data, dict) and "points" in data and "cluster_gpus" in data:
-        # A serving frontier (placer frontier -o f.json): per-GPU speed against TPOT.
-        data = [
-            {
-                "gpus": 1,
-                "throughput_tokens_s": p.get("tokens_per_s_per_gpu"),
-                "latency_s": (p.get("tpot_ms") or 0) / 1e3,
-            }
-            for p in data["points"]
-            if isinstance(p, dict)
-        ]
+        # A serving frontier (placer frontier -o f.json), with --plan marked.
+        from placer.plot import plot_serving_frontier
+
+        mark = None
+        if plan_path is not None:
+            from placer.verify import load_plan
+
+            s = load_plan(plan_path).serving
+            if s is None:
+                raise InvalidInputError("not a serving plan (no targets)", source=plan_path)
+            mark = (s.tokens_per_s_per_user, s.tokens_per_s_per_gpu)
+        points = [p for p in data["points"] if isinstance(p, dict)]
+        plot_serving_frontier(points, output, mark)
+        click.echo(f"wrote {output}")
+        return
     if kind is None:
         if isinstance(data, list):
             kind = "frontier"

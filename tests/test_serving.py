@@ -359,3 +359,15 @@ def test_bad_disagg_exits_2(extra, gpus):
     """--disagg on one GPU, or without targets: exit 2 naming --disagg."""
     res = run_cli("solve", *OLMOE, "--gpus", gpus, *extra, "--quiet")
     assert res.exit_code == 2 and "'--disagg'" in res.stderr
+
+
+def test_frontier_plot_marks_the_plan(tmp_path: Path):
+    """placer frontier -o f.json, then placer plot f.json --plan plan.json draws a PNG."""
+    pytest.importorskip("matplotlib")
+    opts = ["--gpus", "2", "--prompt-len", "4000", "--output-len", "1000", "--tpot", "6"]
+    front, plan, png = tmp_path / "f.json", tmp_path / "p.json", tmp_path / "f.png"
+    assert run_cli("frontier", *OLMOE, *opts, "-o", str(front)).exit_code == 0
+    assert run_cli("solve", *OLMOE, *opts, "--quiet", "-o", str(plan)).exit_code == 0
+    res = run_cli("plot", str(front), "-o", str(png), "--plan", str(plan))
+    assert res.exit_code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
