@@ -4,8 +4,9 @@ Numpy only (no OR-Tools): the serving search and ``placer verify`` both use it. 
 gives an achievable figure (the exact DP split over contiguous stages with balanced expert
 slots, :func:`placer.search.heuristic.best_split`) and a bound no split or slot map can beat
 (:func:`placer.search.tables.lower_bound_ns` and the aggregate memory condition). The two are
-equal, and the probe says so, when the layout's stages are alike and every MoE layer's slots
-divide evenly over the EP ranks: then the balanced slot counts are the only ones that reach
+equal when the layout's GPUs are of one type, every layer costs the same on every stage
+(no stage spans a slower link than another), and every MoE layer's slots divide evenly over
+the EP ranks: then the balanced slot counts are the only ones that reach
 the fastest busiest rank and the least memory on every rank, and the DP is an exact linear
 partition (docs/serving.md, "Proof").
 """
@@ -33,6 +34,14 @@ from placer.search.tables import (
 )
 from placer.serving.timing import instance_workload, prefill_workload
 from placer.workload import Workload
+
+
+def _same_columns(t: LayoutTables) -> bool:
+    """Whether a layer costs the same on every stage (so the sum of stages does not depend on
+    the split and the DP's slowest stage decides the pipelined cycle)."""
+    return bool(
+        np.all(t.time_layer == t.time_layer[:, :1]) and np.all(t.time_slot == t.time_slot[:, :1])
+    )
 
 
 @dataclass(frozen=True)
@@ -165,14 +174,20 @@ class LayoutProbe:
         if split is not None:
             tpot = objective_ns(t, split, self.counts, "throughput")
             pre = objective_ns(self.prefill_tables, split, self.counts, "latency")
-            if self.exact:
+        # The DP's figures are bounds only when every stage costs a layer the same (links
+        # too: a stage may span a node boundary another does not).
+        exact = self.exact and _same_columns(t) and _same_columns(self.prefill_tables)
+        if split is not None:
+            tpot = objective_ns(t, split, self.counts, "throughput")
+            pre = objective_ns(self.prefill_tables, split, self.counts, "latency")
+            if exact:
                 tpot_lb, pre_lb = tpot, pre
         else:
             tpot = pre = 0
         p = Point(
             concurrency=concurrency,
             fits=split is not None,
-            fits_bound=need <= have and (split is not None or not self.exact),
+            fits_bound=need <= have and (split is not None or not exact),
             split=split,
             step_ns=tpot,
             step_bound_ns=tpot_lb,
