@@ -371,3 +371,22 @@ def test_frontier_plot_marks_the_plan(tmp_path: Path):
     res = run_cli("plot", str(front), "-o", str(png), "--plan", str(plan))
     assert res.exit_code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_verify_of_a_serving_plan_never_imports_ortools(olmoe, tmp_path: Path):
+    """The serving re-check is numpy only: verifying a plan (with --disagg) in a fresh
+    interpreter loads no OR-Tools module."""
+    import subprocess
+    import sys
+
+    model, cluster = olmoe
+    workload = load_workload(None, **TARGETS)
+    path = tmp_path / "plan.json"
+    path.write_text(solve(model, cluster, workload, SolveConfig(disagg=True)).model_dump_json())
+    code = (
+        "import sys; from placer.verify import verify, load_plan; "
+        f"r = verify(load_plan({str(path)!r})); "
+        "print(r.ok, any(m.startswith('ortools') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
