@@ -6,9 +6,10 @@ The public API, re-exported here (PyVRP style):
 - specs: :class:`ModelSpec`, :class:`ClusterSpec`, :class:`Workload`, :class:`Layout`;
 - analysis: :func:`memory_ledger`, :func:`estimate`, :func:`evaluate`, :func:`inspect_model`;
 - search: :func:`solve` -> :class:`Plan`, :func:`verify` -> :class:`VerifyReport`,
-  :class:`SolveConfig`.
+  :class:`SolveConfig`; serving: :func:`frontier` (docs/serving.md).
 
-``solve`` is imported on first use so that ``placer.verify`` never loads OR-Tools.
+``solve`` and ``frontier`` are imported on first use so that ``placer.verify`` never loads
+OR-Tools.
 """
 
 from typing import Any
@@ -60,6 +61,7 @@ __all__ = [
     "Workload",
     "estimate",
     "evaluate",
+    "frontier",
     "get_profile",
     "inspect_model",
     "load_cluster",
@@ -78,4 +80,8 @@ def __getattr__(name: str) -> Any:
         from placer.search.solve import solve
 
         return solve
+    if name == "frontier":
+        from placer.serving.frontier import frontier
+
+        return frontier
     raise AttributeError(f"module 'placer' has no attribute {name!r}")

@@ -145,11 +145,53 @@ _WORKLOAD_KEYS = (
 )
 
 
+def target_options(fn: F) -> F:
+    """Latency targets and request rate: they turn ``solve`` into the serving search."""
+    opts = [
+        click.option("--ttft", type=float, default=None, help="Time-to-first-token target, ms."),
+        click.option("--tpot", type=float, default=None, help="Time-per-output-token target, ms."),
+        click.option(
+            "--request-rate",
+            type=float,
+            default=None,
+            help="Requests/s to serve (with --objective gpus).",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def targets_from_options(kwargs: dict[str, Any]) -> dict[str, float]:
+    """The workload fields of the target options (popped from kwargs); bad values and a
+    fixed batch next to them are errors naming the option."""
+    out: dict[str, float] = {}
+    for opt, key in (
+        ("--ttft", "ttft_ms"),
+        ("--tpot", "tpot_ms"),
+        ("--request-rate", "request_rate"),
+    ):
+        value = kwargs.pop(opt.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if not value > 0 or value == float("inf"):
+            raise InvalidInputError(f"must be a positive number, got {value:g}", field=opt)
+        out[key] = value
+    if out and kwargs.get("batch") is not None:
+        raise InvalidInputError(
+            "a fixed batch cannot be combined with --ttft, --tpot or --request-rate: the "
+            "serving search chooses the concurrency",
+            field="--batch",
+        )
+    return out
+
+
 def workload_from_options(kwargs: dict[str, Any]) -> Any:
     """Build the Workload from --workload and the override options (popped from kwargs)."""
     path = kwargs.pop("workload_file", None)
+    targets = targets_from_options(kwargs) if "ttft" in kwargs else {}
     overrides = {k: kwargs.pop(k, None) for k in _WORKLOAD_KEYS}
-    return load_workload(path, **overrides)
+    return load_workload(path, **overrides, **targets)
 
 
 # ------------------------------------------------------------------ inspect
@@ -432,6 +474,7 @@ def _parse_compare(text: str) -> Layout:
 @click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
 @hardware_options
 @workload_options
+@target_options
 @click.option(
     "--profile",
     default="generic",
@@ -440,9 +483,11 @@ def _parse_compare(text: str) -> Layout:
 )
 @click.option(
     "--objective",
-    type=click.Choice(["throughput", "latency", "gpus"]),
+    type=click.Choice(["throughput", "latency", "gpus", "step"]),
     default="throughput",
     show_default=True,
+    help="With --ttft/--tpot: throughput (tokens/s per GPU) or gpus (fewest for "
+    "--request-rate); with a fixed batch: throughput or step (pipelined step), latency, gpus.",
 )
 @click.option(
     "--time-limit",
@@ -491,6 +536,12 @@ def _parse_compare(text: str) -> Layout:
     default=None,
     help="Calibration file (placer calibrate); recorded in the plan. Default: the shipped one.",
 )
+@click.option(
+    "--disagg",
+    is_flag=True,
+    help="With --ttft/--tpot: also find the best split into prefill and decode instances and "
+    "say whether it beats aggregated serving.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
@@ -510,6 +561,7 @@ def solve_cmd(
     report: str | None,
     loads_path: str | None,
     calibration_path: str | None,
+    disagg: bool,
     quiet: bool,
     as_json: bool,
     **kwargs: Any,
@@ -536,6 +588,24 @@ def solve_cmd(
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
+    if disagg and not workload.serving:
+        raise InvalidInputError("needs latency targets (--ttft/--tpot)", field="--disagg")
+    if disagg and cluster.num_gpus < 2:
+        raise InvalidInputError(
+            "needs at least 2 GPUs (one prefill, one decode)", field="--disagg"
+        )
+    if disagg and objective != "throughput":
+        raise InvalidInputError("works with the throughput objective only", field="--disagg")
+    if workload.serving:
+        from placer.serving.solve import check_serving_config
+
+        try:
+            check_serving_config(workload, SolveConfig(objective=objective))
+        except InvalidInputError as exc:
+            flag = {"request_rate": "--request-rate", "objective": "--objective"}
+            raise InvalidInputError(
+                exc.detail, field=flag.get(exc.field or "", exc.field)
+            ) from None
     other = _parse_compare(compare) if compare else None
     config = SolveConfig(
         objective=objective,
@@ -544,6 +614,7 @@ def solve_cmd(
         seed=seed,
         workers=workers,
         deterministic=deterministic,
+        disagg=disagg,
     )
     for path in (output, report):
         if path is not None:
@@ -1142,9 +1213,21 @@ def export_cmd(
     help="The load file of a balance result, for before/after bars.",
 )
 @click.option("--layer", type=int, default=None, help="Layer to draw (expert-load).")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A serving plan to mark on a serving frontier.",
+)
 @handle_errors
 def plot_cmd(
-    input_path: str, output: str, kind: str | None, loads_path: str | None, layer: int | None
+    input_path: str,
+    output: str,
+    kind: str | None,
+    loads_path: str | None,
+    layer: int | None,
+    plan_path: str | None,
 ) -> None:
     """Plot a plan's memory per GPU, a balance result's expert load per GPU before and after,
     or a sweep's throughput-vs-latency frontier (needs the 'plot' extra)."""
@@ -1153,6 +1236,22 @@ def plot_cmd(
     from placer.plot import plot_expert_load, plot_frontier, plot_memory
 
     data = read_json(input_path)
+    if isinstance(data, dict) and "points" in data and "cluster_gpus" in data:
+        # A serving frontier (placer frontier -o f.json), with --plan marked.
+        from placer.plot import plot_serving_frontier
+
+        mark = None
+        if plan_path is not None:
+            from placer.verify import load_plan
+
+            s = load_plan(plan_path).serving
+            if s is None:
+                raise InvalidInputError("not a serving plan (no targets)", source=plan_path)
+            mark = (s.tokens_per_s_per_user, s.tokens_per_s_per_gpu)
+        points = [p for p in data["points"] if isinstance(p, dict)]
+        plot_serving_frontier(points, output, mark)
+        click.echo(f"wrote {output}")
+        return
     if kind is None:
         if isinstance(data, list):
             kind = "frontier"
@@ -1182,6 +1281,79 @@ def plot_cmd(
             data = {"loads": [list(r) for r in load_loads(loads_path).load], **data}
         plot_expert_load(data, output, layer=layer)
     click.echo(f"wrote {output}")
+
+
+# ------------------------------------------------------------------ frontier
+@main.command(name="frontier")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("hardware_path", metavar="HARDWARE", type=click.Path(dir_okay=False))
+@hardware_options
+@workload_options
+@target_options
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="generic", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the points as CSV (.csv) or JSON (any other name), atomically.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the frontier as JSON.")
+@handle_errors
+def frontier_cmd(
+    model_path: str,
+    hardware_path: str,
+    gpus: int | None,
+    nodes: int | None,
+    profile: str,
+    output: str | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """The non-dominated (tokens/s per user, tokens/s per GPU) deployments of MODEL on
+    HARDWARE over every instance layout and concurrency within the targets (docs/serving.md)."""
+    from placer.config import SolveConfig
+    from placer.serving.frontier import frontier
+
+    model = load_model(model_path)
+    cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    workload = workload_from_options(kwargs)
+    if workload.request_rate is not None:
+        raise InvalidInputError("a frontier takes no request rate", field="--request-rate")
+    if output is not None:
+        _check_writable(output)
+    front = frontier(model, cluster, workload, SolveConfig(profile=profile))
+    if output is not None:
+        write_atomic(output, front.to_csv() if output.endswith(".csv") else front.to_json() + "\n")
+    if as_json:
+        click.echo(front.to_json())
+        return
+    t = Table(
+        title=f"frontier: {len(front.points)} non-dominated points"
+        + ("" if front.exact else " (not proven complete)"),
+        show_edge=False,
+    )
+    for col in (
+        "layout",
+        "instances",
+        "concurrency",
+        "TPOT ms",
+        "TTFT ms",
+        "tok/s/user",
+        "tok/s/GPU",
+    ):
+        t.add_column(col)
+    for p in front.points:
+        t.add_row(
+            p.layout,
+            f"{p.instances} x {p.gpus}",
+            str(p.concurrency),
+            f"{p.tpot_ms:.2f}",
+            f"{p.ttft_ms:.1f}",
+            f"{p.tokens_per_s_per_user:,.1f}",
+            f"{p.tokens_per_s_per_gpu:,.1f}",
+        )
+    _console().print(t)
 
 
 # ------------------------------------------------------------------ check

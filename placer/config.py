@@ -8,7 +8,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from placer._base import Frozen
 
-Objective = Literal["throughput", "latency", "gpus"]
+Objective = Literal["throughput", "latency", "gpus", "step"]
 
 
 class SolveConfig(Frozen):
@@ -16,8 +16,10 @@ class SolveConfig(Frozen):
 
     objective: Objective = Field(
         default="throughput",
-        description="throughput: shortest pipelined step; latency: shortest un-pipelined step; "
-        "gpus: fewest GPUs that fit (then throughput).",
+        description="With a fixed batch: throughput or step: shortest pipelined step; latency: "
+        "shortest un-pipelined step; gpus: fewest GPUs that fit (then throughput). With "
+        "latency targets (docs/serving.md): throughput: most output tokens/s per GPU; gpus: "
+        "fewest GPUs that serve the request rate.",
     )
     profile: str = Field(default="generic", description="Engine rules profile.")
     time_limit_s: PositiveFloat = Field(default=60.0, description="Wall-clock limit, seconds.")
@@ -33,6 +35,11 @@ class SolveConfig(Frozen):
     )
     max_gpus: PositiveInt | None = Field(
         default=None, description="Use at most this many GPUs (default: all)."
+    )
+    disagg: bool = Field(
+        default=False,
+        description="Serving search only: also find the best split into prefill and decode "
+        "instances and compare it with aggregated serving (docs/serving.md).",
     )
     extra_params: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="Passed through to CP-SAT's parameters."

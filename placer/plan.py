@@ -22,6 +22,7 @@ from placer._base import Frozen
 from placer.cost import Estimates
 from placer.evaluate import Constraint, GPUReport
 from placer.layout import Layout
+from placer.serving.record import ServingRecord
 
 #: Version of the plan file format; ``placer verify`` reads this and older ones.
 PLAN_FORMAT_VERSION = 1
@@ -173,6 +174,11 @@ class Plan(Frozen):
     certificate: Certificate = Field(description="Constraints and search record.")
     infeasibility: Infeasibility | None = Field(default=None, description="When infeasible.")
     inputs: PlanInputs = Field(description="Input copies and hashes.")
+    serving: ServingRecord | None = Field(
+        default=None,
+        description="Instances, concurrency, TTFT, TPOT and throughput when the plan answers "
+        "the serving question (latency targets; docs/serving.md).",
+    )
 
     def is_feasible(self) -> bool:
         """Whether the plan holds a placement."""
@@ -191,8 +197,14 @@ class Plan(Frozen):
             )
         if o.value is not None:
             lines.append(f"objective   {o.name} = {o.value:.6g} {o.unit}")
-            lines.append(f"bound       {o.bound:.6g} {o.unit}, gap {100 * (o.gap or 0):.3f} %")
-        if self.estimates is not None:
+            lines.append(
+                f"bound       {o.bound:.6g} {o.unit}, gap {100 * (o.gap or 0):.3f} %"
+                if o.bound is not None
+                else "bound       none proven"
+            )
+        if self.serving is not None:
+            lines.extend(self.serving.summary_lines())
+        elif self.estimates is not None:
             e = self.estimates
             lines.append(
                 f"estimates   {e.throughput_tokens_s:,.0f} tokens/s, step {e.cycle_s * 1e3:.3f} "

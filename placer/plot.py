@@ -427,3 +427,52 @@ def plot_frontier(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     write_figure(fig, path)
+
+
+def plot_serving_frontier(
+    points: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    plan: tuple[float, float] | None = None,
+) -> None:
+    """A serving frontier (``placer frontier -o f.json``): tokens/s per GPU against tokens/s
+    per user, one line per instance layout, the chosen plan marked (docs/serving.md).
+
+    Parameters
+    ----------
+    points
+        The frontier's points (``layout``, ``tokens_per_s_per_user``,
+        ``tokens_per_s_per_gpu``).
+    path
+        Output file (``.png`` or ``.svg``).
+    plan
+        (tokens/s per user, tokens/s per GPU) of a plan to mark, if any.
+
+    Raises
+    ------
+    InvalidInputError
+        If there are no points, matplotlib is missing, or the path is unusable.
+    """
+    _target(path)
+    by_layout: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        try:
+            xy = (float(p["tokens_per_s_per_user"]), float(p["tokens_per_s_per_gpu"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        by_layout.setdefault(str(p.get("layout", "")), []).append(xy)
+    if not by_layout:
+        raise InvalidInputError("the frontier has no points to plot", field="points")
+    fig = _figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    for name, curve in sorted(by_layout.items()):
+        curve.sort()
+        ax.plot([u for u, _ in curve], [g for _, g in curve], marker=".", label=name, zorder=2)
+    if plan is not None:
+        ax.scatter([plan[0]], [plan[1]], marker="*", s=200, color="black", label="plan", zorder=3)
+    ax.set_xlabel("tokens/s per user (1 / TPOT)")
+    ax.set_ylabel("output tokens/s per GPU")
+    n = sum(len(v) for v in by_layout.values())
+    ax.set_title(f"Serving frontier ({n} points, {len(by_layout)} layouts)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    write_figure(fig, path)

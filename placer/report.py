@@ -323,7 +323,11 @@ def _summary(plan: Plan, specs: PlanSpecs) -> list[str]:
     rows.append(["status", status])
     if o.value is not None:
         unit = o.unit
-        what = _OBJECTIVE_TEXT.get(o.name, o.name)
+        what = (
+            plan.serving.objective_text()
+            if plan.serving is not None
+            else _OBJECTIVE_TEXT.get(o.name, o.name)
+        )
         if unit == "s":
             rows.append(["objective", f"{o.name} = {ms(o.value)} ms ({what})"])
             if o.bound is not None:
@@ -1112,6 +1116,7 @@ def markdown_report(plan: Plan) -> str:
     )
     sections: list[tuple[str, list[str]]] = [
         ("Summary", _summary(plan, specs)),
+        *([("Serving", plan.serving.markdown_lines())] if plan.serving is not None else []),
         ("Hardware compatibility", _hardware(plan, specs)),
         ("Model compatibility", _model(plan, specs)),
         ("Memory per GPU", _memory(plan, specs)),

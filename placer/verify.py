@@ -180,6 +180,14 @@ def verify_plan(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyRepor
         bad.append(f"unknown rules profile '{sv.profile}'")
         return VerifyReport(ok=False, violations=tuple(bad), checked=tuple(checked), trusted=())
     profile = PROFILES[sv.profile]
+    if plan.serving is not None:
+        # A serving plan carries its own proof (docs/serving.md).
+        from placer.serving.check import check_serving
+
+        found, done = check_serving(plan, model, cluster, workload, profile)
+        bad.extend(found)
+        checked.extend(done)
+        return VerifyReport(ok=not bad, violations=tuple(bad), checked=tuple(checked), trusted=())
     objective = sv.objective
     o = plan.objective
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from placer._base import Float, Frozen, Int, PosInt
+from placer._base import Float, Frozen, Int, PosFloat, PosInt
 from placer.dtypes import KVDtype, WeightDtype
 
 GIB = 1024**3
@@ -20,7 +20,10 @@ class Workload(Frozen):
     """Batch, sequence lengths, phase, number formats and memory policy."""
 
     batch: PosInt = Field(
-        default=8, le=MAX_BATCH, description="Concurrent requests (sequences) served."
+        default=8,
+        le=MAX_BATCH,
+        description="Concurrent requests (sequences) served: a fixed batch. Leave it out with "
+        "latency targets: the serving search then chooses the concurrency (docs/serving.md).",
     )
     prompt_len: PosInt = Field(
         default=1024, le=MAX_TOKENS, description="Prompt tokens per request."
@@ -64,11 +67,37 @@ class Workload(Frozen):
         description="Prefill tokens per step (chunked prefill; vLLM default 8192).",
     )
 
+    ttft_ms: PosFloat | None = Field(
+        default=None,
+        description="Time-to-first-token target, ms: the serving search keeps every request's "
+        "TTFT at or below it (docs/serving.md).",
+    )
+    tpot_ms: PosFloat | None = Field(
+        default=None,
+        description="Time-per-output-token target, ms: the decode step at the chosen "
+        "concurrency stays at or below it (docs/serving.md).",
+    )
+    request_rate: PosFloat | None = Field(
+        default=None,
+        description="Requests per second to serve (objective gpus of the serving search).",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Workload:
         if self.context is not None and self.context < 1:
             raise ValueError("context must be positive")
+        if self.serving and "batch" in self.model_fields_set:
+            raise ValueError(
+                "batch is a fixed concurrency; with ttft_ms, tpot_ms or request_rate the "
+                "serving search chooses the concurrency: leave batch out"
+            )
         return self
+
+    @property
+    def serving(self) -> bool:
+        """Whether the workload asks the serving question (targets or a request rate)
+        rather than the fixed-batch one."""
+        return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.request_rate))
 
     @property
     def kv_tokens(self) -> int:

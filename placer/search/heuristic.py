@@ -42,7 +42,8 @@ def best_split(t: LayoutTables, counts: np.ndarray | None = None) -> tuple[int, 
             t.reserve + int(t.act[s]) + (t.first if s == 0 else 0) + (t.last if s == pp - 1 else 0)
         )
         extra_time = int(t.handoff[s]) + (int(t.time_last[s]) if s == pp - 1 else 0)
-        lo_j = s + 1
+        # The last stage must end at the last layer: only j = n is needed there.
+        lo_j = n if s == pp - 1 else s + 1
         hi_j = n - (pp - 1 - s)
         for j in range(lo_j, hi_j + 1):
             i = np.arange(s, j)  # stage s holds layers [i, j)

@@ -284,6 +284,11 @@ def solve_plan(
     """
     workload = workload or Workload()
     config = config or SolveConfig()
+    if workload.serving:
+        # Latency targets ask the serving question: layout x concurrency x instances.
+        from placer.serving.solve import solve_serving
+
+        return solve_serving(model, cluster, workload, config)
     try:
         profile = get_profile(config.profile)
     except KeyError as exc:

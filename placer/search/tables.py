@@ -81,7 +81,14 @@ def build_tables(
     tables zero, for memory-only feasibility checks (:func:`add_costs` fills them later).
     ``cache`` shares per-degree results between the layouts of one search."""
     n = model.num_layers
-    per_expert = expert_bytes(model, workload, layout)
+    ekey = ("expert_bytes", layout.expert_tp)
+    if cache is not None and ekey in cache:
+        per_expert = cache[ekey]
+    else:
+        per_expert = expert_bytes(model, workload, layout)
+        if cache is not None:
+            cache[ekey] = per_expert
+    assert isinstance(per_expert, dict)
     unit = np.zeros(n, dtype=np.int64)
     experts = np.zeros(n, dtype=np.int64)
     for i, arr in per_expert.items():

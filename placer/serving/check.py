@@ -1,0 +1,306 @@
+"""``placer verify`` for serving plans: re-check the targets, the concurrency bound from
+memory, the throughput and the search record, with numpy only (no OR-Tools).
+
+Everything is recomputed from the plan's inputs with the same cost model and ledger: the
+instance's memory at the chosen concurrency, its decode step and prefill for the plan's own
+split and expert map, TTFT and TPOT against the targets, the instance count and the
+objective; then, for every legal layout, that its recorded concurrency ranges cover
+``1..memory_limit``, that ``memory_limit + 1`` breaks the aggregate memory condition, and
+that every range's bound (or exclusion) is what the record says and cannot beat the plan
+(docs/serving.md, "Proof").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from placer.cluster import ClusterSpec
+from placer.evaluate import evaluate
+from placer.layout import Layout
+from placer.ledger import ExpertMap
+from placer.model import ModelSpec
+from placer.plan import Plan
+from placer.rules import RulesProfile
+from placer.search.space import enumerate_layouts
+from placer.search.tables import objective_ns
+from placer.serving.probe import LayoutProbe
+from placer.serving.record import ServingEntry, ServingRecord
+from placer.serving.search import TIE, cap_check
+from placer.serving.timing import (
+    NS,
+    disagg_ttft_ns,
+    instance_workload,
+    tokens_per_s,
+    tokens_per_s_bound,
+    tokens_per_s_ceiling,
+    tpot_ns,
+    ttft_ns,
+)
+from placer.workload import Workload
+
+
+def _close(a: float, b: float, rel: float = 1e-9) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
+
+
+def _counts(model: ModelSpec, layout: Layout, emap: ExpertMap, bad: list[str]) -> np.ndarray:
+    """Slots per EP rank per layer from the expert map; coverage problems go to ``bad``."""
+    counts = np.zeros((model.num_layers, layout.ep), dtype=np.int64)
+    if set(emap) != set(model.moe_layers):
+        bad.append("serving: the expert map does not list exactly the MoE layers")
+        return counts
+    for layer, ranks in emap.items():
+        experts = model.experts_in_layer(layer)
+        if len(ranks) != layout.ep:
+            bad.append(f"serving: expert map layer {layer} has {len(ranks)} ranks, ep {layout.ep}")
+            continue
+        placed = {e for ids in ranks for e in ids}
+        if placed != set(range(experts)):
+            bad.append(f"serving: expert map layer {layer} does not place every expert once")
+        for r, ids in enumerate(ranks):
+            counts[layer, r] = len(ids)
+        if int(counts[layer].sum()) != experts + layout.redundant_experts:
+            bad.append(f"serving: expert map layer {layer} has the wrong number of slots")
+    return counts
+
+
+def check_serving(
+    plan: Plan,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+) -> tuple[list[str], list[str]]:
+    """(violations, what was checked) of a serving plan."""
+    s = plan.serving
+    assert s is not None
+    bad: list[str] = []
+    checked: list[str] = []
+    n = cluster.num_gpus
+    if s.cluster_gpus != n:
+        bad.append(f"serving: plan says {s.cluster_gpus} GPUs, the cluster has {n}")
+    for name in ("ttft_ms", "tpot_ms", "request_rate"):
+        if getattr(s, name) != getattr(workload, name):
+            bad.append(f"serving: {name} differs from the workload's")
+    if plan.layout is not None:
+        _check_plan(plan, s, model, cluster, workload, profile, bad, checked)
+    elif plan.status in ("optimal", "feasible"):
+        bad.append(f"status '{plan.status}' without a layout")
+    _check_record(plan, s, model, cluster, workload, profile, bad, checked)
+    if s.disagg is not None:
+        _check_disagg(s, model, cluster, workload, bad, checked)
+    return bad, checked
+
+
+def _check_disagg(
+    s: ServingRecord,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    bad: list[str],
+    checked: list[str],
+) -> None:
+    """The disaggregated deployment's figures: memory of both instance kinds, prefill, decode
+    step, KV transfer, targets, GPU count and throughput (not its search)."""
+    from placer.serving.disagg import DecodeProbe, kv_transfer_ns, layout_from_text
+
+    d = s.disagg
+    assert d is not None
+    n = cluster.num_gpus
+    lp, ld = layout_from_text(d.prefill_layout), layout_from_text(d.decode_layout)
+    used = d.prefill_instances * lp.gpus + d.decode_instances * ld.gpus
+    if used > n or d.idle_gpus != n - used:
+        bad.append(f"disagg: {used} GPUs used of {n}, the record says {d.idle_gpus} idle")
+    p1 = LayoutProbe(model, cluster, workload, lp).at(1)
+    decode_wl = workload.model_copy(update={"ttft_ms": None})
+    pc = DecodeProbe(model, cluster, decode_wl, ld).at(d.concurrency)
+    if not p1.fits or not pc.fits:
+        bad.append("disagg: an instance does not fit memory")
+        return
+    transfer = kv_transfer_ns(model, cluster, workload, lp.gpus, ld.gpus, used)
+    ttft = disagg_ttft_ns(p1.prefill_ns, transfer, pc.step_ns)
+    reqs = min(
+        d.prefill_instances * NS / p1.prefill_ns,
+        d.decode_instances * d.concurrency * NS / pc.step_ns / workload.output_len,
+    )
+    for name, mine, theirs in (
+        ("prefill", p1.prefill_ns / NS, d.prefill_s),
+        ("step", pc.step_ns / NS, d.step_s),
+        ("KV transfer", transfer / NS, d.kv_transfer_s),
+        ("TTFT", ttft / NS, d.ttft_s),
+        ("tokens/s per GPU", reqs * workload.output_len / n, d.tokens_per_s_per_gpu),
+    ):
+        if not _close(mine, theirs):
+            bad.append(f"disagg: {name}: record says {theirs:.6g}, recomputed {mine:.6g}")
+    if workload.tpot_ms is not None and pc.step_ns > workload.tpot_ms * 1e6:
+        bad.append("disagg: TPOT exceeds the target")
+    if workload.ttft_ms is not None and ttft > workload.ttft_ms * 1e6:
+        bad.append("disagg: TTFT exceeds the target")
+    checked.append("disagg: memory, prefill, step, KV transfer, targets, GPUs and throughput")
+
+
+def _check_plan(
+    plan: Plan,
+    s: ServingRecord,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    bad: list[str],
+    checked: list[str],
+) -> None:
+    assert plan.layout is not None
+    n = cluster.num_gpus
+    c = s.concurrency
+    layout = plan.layout.to_layout()
+    g = layout.gpus
+    if s.gpus_per_instance != g or plan.layout.gpus_used != g:
+        bad.append(f"serving: the layout uses {g} GPUs, the plan says {s.gpus_per_instance}")
+    if s.instances < 1 or s.instances * g > n:
+        bad.append(f"serving: {s.instances} instances of {g} GPUs do not fit {n} GPUs")
+    if s.idle_gpus != n - s.instances * g:
+        bad.append(f"serving: {s.idle_gpus} idle GPUs, recomputed {n - s.instances * g}")
+    checked.append("serving: instances x GPUs per instance within the cluster, idle GPUs")
+    ev = evaluate(model, cluster, instance_workload(workload, c), layout, profile, plan.expert_map)
+    for con in ev.constraints:
+        if not con.holds:
+            bad.append(f"serving: {con.name} does not hold at concurrency {c} ({con.detail})")
+    mine = {gr.id: gr.used_bytes for gr in ev.gpus}
+    if {gr.id: gr.used_bytes for gr in plan.gpus} != mine:
+        bad.append("serving: the memory ledger differs from the recomputed one")
+    checked.append(f"serving: memory of every GPU and the rules at concurrency {c}")
+    counts = _counts(model, layout, plan.expert_map, bad)
+    split = plan.layout.layers_per_stage
+    if sum(split) != model.num_layers or min(split) < 1:
+        bad.append("serving: layers_per_stage must cover every layer with no empty stage")
+        return
+    probe = LayoutProbe(
+        model, cluster, workload, layout.model_copy(update={"layers_per_stage": None})
+    )
+    step = objective_ns(probe.tables(c), split, counts, "throughput")
+    pre = objective_ns(probe.prefill_tables, split, counts, "latency")
+    tpot, ttft = tpot_ns(workload, c, step, pre), ttft_ns(workload, step, pre)
+    rate = tokens_per_s(workload, c, step, pre)
+    for name, mine_s, theirs in (
+        ("step", step / NS, s.step_s),
+        ("prefill", pre / NS, s.prefill_s),
+        ("TPOT", tpot / NS, s.tpot_s),
+        ("TTFT", ttft / NS, s.ttft_s),
+        ("tokens/s per instance", rate, s.tokens_per_s_instance),
+        ("tokens/s per GPU", s.instances * rate / n, s.tokens_per_s_per_gpu),
+    ):
+        if not _close(mine_s, theirs):
+            bad.append(f"serving: {name}: plan says {theirs:.6g}, recomputed {mine_s:.6g}")
+    if workload.tpot_ms is not None and tpot > workload.tpot_ms * 1e6:
+        bad.append(f"serving: TPOT {tpot / 1e6:.3f} ms exceeds the target {workload.tpot_ms} ms")
+    if workload.ttft_ms is not None and ttft > workload.ttft_ms * 1e6:
+        bad.append(f"serving: TTFT {ttft / 1e6:.1f} ms exceeds the target {workload.ttft_ms} ms")
+    checked.append("serving: step, prefill, TTFT and TPOT against the targets, throughput")
+    o = plan.objective
+    if s.objective == "throughput":
+        if o.value is None or not _close(o.value, s.instances * rate / n):
+            bad.append("serving: the objective is not the recomputed tokens/s per GPU")
+    else:
+        need = (workload.request_rate or 0.0) * workload.output_len
+        if s.instances * rate < need * (1 - TIE):
+            served = s.instances * rate / workload.output_len
+            bad.append(
+                f"serving: {s.instances} instances serve {served:.4g} requests/s, the workload "
+                f"asks {workload.request_rate}"
+            )
+        if o.value != s.instances * g:
+            bad.append("serving: the objective is not instances x GPUs per instance")
+    checked.append("serving: objective value")
+
+
+def _beats(s: ServingRecord, plan: Plan, e: ServingEntry, bound: float, need: float) -> bool:
+    """Whether an instance rate ``bound`` of layout ``e`` could beat the plan."""
+    value = plan.objective.value
+    if value is None:
+        return bound > 0
+    if s.objective == "throughput":
+        return (s.cluster_gpus // e.gpus) * bound / s.cluster_gpus > value * (1 + TIE)
+    if bound <= 0:
+        return False
+    return e.gpus * math.ceil(need / bound * (1 - TIE)) < value
+
+
+def _check_record(
+    plan: Plan,
+    s: ServingRecord,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    bad: list[str],
+    checked: list[str],
+) -> None:
+    space = enumerate_layouts(model, cluster, profile, s.max_instance_gpus)
+    by_name = {e.layout: e for e in s.entries}
+    missing = [lay.describe() for lay in space.legal if lay.describe() not in by_name]
+    if missing:
+        bad.append(f"serving: {len(missing)} legal layouts have no record, e.g. {missing[0]}")
+    need = (workload.request_rate or 0.0) * workload.output_len
+    cache: dict[object, object] = {}
+    open_ranges = 0
+    for lay in space.legal:
+        e = by_name.get(lay.describe())
+        if e is None:
+            continue
+        if not e.leaves:
+            if e.status == "pruned" and s.objective == "gpus" and plan.objective.value is not None:
+                if e.gpus < plan.objective.value:
+                    bad.append(f"serving: {e.layout} was pruned but one instance is smaller")
+                continue
+            if e.status == "unresolved":
+                open_ranges += 1
+                continue
+        probe = LayoutProbe(model, cluster, workload, lay, cache)
+        if e.ceiling is not None and not e.leaves:
+            one = probe.loose(1)
+            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
+            if not _close(ceiling, e.ceiling) or cap_check(workload, one, bound=True):
+                bad.append(f"serving: {e.layout}: ceiling recomputed {ceiling:.6g}")
+            elif _beats(s, plan, e, ceiling, need):
+                open_ranges += 1
+            continue
+        if e.memory_limit == 0 and probe.memory_bound_fits(1):
+            bad.append(f"serving: {e.layout} holds one request, the record says none")
+        if e.memory_limit and probe.memory_bound_fits(e.memory_limit + 1):
+            bad.append(f"serving: {e.layout} holds {e.memory_limit + 1} requests, record says not")
+        if e.memory_limit and not probe.memory_bound_fits(e.memory_limit):
+            bad.append(f"serving: {e.layout} does not hold {e.memory_limit} requests")
+        nxt = 1
+        for leaf in e.leaves:
+            if leaf.low != nxt or leaf.high < leaf.low:
+                bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
+                break
+            nxt = leaf.high + 1
+            p = probe.at(leaf.low) if leaf.tight else probe.loose(leaf.low)
+            why = cap_check(workload, p, bound=True)
+            if leaf.excluded:
+                if why != leaf.excluded:
+                    bad.append(
+                        f"serving: {e.layout} at {leaf.low}: excluded by {leaf.excluded} in "
+                        f"the record, recomputed {why or 'allowed'}"
+                    )
+                continue
+            ub = tokens_per_s_bound(
+                workload, leaf.low, leaf.high, p.step_bound_ns, p.prefill_bound_ns
+            )
+            if why is not None or not _close(ub, leaf.bound):
+                bad.append(
+                    f"serving: {e.layout} {leaf.low}..{leaf.high}: bound recomputed {ub:.6g}"
+                )
+            elif _beats(s, plan, e, ub, need):
+                open_ranges += 1
+        else:
+            if e.leaves and nxt != e.memory_limit + 1:
+                bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
+    if plan.status == "optimal" and open_ranges:
+        bad.append(f"serving: status optimal but {open_ranges} ranges could still beat the plan")
+    checked.append(
+        f"serving search record: {len(space.legal)} layouts, memory limits, every range's bound"
+    )

@@ -1,0 +1,219 @@
+"""The serving part of a plan (pydantic, JSON): instances, concurrency, targets, throughput,
+and the search record that proves nothing else does better (docs/serving.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from placer._base import Frozen
+
+ServingObjective = Literal["throughput", "gpus"]
+ServingStatus = Literal["plan", "solved", "pruned", "infeasible", "unresolved"]
+
+
+class Leaf(Frozen):
+    """A range of concurrencies of one layout and the bound that settles it."""
+
+    low: int = Field(description="Smallest concurrency of the range.")
+    high: int = Field(description="Largest concurrency of the range.")
+    bound: float = Field(
+        description="No concurrency in the range gives one instance more output tokens/s "
+        "(0 when the range is excluded)."
+    )
+    tight: bool = Field(
+        default=True,
+        description="The bound comes from the DP split's figures (LayoutProbe.at); "
+        "False: from the looser figures without a split (LayoutProbe.loose).",
+    )
+    excluded: str = Field(
+        default="",
+        description="memory, tpot or ttft when the range's smallest concurrency already "
+        "breaks it with bound figures (so every larger one does); empty otherwise.",
+    )
+
+
+class ServingEntry(Frozen):
+    """What the serving search did with one instance layout."""
+
+    layout: str = Field(description="Degrees, e.g. 'TP2 PP1 EP8 ETP1 DPattn4'.")
+    tp: int = Field(description="Attention tensor parallel.")
+    pp: int = Field(description="Pipeline stages.")
+    ep: int = Field(description="Expert parallel.")
+    etp: int = Field(description="Expert tensor parallel.")
+    dp_attn: int = Field(description="Attention data parallel.")
+    gpus: int = Field(description="GPUs of one instance.")
+    status: ServingStatus = Field(description="How the layout was settled.")
+    memory_limit: int = Field(
+        description="Largest concurrency the aggregate memory condition allows (0: none); "
+        "the leaves cover 1..memory_limit."
+    )
+    cap: int = Field(description="Largest concurrency found within memory and targets.")
+    cap_reason: str = Field(description="What excludes the smallest excluded concurrency.")
+    concurrency: int | None = Field(default=None, description="Best concurrency found.")
+    rate: float | None = Field(
+        default=None, description="Output tokens/s of one instance at that concurrency."
+    )
+    instances: int | None = Field(default=None, description="Instances at the best value.")
+    value: float | None = Field(default=None, description="Objective the layout reaches.")
+    bound: float | None = Field(
+        default=None, description="Output tokens/s of one instance no concurrency can beat."
+    )
+    exact: bool = Field(description="Achievable and bound figures of a concurrency coincide.")
+    leaves: tuple[Leaf, ...] = Field(default=(), description="Concurrency ranges and bounds.")
+    ceiling: float | None = Field(
+        default=None,
+        description="When set and there are no leaves: the bound on one instance's output "
+        "tokens/s from step(1) and the prefill alone settled the layout "
+        "(placer.serving.timing.tokens_per_s_ceiling).",
+    )
+    reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
+
+
+class DisaggRecord(Frozen):
+    """The best disaggregated deployment and how it compares with the aggregated plan."""
+
+    prefill_layout: str = Field(description="Layout of a prefill instance.")
+    prefill_gpus: int = Field(description="GPUs of a prefill instance.")
+    prefill_instances: int = Field(description="Prefill instances (x).")
+    decode_layout: str = Field(description="Layout of a decode instance.")
+    decode_gpus: int = Field(description="GPUs of a decode instance.")
+    decode_instances: int = Field(description="Decode instances (y).")
+    concurrency: int = Field(description="Concurrent requests per decode instance.")
+    prefill_s: float = Field(description="One prompt on a prefill instance.")
+    step_s: float = Field(description="Decode step (= TPOT) at the concurrency.")
+    kv_transfer_s: float = Field(description="One request's KV cache, prefill to decode.")
+    ttft_s: float = Field(description="Time to first token.")
+    requests_per_s: float = Field(description="Requests/s the deployment completes.")
+    tokens_per_s_per_gpu: float = Field(description="Output tokens/s per GPU of the cluster.")
+    idle_gpus: int = Field(description="GPUs no instance uses.")
+    exact: bool = Field(description="No pair was cut by TTFT at the decode's best concurrency.")
+    aggregated_tokens_per_s_per_gpu: float = Field(description="The aggregated plan's figure.")
+
+    def summary_lines(self) -> list[str]:
+        """Aligned lines for the plan summary."""
+        return [
+            f"disagg      {self.prefill_instances} x prefill {self.prefill_layout} + "
+            f"{self.decode_instances} x decode {self.decode_layout} (concurrency "
+            f"{self.concurrency}), {self.idle_gpus} idle",
+            f"            TPOT {self.step_s * 1e3:.3f} ms, TTFT {self.ttft_s * 1e3:.1f} ms (KV "
+            f"transfer {self.kv_transfer_s * 1e3:.2f} ms), {self.tokens_per_s_per_gpu:,.1f} "
+            f"tokens/s per GPU: {self.verdict()}" + ("" if self.exact else " (not proven)"),
+        ]
+
+    def verdict(self) -> str:
+        """Which wins, and by how much."""
+        agg, dis = self.aggregated_tokens_per_s_per_gpu, self.tokens_per_s_per_gpu
+        if dis > agg:
+            return (
+                f"disaggregated wins by {100 * (dis / agg - 1):.1f} %"
+                if agg
+                else "only disaggregated serves"
+            )
+        return f"aggregated wins by {100 * (agg / dis - 1):.1f} %" if dis else "aggregated wins"
+
+
+class ServingRecord(Frozen):
+    """The deployment the serving search chose, and its proof."""
+
+    objective: ServingObjective = Field(description="throughput or gpus.")
+    ttft_ms: float | None = Field(description="TTFT target.")
+    tpot_ms: float | None = Field(description="TPOT target.")
+    request_rate: float | None = Field(description="Requests/s to serve (objective gpus).")
+    cluster_gpus: int = Field(description="GPUs of the cluster.")
+    max_instance_gpus: int = Field(description="Largest instance size searched.")
+    instances: int = Field(description="Identical instances deployed.")
+    gpus_per_instance: int = Field(description="GPUs of one instance.")
+    idle_gpus: int = Field(description="GPUs of the cluster no instance uses.")
+    concurrency: int = Field(description="Concurrent requests per instance.")
+    tpot_s: float = Field(
+        description="Mean time per output token: the decode step plus its share of the "
+        "interleaved prefills (docs/serving.md)."
+    )
+    step_s: float = Field(description="Decode step at the chosen concurrency.")
+    ttft_s: float = Field(description="Time to first token (docs/serving.md).")
+    prefill_s: float = Field(description="One prompt through the instance.")
+    tokens_per_s_instance: float = Field(description="Output tokens/s of one instance.")
+    tokens_per_s: float = Field(description="Output tokens/s of all instances.")
+    tokens_per_s_per_gpu: float = Field(description="Output tokens/s per GPU of the cluster.")
+    tokens_per_s_per_user: float = Field(description="Output tokens/s one request sees.")
+    requests_per_s: float = Field(description="Requests/s all instances complete.")
+    entries: tuple[ServingEntry, ...] = Field(description="One per legal instance layout.")
+    disagg: DisaggRecord | None = Field(
+        default=None,
+        description="With --disagg: the best prefill/decode split and how it compares.",
+    )
+
+    def summary_lines(self) -> list[str]:
+        """Aligned lines for :meth:`placer.plan.Plan.summary`."""
+        targets = ", ".join(
+            f"{name} <= {v:g} ms"
+            for name, v in (("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms))
+            if v is not None
+        )
+        lines = [
+            f"instances   {self.instances} x {self.gpus_per_instance} GPUs of "
+            f"{self.cluster_gpus} ({self.idle_gpus} idle), concurrency {self.concurrency} each",
+            f"latency     TPOT {self.tpot_s * 1e3:.3f} ms (step {self.step_s * 1e3:.3f} ms), "
+            f"TTFT {self.ttft_s * 1e3:.1f} ms" + (f" (targets {targets})" if targets else ""),
+            f"serving     {self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, "
+            f"{self.tokens_per_s_per_user:,.1f} tokens/s per user, "
+            f"{self.tokens_per_s:,.0f} tokens/s in all, {self.requests_per_s:,.2f} requests/s",
+        ]
+        if self.max_instance_gpus < self.cluster_gpus:
+            lines.append(
+                f"not proven  instances of more than {self.max_instance_gpus} GPUs were not "
+                "searched (docs/serving.md)"
+            )
+        if self.disagg is not None:
+            lines.extend(self.disagg.summary_lines())
+        return lines
+
+    def objective_text(self) -> str:
+        """What the objective measures, in words."""
+        if self.objective == "gpus":
+            return "fewest GPUs serving the request rate within the targets (docs/serving.md)"
+        return "output tokens/s per GPU of the whole cluster within the targets (docs/serving.md)"
+
+    def markdown_lines(self) -> list[str]:
+        """The report's serving section: deployment, latency, throughput and the search."""
+        settled = {
+            s: sum(1 for e in self.entries if e.status == s)
+            for s in ("solved", "pruned", "infeasible", "unresolved")
+        }
+        rows = [
+            (
+                "instances",
+                f"{self.instances} x {self.gpus_per_instance} GPUs "
+                f"({self.idle_gpus} of {self.cluster_gpus} GPUs idle)",
+            ),
+            ("concurrency", f"{self.concurrency} requests per instance"),
+            (
+                "TPOT",
+                f"{self.tpot_s * 1e3:.3f} ms (decode step {self.step_s * 1e3:.3f} ms plus "
+                "its share of interleaved prefills)"
+                + (f"; target {self.tpot_ms:g} ms" if self.tpot_ms is not None else ""),
+            ),
+            (
+                "TTFT",
+                f"{self.ttft_s * 1e3:.1f} ms (prefill {self.prefill_s * 1e3:.1f} ms)"
+                + (f"; target {self.ttft_ms:g} ms" if self.ttft_ms is not None else ""),
+            ),
+            ("tokens/s per GPU", f"{self.tokens_per_s_per_gpu:,.1f} (idle GPUs included)"),
+            ("tokens/s per user", f"{self.tokens_per_s_per_user:,.1f}"),
+            (
+                "tokens/s in all",
+                f"{self.tokens_per_s:,.0f} ({self.requests_per_s:,.2f} requests/s)",
+            ),
+            (
+                "search",
+                f"{len(self.entries)} instance layouts of at most "
+                f"{self.max_instance_gpus} GPUs: {settled['solved']} solved, {settled['pruned']} "
+                f"pruned by a bound, {settled['infeasible']} excluded by memory or the targets, "
+                f"{settled['unresolved']} unresolved",
+            ),
+        ]
+        out = ["| item | value |", "| --- | --- |"]
+        out += [f"| {k} | {v} |" for k, v in rows]
+        return out
