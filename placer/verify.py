@@ -47,6 +47,7 @@ from placer.search.tables import (
     TIME_SCALE,
     LayoutTables,
     add_costs,
+    balanced_counts,
     build_tables,
     lower_bound_ns,
     memory_lower_bound,
@@ -355,6 +356,12 @@ class _Checker:
             return  # nothing below is defined for an illegal layout
         self.found.checked.append("rules profile and layer split")
         self.layout = layout
+        tables = build_tables(self.model, self.cluster, self.workload, layout, self.objective)
+        # The objective depends on the split alone: any valid expert map puts
+        # ceil(slots / ep) slots on a layer's busiest rank (docs/certificate.md).
+        self.value_ns = objective_ns(
+            tables, pl.layers_per_stage, balanced_counts(tables), self.objective
+        )
         counts = self.check_expert_map(layout)
         if counts is None:
             return
@@ -362,9 +369,7 @@ class _Checker:
         emap: ExpertMap = dict(self.plan.expert_map)
         ev = evaluate(self.model, self.cluster, self.workload, layout, self.profile, emap)
         self.check_gpus(ev.gpus)
-        tables = build_tables(self.model, self.cluster, self.workload, layout, self.objective)
         self.check_constraints(list(ev.constraints) + _placement_constraints(tables, counts))
-        self.value_ns = objective_ns(tables, pl.layers_per_stage, counts, self.objective)
         loads = (
             {k: np.asarray(v) for k, v in self.plan.inputs.loads.items()}
             if self.plan.inputs.loads
