@@ -172,14 +172,13 @@ def compare_inputs(plan: Plan, files: dict[str, Any]) -> list[str]:
                 else None
             )
             if stored is None or digest(given) != digest(stored):
-                out.append("input differs: loads (the given load file is not the plan's input)")
+                out.append("input hash differs: loads (the given file is not the plan's input)")
             continue
         data = spec.model_dump(mode="json")
         if name == "model":
             data["format"] = "placer"
         if content_digest(data) != content_digest(copies[name]):
-            label = "hardware" if name == "cluster" else name
-            out.append(f"input differs: {label} (the given {label} file is not the plan's input)")
+            out.append(f"input hash differs: {name} (the given file is not the plan's input)")
     return out
 
 
@@ -187,11 +186,15 @@ def _specs(plan: Plan, found: _Findings) -> tuple[ModelSpec, ClusterSpec, Worklo
     for name in ("model", "cluster", "workload"):
         data: dict[str, Any] = getattr(plan.inputs, name)
         if digest(data) != plan.inputs.hashes.get(name):
-            found.bad.append(f"input hash differs: inputs.{name} (the plan's copy was changed)")
+            found.bad.append(
+                f"input hash differs: {name} (inputs.{name}: the plan's copy was changed)"
+            )
     if plan.inputs.loads is not None:
         stored = {str(k): list(v) for k, v in plan.inputs.loads.items()}
         if digest(stored) != plan.inputs.hashes.get("loads"):
-            found.bad.append("input hash differs: inputs.loads (the plan's copy was changed)")
+            found.bad.append(
+                "input hash differs: loads (inputs.loads: the plan's copy was changed)"
+            )
     elif "loads" in plan.inputs.hashes:
         found.bad.append("inputs.hashes has a loads hash but the plan has no loads")
     found.checked.append("input hashes")
@@ -659,7 +662,9 @@ class _Checker:
             return  # the layout did not check out; its violations are listed
         value = plan.layout.gpus_used if self.objective == "gpus" else self.value_ns
         if o.value_units != value:
-            self.bad.append(f"{where}.value_units: plan says {o.value_units}, recomputed {value}")
+            self.bad.append(
+                f"{where}: plan says {o.value_units}, recomputed {value} ({where}.value_units)"
+            )
         self._scaled(f"{where}.value", o.value, o.value_units)
         if o.bound_units is None or o.value_units is None or o.gap is None:
             self.bad.append(f"{where}: a plan needs value, bound and gap")

@@ -170,7 +170,7 @@ TAMPERS: list[tuple[str, Edit, int, str]] = [
     ("nested-too-deep", _deep, 2, "nested more than"),
     # well-formed but does not hold: exit 5, naming the check
     ("input-copy-edited", _set("inputs.workload.batch", 1), 5, "input hash differs"),
-    ("input-hash-edited", _set("inputs.hashes.model", "0" * 64), 5, "inputs.model"),
+    ("input-hash-edited", _set("inputs.hashes.model", "0" * 64), 5, "hash differs: model"),
     ("workload-edited-rehashed", _rehash("workload", _less_memory), 5, "capacity_bytes"),
     ("tp-not-a-layout", _set("layout.tp", 9), 5, "layout: not a layout"),
     ("tp-illegal", _set("layout.tp", 16), 5, "layout: rules"),
@@ -189,7 +189,7 @@ TAMPERS: list[tuple[str, Edit, int, str]] = [
     ("constraint-dropped", _drop_constraint, 5, "constraint instances"),
     ("estimate-latency", _set("estimates.latency_s", 1e-9), 5, "estimates.latency_s"),
     ("estimate-throughput", _set("estimates.throughput_tokens_s", 1e12), 5, "throughput"),
-    ("objective-value-units", _set("objective.value_units", 1), 5, "objective.value_units"),
+    ("objective-value-units", _set("objective.value_units", 1), 5, "(objective.value_units)"),
     ("objective-value", _set("objective.value", 0.001), 5, "objective.value"),
     ("objective-bound", _set("objective.bound_units", 1), 5, "objective.bound_units"),
     ("objective-gap", _set("objective.gap", 0.5), 5, "objective.gap"),
@@ -251,7 +251,7 @@ def test_other_workload_is_refused(tmp_path: Path) -> None:
     other.write_text(json.dumps({"batch": 16, "prompt_len": 1024}), encoding="utf-8")
     res = run_cli("verify", str(PLAN), "--workload", str(other))
     assert res.exit_code == 5
-    assert "input differs: workload" in res.stdout
+    assert "input hash differs: workload" in res.stdout
 
 
 def test_inputs_compared_by_content_not_path() -> None:
