@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,14 @@ def verify(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyReport:
         )
         return found.report()
     check = _Checker(plan, model, cluster, workload, PROFILES[sv.profile], found)
-    check.run()
+    try:
+        check.run()
+    except (OverflowError, FloatingPointError) as exc:
+        # Input copies that validate one field at a time can still overflow in products
+        # (bytes, FLOPs); such a plan cannot hold, whatever it claims.
+        found.bad.append(
+            f"the plan's inputs are out of range: recomputing its figures overflowed ({exc})"
+        )
     return found.report()
 
 
@@ -280,24 +288,40 @@ class _Checker:
         """The legal layouts, and the record's listing of them."""
         rec = self.plan.certificate.search
         where = "certificate.search"
-        space = enumerate_layouts(
-            self.model, self.cluster, self.profile, self.plan.certificate.solver.max_gpus
+        seen = Counter(_key(e) for e in rec.entries)
+        if not rec.complete:
+            # The enumeration was cut short: the listed layouts must each be legal, and the
+            # plan may claim no bound (checked with the objective record).
+            legal = self._listed_legal(rec.entries)
+            self.found.checked.append(
+                f"search record (enumeration incomplete): {len(legal)} listed layouts legal"
+            )
+            return legal
+        space = legal_layouts(
+            self.model,
+            self.cluster,
+            self.profile,
+            self.plan.certificate.solver.max_gpus,
+            stop_after=len(seen),
         )
         legal = {_key(lay): lay for lay in space.legal}
-        if rec.complete:
-            if rec.legal != len(space.legal):
-                self.bad.append(
-                    f"{where}.legal: plan says {rec.legal} legal layouts, the rules profile "
-                    f"gives {len(space.legal)}"
-                )
-            if rec.candidates != space.candidates:
-                self.bad.append(
-                    f"{where}.candidates: plan says {rec.candidates}, recomputed "
-                    f"{space.candidates}"
-                )
-            if dict(rec.rejected_by_rule) != dict(space.rejected):
-                self.bad.append(f"{where}.rejected_by_rule differs from the rules profile's")
-        seen = Counter(_key(e) for e in rec.entries)
+        if space.stopped:
+            self.bad.append(
+                f"{where}.entries: {len(seen)} layouts listed, the rules profile gives more "
+                "legal layouts than that (some are missing from the record)"
+            )
+            return None
+        if rec.legal != len(space.legal):
+            self.bad.append(
+                f"{where}.legal: plan says {rec.legal} legal layouts, the rules profile "
+                f"gives {len(space.legal)}"
+            )
+        if rec.candidates != space.candidates:
+            self.bad.append(
+                f"{where}.candidates: plan says {rec.candidates}, recomputed {space.candidates}"
+            )
+        if dict(rec.rejected_by_rule) != dict(space.rejected):
+            self.bad.append(f"{where}.rejected_by_rule differs from the rules profile's")
         for i, e in enumerate(rec.entries):
             lay = legal.get(_key(e))
             if lay is None:
@@ -315,7 +339,7 @@ class _Checker:
             if n > 1 and k in legal:
                 self.bad.append(f"{where}.entries: {legal[k].describe()} is listed {n} times")
         missing = [lay for k, lay in legal.items() if k not in seen]
-        if missing and rec.complete:
+        if missing:
             names = ", ".join(lay.describe() for lay in missing[:3])
             self.bad.append(
                 f"{where}.entries: {len(missing)} legal layout(s) missing from the record "
@@ -340,6 +364,23 @@ class _Checker:
             f"search record lists each of the {len(space.legal)} legal layouts once"
         )
         return legal
+
+    def _listed_legal(
+        self, entries: tuple[SearchEntry, ...]
+    ) -> dict[tuple[int, int, int, int, int], Layout]:
+        """The listed layouts that are legal (each checked on its own, no enumeration)."""
+        limit = min(self.cluster.num_gpus, self.plan.certificate.solver.max_gpus or 2**62)
+        out = {}
+        for e in entries:
+            if e.tp * e.dp_attn * e.pp > limit:
+                continue
+            try:
+                lay = Layout(tp=e.tp, pp=e.pp, ep=e.ep, etp=e.etp, dp_attn=e.dp_attn)
+            except ValidationError:
+                continue
+            if not layout_violations(self.model, self.cluster, lay, self.profile):
+                out[_key(lay)] = lay
+        return out
 
     # ------------------------------------------------------------ chosen layout
     def check_layout(self) -> None:
@@ -708,6 +749,64 @@ class _Checker:
                 self.found.checked.append(f"the fix: {lay.describe()} fits on {inf.min_gpus} GPUs")
                 return
         self.bad.append(f"infeasibility.min_gpus: no layout fits on {inf.min_gpus} GPUs")
+
+
+@dataclass(frozen=True)
+class LegalLayouts:
+    """The legal layouts as ``verify`` re-derives them, with the solver's counts."""
+
+    legal: tuple[Layout, ...]
+    candidates: int
+    rejected: dict[str, int]
+    stopped: bool  # True when more than ``stop_after`` legal layouts were found
+
+
+def legal_layouts(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    profile: RulesProfile,
+    max_gpus: int | None = None,
+    stop_after: int | None = None,
+) -> LegalLayouts:
+    """Every (tp, pp, ep, etp, dp_attn) on 1..N GPUs the profile accepts, enumerated here
+    independently of the search (the rules themselves are :func:`layout_violations`).
+
+    Counts candidates and rejections as the search does (pp divides the GPU count and is at
+    most the layer count; tp divides the stage width; ep (at most the experts) and etp divide
+    what is left). Stops as soon as more than ``stop_after`` legal layouts are found: a record
+    listing fewer cannot be complete, and the rest need not be enumerated.
+    """
+    limit = min(cluster.num_gpus, max_gpus or cluster.num_gpus)
+    experts = model.max_experts
+    legal: list[Layout] = []
+    rejected: Counter[str] = Counter()
+    candidates = 0
+    for gpus in range(1, limit + 1):
+        for pp in _divisors(gpus):
+            if pp > model.num_layers:
+                continue
+            width = gpus // pp
+            for tp in _divisors(width):
+                for ep in _divisors(width) if experts else [1]:
+                    if experts and ep > experts:
+                        continue
+                    for etp in _divisors(width // ep):
+                        candidates += 1
+                        lay = Layout(tp=tp, pp=pp, ep=ep, etp=etp, dp_attn=width // tp)
+                        bad = layout_violations(model, cluster, lay, profile)
+                        if bad:
+                            rejected[bad[0].split("(")[0].strip()] += 1
+                            continue
+                        legal.append(lay)
+                        if stop_after is not None and len(legal) > stop_after:
+                            return LegalLayouts(tuple(legal), candidates, dict(rejected), True)
+    return LegalLayouts(tuple(legal), candidates, dict(rejected), False)
+
+
+def _divisors(n: int) -> list[int]:
+    """Divisors of ``n`` in increasing order."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
 
 
 def _at(record: Any, path: str, prefix: str) -> Any:
