@@ -584,9 +584,11 @@ class _Checker:
             self.bad.append(f"{where}: the plan's layout is not in the search record")
 
     def check_pruned(self, at: str, lay: Layout, lb: int, plan_gpus: int | None) -> None:
-        if plan_gpus is None or self.value_ns is None:
-            self.bad.append(f"{at}: pruned, but the plan has no (valid) layout to prune against")
+        if plan_gpus is None:
+            self.bad.append(f"{at}: pruned, but the plan has no layout to prune against")
             return
+        if self.value_ns is None:
+            return  # the plan's layout did not check out; that violation is listed
         if self.objective == "gpus":
             if lay.gpus < plan_gpus or (lay.gpus == plan_gpus and lb < self.value_ns):
                 self.bad.append(f"{at}: pruned, but it could beat the plan (fewer GPUs or faster)")

@@ -353,3 +353,80 @@ def test_library_reads_and_verifies_the_stored_plan() -> None:
     """load_plan and verify agree with the command line on the untouched plan."""
     report = verify(load_plan(PLAN))
     assert report.ok and not report.trusted, report.violations
+
+
+# ------------------------------------------------------------------ commands that read plans
+def _halved_tp(plan: dict[str, Any]) -> None:
+    plan["layout"]["tp"] //= 2
+
+
+def test_export_acts_only_on_a_plan_that_verifies(tmp_path: Path) -> None:
+    """export writes the engine's files for the stored plan, and refuses (exit 5, naming the
+    failed check, nothing written) the same plan with TP halved."""
+    good_dir, bad_dir = tmp_path / "good", tmp_path / "bad"
+    good_dir.mkdir()
+    bad_dir.mkdir()
+    res = run_cli("export", str(PLAN), "--engine", "sglang", "--out-dir", str(good_dir))
+    assert res.exit_code == 0, res.stderr
+    res = run_cli(
+        "export",
+        str(_write(tmp_path, _halved_tp)),
+        "--engine",
+        "sglang",
+        "--out-dir",
+        str(bad_dir),
+    )
+    assert res.exit_code == 5
+    assert "the plan does not verify: layout" in res.stderr
+    assert list(bad_dir.iterdir()) == []
+    assert res.stdout == ""
+
+
+def test_plot_refuses_a_plan_that_does_not_verify(tmp_path: Path) -> None:
+    """plot draws nothing from a plan that does not verify."""
+    image = tmp_path / "memory.png"
+    res = run_cli("plot", str(_write(tmp_path, _set("gpus.0.used_bytes", 5))), "-o", str(image))
+    assert res.exit_code == 5
+    assert "memory of gpu 0" in res.stderr
+    assert not image.exists()
+
+
+def test_oversized_plan_is_refused_before_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan over the size limit exits 2 saying so (the limit lowered for the test)."""
+    from placer import planfile
+
+    monkeypatch.setattr(planfile, "MAX_PLAN_BYTES", 1000)
+    res = run_cli("verify", str(PLAN))
+    assert res.exit_code == 2
+    assert "a plan file is at most 1000 bytes" in res.stderr
+
+
+def _incomplete(plan: dict[str, Any]) -> None:
+    """The record of a search whose enumeration the time limit cut short: the pruned
+    layouts were never listed, and the plan claims no bound."""
+    rec = plan["certificate"]["search"]
+    rec["entries"] = [e for e in rec["entries"] if e["status"] != "pruned"]
+    rec["complete"] = False
+    rec["legal"] = len(rec["entries"])
+    rec["pruned"] = 0
+    o = plan["objective"]
+    o.update(bound_units=0, bound=0.0, gap=1.0)
+    plan["status"] = "feasible"
+
+
+def test_incomplete_enumeration_may_claim_no_bound(tmp_path: Path) -> None:
+    """A cut-short record verifies when the plan claims nothing about the missing layouts,
+    and fails when it still claims optimality."""
+    assert run_cli("verify", str(_write(tmp_path, _incomplete))).exit_code == 0
+
+    def claims_optimal(plan: dict[str, Any]) -> None:
+        _incomplete(plan)
+        plan["objective"].update(bound_units=plan["objective"]["value_units"], gap=0.0)
+        plan["objective"]["bound"] = plan["objective"]["value"]
+        plan["status"] = "optimal"
+
+    res = run_cli("verify", str(_write(tmp_path, claims_optimal)))
+    assert res.exit_code == 5
+    assert "objective.bound_units" in res.stdout
