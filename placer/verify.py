@@ -326,14 +326,15 @@ class _Checker:
             lay = legal.get(_key(e))
             if lay is None:
                 self.bad.append(
-                    f"{where}.entries[{i}] ({e.layout}): not a legal layout of this model, "
-                    "cluster and rules profile"
+                    f"{where}.entries[{i}] (TP{e.tp} PP{e.pp} EP{e.ep} ETP{e.etp} "
+                    f"DPattn{e.dp_attn}): not a legal layout of this model, cluster and rules "
+                    "profile"
                 )
                 continue
             if e.layout != lay.describe() or e.gpus != lay.gpus:
                 self.bad.append(
-                    f"{where}.entries[{i}]: says '{e.layout}' on {e.gpus} GPUs, its degrees "
-                    f"give '{lay.describe()}' on {lay.gpus}"
+                    f"{where}.entries[{i}]: says {e.layout[:40]!r} on {e.gpus} GPUs, its "
+                    f"degrees give '{lay.describe()}' on {lay.gpus}"
                 )
         for k, n in seen.items():
             if n > 1 and k in legal:
@@ -537,7 +538,7 @@ class _Checker:
             lay = legal.get(_key(e))
             if lay is None:
                 continue  # already reported as not legal
-            at = f"{where}[{i}] ({e.layout})"
+            at = f"{where}[{i}] ({lay.describe()})"
             memory = build_tables(
                 self.model, self.cluster, self.workload, lay, self.objective, False, cache
             )

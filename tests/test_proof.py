@@ -101,3 +101,31 @@ def test_exact_check_matches_brute_force(t: LayoutTables, objective: str) -> Non
             and objective_ns(t, opt.split, c, objective) == want
             for c in _count_choices(t)
         )
+
+
+def test_undecided_search_is_reported_inexact(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """When the slot search for several slot sizes runs out of nodes, the stage counts as
+    fitting and the answer is marked inexact (verify then lists it under 'trusted')."""
+    from placer import proof
+
+    layout = Layout(tp=1, pp=1, ep=3, etp=1, dp_attn=3)
+    t = LayoutTables(
+        layout=layout,
+        base=np.zeros(2, dtype=np.int64),
+        unit=np.array([3, 2], dtype=np.int64),
+        slots=np.array([4, 5], dtype=np.int64),
+        experts=np.array([4, 5], dtype=np.int64),
+        first=0,
+        last=0,
+        act=np.zeros(1, dtype=np.int64),
+        reserve=0,
+        cap=np.array([[12, 12, 12]]),
+        time_layer=np.ones((2, 1), dtype=np.int64),
+        time_slot=np.ones((2, 1), dtype=np.int64),
+        time_last=np.zeros(1, dtype=np.int64),
+        handoff=np.zeros(1, dtype=np.int64),
+    )
+    monkeypatch.setattr(proof, "SEARCH_NODES", 0)
+    fits, exact = any_fit(t)
+    assert fits and not exact
+    assert not layout_optimum(t, "latency").exact
