@@ -289,39 +289,26 @@ class _Checker:
         rec = self.plan.certificate.search
         where = "certificate.search"
         seen = Counter(_key(e) for e in rec.entries)
-        if not rec.complete:
-            # The enumeration was cut short: the listed layouts must each be legal, and the
-            # plan may claim no bound (checked with the objective record).
+        if rec.complete:
+            space = legal_layouts(
+                self.model,
+                self.cluster,
+                self.profile,
+                self.plan.certificate.solver.max_gpus,
+                stop_after=len(seen),
+            )
+            if space.stopped:
+                self.bad.append(
+                    f"{where}.entries: {len(seen)} layouts listed, the rules profile gives more "
+                    "legal layouts than that (some are missing from the record)"
+                )
+                return None
+            legal = {_key(lay): lay for lay in space.legal}
+            self.check_space_counts(space)
+        else:
+            # The enumeration was cut short: each listed layout must be legal on its own, and
+            # the plan may claim no bound (checked with the objective record).
             legal = self._listed_legal(rec.entries)
-            self.found.checked.append(
-                f"search record (enumeration incomplete): {len(legal)} listed layouts legal"
-            )
-            return legal
-        space = legal_layouts(
-            self.model,
-            self.cluster,
-            self.profile,
-            self.plan.certificate.solver.max_gpus,
-            stop_after=len(seen),
-        )
-        legal = {_key(lay): lay for lay in space.legal}
-        if space.stopped:
-            self.bad.append(
-                f"{where}.entries: {len(seen)} layouts listed, the rules profile gives more "
-                "legal layouts than that (some are missing from the record)"
-            )
-            return None
-        if rec.legal != len(space.legal):
-            self.bad.append(
-                f"{where}.legal: plan says {rec.legal} legal layouts, the rules profile "
-                f"gives {len(space.legal)}"
-            )
-        if rec.candidates != space.candidates:
-            self.bad.append(
-                f"{where}.candidates: plan says {rec.candidates}, recomputed {space.candidates}"
-            )
-        if dict(rec.rejected_by_rule) != dict(space.rejected):
-            self.bad.append(f"{where}.rejected_by_rule differs from the rules profile's")
         for i, e in enumerate(rec.entries):
             lay = legal.get(_key(e))
             if lay is None:
@@ -340,7 +327,7 @@ class _Checker:
             if n > 1 and k in legal:
                 self.bad.append(f"{where}.entries: {legal[k].describe()} is listed {n} times")
         missing = [lay for k, lay in legal.items() if k not in seen]
-        if missing:
+        if missing and rec.complete:
             names = ", ".join(lay.describe() for lay in missing[:3])
             self.bad.append(
                 f"{where}.entries: {len(missing)} legal layout(s) missing from the record "
@@ -362,9 +349,27 @@ class _Checker:
                     f"{where}.{name}: plan says {getattr(rec, name)}, the entries give {want}"
                 )
         self.found.checked.append(
-            f"search record lists each of the {len(space.legal)} legal layouts once"
+            f"search record lists each of the {len(legal)} legal layouts once"
+            if rec.complete
+            else f"search record (enumeration cut short): {len(legal)} listed layouts legal"
         )
         return legal
+
+    def check_space_counts(self, space: LegalLayouts) -> None:
+        """The record's counts of legal layouts, candidates and rejections."""
+        rec = self.plan.certificate.search
+        where = "certificate.search"
+        if rec.legal != len(space.legal):
+            self.bad.append(
+                f"{where}.legal: plan says {rec.legal} legal layouts, the rules profile "
+                f"gives {len(space.legal)}"
+            )
+        if rec.candidates != space.candidates:
+            self.bad.append(
+                f"{where}.candidates: plan says {rec.candidates}, recomputed {space.candidates}"
+            )
+        if dict(rec.rejected_by_rule) != dict(space.rejected):
+            self.bad.append(f"{where}.rejected_by_rule differs from the rules profile's")
 
     def _listed_legal(
         self, entries: tuple[SearchEntry, ...]
