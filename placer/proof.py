@@ -223,7 +223,8 @@ def layout_optimum(t: LayoutTables, objective: str, reach: Reach | None = None) 
     pp = t.layout.pp
     plain = _min_sum(costs, None)
     if plain is None:
-        return LayoutOptimum(value=None, split=None, exact=reach.exact)
+        # Undecided stages were counted as fitting, so "no split" is proven either way.
+        return LayoutOptimum(value=None, split=None, exact=True)
     if objective == "latency" or pp == 1:
         return LayoutOptimum(value=plain[0], split=plain[1], exact=reach.exact)
     # max(pp * T, S(T)) over caps T on the slowest stage, S(T) the smallest sum under the cap:
