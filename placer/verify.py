@@ -544,6 +544,10 @@ class _Checker:
             if lay is None:
                 continue  # already reported as not legal
             at = f"{where}[{i}] ({lay.describe()})"
+            if e.status == "unresolved" and self.plan.status == "optimal":
+                self.bad.append(f"{at}: unresolved, yet the plan claims optimality")
+            if e.status == "unresolved" and e.bound_units is None:
+                continue  # claims nothing
             memory = build_tables(
                 self.model, self.cluster, self.workload, lay, self.objective, False, cache
             )
@@ -580,8 +584,6 @@ class _Checker:
                 if e.bound_units is None:
                     self.bad.append(f"{at}: solved without its analytic bound")
                 self.check_solved(at, e, tables, plan_gpus, own == _key(e))
-            elif self.plan.status == "optimal":
-                self.bad.append(f"{at}: unresolved, yet the plan claims optimality")
         self.found.checked.append(
             f"every entry re-proven: pruning bounds, infeasibility ({exact_proofs} by the exact "
             "split and slot check, the rest by aggregate memory), solved values"
