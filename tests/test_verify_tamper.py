@@ -430,3 +430,25 @@ def test_incomplete_enumeration_may_claim_no_bound(tmp_path: Path) -> None:
     res = run_cli("verify", str(_write(tmp_path, claims_optimal)))
     assert res.exit_code == 5
     assert "objective.bound_units" in res.stdout
+
+
+def test_loads_option_compares_the_load_file(tmp_path: Path) -> None:
+    """verify --loads accepts the load file a plan was solved with and refuses another."""
+    loads = ROOT / "instances" / "loads"
+    out = tmp_path / "plan.json"
+    res = run_cli(
+        "solve",
+        str(MODELS / "olmoe-1b-7b-0924.json"),
+        str(HARDWARE / "dgx-h100.json"),
+        "--loads",
+        str(loads / "olmoe-arxiv.json"),
+        "--deterministic",
+        "--quiet",
+        "-o",
+        str(out),
+    )
+    assert res.exit_code == 0, res.stderr
+    assert run_cli("verify", str(out), "--loads", str(loads / "olmoe-arxiv.json")).exit_code == 0
+    res = run_cli("verify", str(out), "--loads", str(loads / "olmoe-c4.json"))
+    assert res.exit_code == 5
+    assert "input hash differs: loads" in res.stdout
