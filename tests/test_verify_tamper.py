@@ -324,7 +324,7 @@ AWKWARD = st.one_of(
 
 
 @settings(
-    max_examples=30,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
