@@ -35,7 +35,7 @@ from placer._base import Frozen
 from placer.cluster import ClusterSpec
 from placer.cost import estimate
 from placer.evaluate import Constraint, evaluate
-from placer.exceptions import InvalidInputError, VerificationError
+from placer.exceptions import VerificationError
 from placer.layout import Layout
 from placer.ledger import ExpertMap
 from placer.model import ModelSpec
@@ -854,10 +854,10 @@ def _placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constrai
 
 
 __all__ = [
-    "InvalidInputError",
-    "VerificationError",
+    "LegalLayouts",
     "VerifyReport",
     "compare_inputs",
+    "legal_layouts",
     "load_plan",
     "read_verified_plan",
     "verify",
