@@ -64,6 +64,10 @@ MAX_VERIFY_GPUS = 4096
 #: times, each at most 2**50 ns, must stay inside 64-bit integers).
 MAX_VERIFY_LAYERS = 4096
 
+#: Most experts per MoE layer the re-checks handle (per-expert arrays are allocated; the
+#: largest bundled model has 384).
+MAX_VERIFY_EXPERTS = 2**16
+
 _OBJECTIVES = ("throughput", "latency", "gpus")
 
 
@@ -229,11 +233,15 @@ def verify(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyReport:
     if sv.objective not in _OBJECTIVES:
         found.bad.append(f"certificate.solver.objective: unknown objective '{sv.objective}'")
         return found.report()
-    if cluster.num_gpus > MAX_VERIFY_GPUS or model.num_layers > MAX_VERIFY_LAYERS:
+    if (
+        cluster.num_gpus > MAX_VERIFY_GPUS
+        or model.num_layers > MAX_VERIFY_LAYERS
+        or model.max_experts > MAX_VERIFY_EXPERTS
+    ):
         found.bad.append(
-            f"the plan's cluster ({cluster.num_gpus} GPUs) or model ({model.num_layers} layers) "
-            f"is beyond what verify re-derives ({MAX_VERIFY_GPUS} GPUs, "
-            f"{MAX_VERIFY_LAYERS} layers)"
+            f"the plan's cluster ({cluster.num_gpus} GPUs) or model ({model.num_layers} layers, "
+            f"{model.max_experts} experts per layer) is beyond what verify re-derives "
+            f"({MAX_VERIFY_GPUS} GPUs, {MAX_VERIFY_LAYERS} layers, {MAX_VERIFY_EXPERTS} experts)"
         )
         return found.report()
     check = _Checker(plan, model, cluster, workload, PROFILES[sv.profile], found)
