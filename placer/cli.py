@@ -798,6 +798,21 @@ def calibrate_cmd(measurements_path: str, output_path: str) -> None:
     help="Check the plan was made from this hardware file (with --gpus/--nodes).",
 )
 @hardware_options
+@click.option(
+    "--workload",
+    "workload_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check the plan was made for this workload file.",
+)
+@click.option(
+    "--loads",
+    "loads_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check the plan was made with this load file.",
+)
+# A --calibration FILE option joins these when plans record a calibration input.
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
 def verify_cmd(
@@ -806,11 +821,15 @@ def verify_cmd(
     hardware_path: str | None,
     gpus: int | None,
     nodes: int | None,
+    workload_path: str | None,
+    loads_path: str | None,
     as_json: bool,
 ) -> None:
     """Re-check PLAN from the plan and its inputs alone (no solver).
 
-    Exits 0 when every check holds, 5 with the list of violations otherwise.
+    Each given file must be the plan's input (compared by content, not by path).
+    Exits 0 when every check holds, 5 with the list of violations otherwise, 2 for a
+    malformed plan or input file (see docs/certificate.md).
     """
     from placer.verify import load_plan, verify
 
@@ -820,6 +839,13 @@ def verify_cmd(
         given["model"] = load_model(model_path)
     if hardware_path:
         given["cluster"] = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    if workload_path:
+        given["workload"] = load_workload(workload_path)
+    if loads_path:
+        from placer.balance.loads import load_loads
+
+        stats = load_loads(loads_path)
+        given["loads"] = dict(zip(stats.layers, stats.array(), strict=True))
     report = verify(plan, given)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
@@ -830,11 +856,12 @@ def verify_cmd(
             click.echo(f"trusted    {line}")
         for line in report.violations:
             click.echo(f"VIOLATION  {line}")
-        click.echo(
-            "verified: every check holds"
-            if report.ok
-            else f"NOT verified: {len(report.violations)} violation(s)"
-        )
+        if not report.ok:
+            click.echo(f"NOT verified: {len(report.violations)} violation(s)")
+        elif report.trusted:
+            click.echo(f"verified, with {len(report.trusted)} check(s) taken on trust (above)")
+        else:
+            click.echo("verified: every check holds, nothing taken on trust")
     sys.exit(0 if report.ok else EXIT_VERIFY_FAILED)
 
 
@@ -1166,7 +1193,7 @@ def export_cmd(
     from pathlib import Path
 
     from placer.export import export_plan
-    from placer.verify import load_plan
+    from placer.verify import read_verified_plan
 
     if engine not in ("vllm", "sglang", "trtllm"):
         raise InvalidInputError(
@@ -1174,7 +1201,8 @@ def export_cmd(
         )
     if out_dir is not None and not Path(out_dir).is_dir():
         raise InvalidInputError("the output folder does not exist", source=out_dir)
-    plan = load_plan(plan_path)
+    # Nothing is exported from a plan that does not verify (exit 5 names the failed check).
+    plan = read_verified_plan(plan_path)
     exp = export_plan(
         plan,
         engine,  # type: ignore[arg-type]
@@ -1232,7 +1260,6 @@ def plot_cmd(
     """Plot a plan's memory per GPU, a balance result's expert load per GPU before and after,
     or a sweep's throughput-vs-latency frontier (needs the 'plot' extra)."""
     from placer.io import read_json
-    from placer.plan import Plan
     from placer.plot import plot_expert_load, plot_frontier, plot_memory
 
     data = read_json(input_path)
@@ -1260,9 +1287,9 @@ def plot_cmd(
         else:
             kind = "memory"
     if kind == "memory":
-        from placer.verify import load_plan
+        from placer.verify import read_verified_plan
 
-        plot_memory(load_plan(input_path), output)
+        plot_memory(read_verified_plan(input_path), output)
     elif kind == "frontier":
         if not isinstance(data, list):
             raise InvalidInputError(
@@ -1271,7 +1298,9 @@ def plot_cmd(
         plot_frontier(data, output)
     else:
         if isinstance(data, dict) and "certificate" in data:
-            plot_expert_load(Plan.model_validate(data), output, layer=layer)
+            from placer.verify import read_verified_plan
+
+            plot_expert_load(read_verified_plan(input_path), output, layer=layer)
             return
         if not isinstance(data, dict):
             raise InvalidInputError("expected a balance result", source=input_path)

@@ -63,6 +63,12 @@ class InfeasibleError(PlacerError):
         super().__init__(message)
 
 
+class VerificationError(PlacerError):
+    """A well-formed plan does not hold: ``verify`` found a violation (the message names it)."""
+
+    exit_code = EXIT_VERIFY_FAILED
+
+
 class SolverError(PlacerError):
     """CP-SAT rejected the model (MODEL_INVALID) or failed; a bug in placer, not in the input."""
 

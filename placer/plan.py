@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, Strict
 
-from placer._base import Frozen
+from placer._base import Bool, Frozen, Int, NonNegInt
 from placer.cost import Estimates
 from placer.evaluate import Constraint, GPUReport
 from placer.layout import Layout
@@ -26,6 +26,16 @@ from placer.serving.record import ServingRecord
 
 #: Version of the plan file format; ``placer verify`` reads this and older ones.
 PLAN_FORMAT_VERSION = 1
+
+#: Largest degree, GPU count, layer count or slot count a plan may state. Far above any
+#: cluster placer plans for; it only keeps absurd figures (1e30) from reaching the checks
+#: (see docs/certificate.md).
+MAX_PLAN_COUNT = 2**20
+
+#: A count in a plan: a strict positive integer no larger than :data:`MAX_PLAN_COUNT`.
+PlanCount = Annotated[int, Strict(), Field(gt=0, le=MAX_PLAN_COUNT)]
+#: A count that may be zero.
+PlanCount0 = Annotated[int, Strict(), Field(ge=0, le=MAX_PLAN_COUNT)]
 
 Status = Literal["optimal", "feasible", "infeasible", "unknown"]
 EntryStatus = Literal["optimal", "feasible", "pruned", "infeasible", "unresolved"]
@@ -37,17 +47,27 @@ def digest(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def content_digest(data: dict[str, Any]) -> str:
+    """SHA-256 of an input's content: its copy without ``source``, which records where it
+    was read from (the path as typed), not what it says."""
+    return digest({k: v for k, v in data.items() if k != "source"})
+
+
 class PlanLayout(Frozen):
     """The chosen degrees and layer split."""
 
-    tp: int = Field(description="Attention tensor parallel.")
-    pp: int = Field(description="Pipeline stages.")
-    ep: int = Field(description="Expert parallel.")
-    etp: int = Field(description="Expert tensor parallel.")
-    dp_attn: int = Field(description="Data-parallel attention groups per stage.")
-    gpus_used: int = Field(description="GPUs the plan uses.")
-    layers_per_stage: tuple[int, ...] = Field(description="Layers in each stage, in order.")
-    redundant_experts: int = Field(default=0, description="Extra expert slots per MoE layer.")
+    tp: PlanCount = Field(description="Attention tensor parallel.")
+    pp: PlanCount = Field(description="Pipeline stages.")
+    ep: PlanCount = Field(description="Expert parallel.")
+    etp: PlanCount = Field(description="Expert tensor parallel.")
+    dp_attn: PlanCount = Field(description="Data-parallel attention groups per stage.")
+    gpus_used: PlanCount = Field(description="GPUs the plan uses.")
+    layers_per_stage: tuple[PlanCount, ...] = Field(
+        max_length=MAX_PLAN_COUNT, description="Layers in each stage, in order."
+    )
+    redundant_experts: PlanCount0 = Field(
+        default=0, description="Extra expert slots per MoE layer."
+    )
 
     def to_layout(self) -> Layout:
         """The :class:`~placer.layout.Layout` these degrees and this split describe."""
@@ -70,46 +90,53 @@ class ObjectiveRecord(Frozen):
     value: float | None = Field(description="Objective of the plan (None without a plan).")
     bound: float | None = Field(description="No legal plan can do better than this.")
     gap: float | None = Field(description="(value - bound) / value; 0 means proven optimal.")
-    value_units: int | None = Field(description="Value in integer units (ns or GPUs).")
-    bound_units: int | None = Field(description="Bound in integer units.")
+    value_units: Int | None = Field(description="Value in integer units (ns or GPUs).")
+    bound_units: Int | None = Field(description="Bound in integer units.")
 
 
 class SearchEntry(Frozen):
     """What happened to one legal layout."""
 
     layout: str = Field(description="Degrees, e.g. 'TP4 PP4 EP4 ETP1'.")
-    tp: int = Field(description="Attention tensor parallel.")
-    pp: int = Field(description="Pipeline stages.")
-    ep: int = Field(description="Expert parallel.")
-    etp: int = Field(description="Expert tensor parallel.")
-    dp_attn: int = Field(description="Attention data parallel.")
-    gpus: int = Field(description="GPUs used.")
+    tp: PlanCount = Field(description="Attention tensor parallel.")
+    pp: PlanCount = Field(description="Pipeline stages.")
+    ep: PlanCount = Field(description="Expert parallel.")
+    etp: PlanCount = Field(description="Expert tensor parallel.")
+    dp_attn: PlanCount = Field(description="Attention data parallel.")
+    gpus: PlanCount = Field(description="GPUs used.")
     status: EntryStatus = Field(description="How the layout was resolved.")
-    bound_units: int | None = Field(description="Analytic bound (ns), None if not computed.")
-    value_units: int | None = Field(default=None, description="Best value found (ns).")
-    solver_bound_units: int | None = Field(default=None, description="CP-SAT's bound (ns).")
+    bound_units: Int | None = Field(description="Analytic bound (ns), None if not computed.")
+    value_units: Int | None = Field(default=None, description="Best value found (ns).")
+    solver_bound_units: Int | None = Field(default=None, description="CP-SAT's bound (ns).")
     reason: str = Field(default="", description="Why pruned or infeasible.")
 
 
 class SearchRecord(Frozen):
     """The factorization search: every legal layout and its fate."""
 
-    candidates: int = Field(description="Degree combinations considered.")
-    legal: int = Field(description="Combinations the rules profile accepts.")
-    rejected_by_rule: dict[str, int] = Field(description="Illegal combinations, by first rule.")
-    solved: int = Field(description="Layouts given to CP-SAT.")
-    pruned: int = Field(description="Layouts whose bound could not beat the plan.")
-    infeasible: int = Field(description="Layouts proven not to fit.")
-    unresolved: int = Field(description="Layouts neither solved nor pruned (time limit).")
+    candidates: NonNegInt = Field(description="Degree combinations considered.")
+    legal: NonNegInt = Field(description="Combinations the rules profile accepts.")
+    rejected_by_rule: dict[str, NonNegInt] = Field(
+        description="Illegal combinations, by first rule."
+    )
+    solved: NonNegInt = Field(description="Layouts given to CP-SAT.")
+    pruned: NonNegInt = Field(description="Layouts whose bound could not beat the plan.")
+    infeasible: NonNegInt = Field(description="Layouts proven not to fit.")
+    unresolved: NonNegInt = Field(description="Layouts neither solved nor pruned (time limit).")
     entries: tuple[SearchEntry, ...] = Field(description="One per legal layout.")
+    complete: Bool = Field(
+        default=True,
+        description="Every legal layout was enumerated (False: the time limit stopped the "
+        "enumeration, and the plan claims no bound).",
+    )
 
 
 class SolverInfo(Frozen):
     """How the search ran: enough to reproduce it."""
 
-    seed: int = Field(description="CP-SAT random seed.")
-    workers: int = Field(description="CP-SAT workers.")
-    deterministic: bool = Field(description="Deterministic mode.")
+    seed: Int = Field(description="CP-SAT random seed.")
+    workers: Int = Field(description="CP-SAT workers.")
+    deterministic: Bool = Field(description="Deterministic mode.")
     time_limit_s: float = Field(description="Wall-clock limit.")
     relative_gap_limit: float = Field(description="Per-layout gap limit.")
     profile: str = Field(description="Rules profile.")
@@ -118,7 +145,10 @@ class SolverInfo(Frozen):
     placer_version: str = Field(description="placer version.")
     wall_time_s: float = Field(description="Elapsed wall time of the search.")
     extra_params: dict[str, float | int | bool | str] = Field(description="Passed to CP-SAT.")
-    interrupted: bool = Field(default=False, description="The search was stopped by Ctrl-C.")
+    interrupted: Bool = Field(default=False, description="The search was stopped by Ctrl-C.")
+    max_gpus: PlanCount | None = Field(
+        default=None, description="The search used at most this many GPUs (None: all)."
+    )
 
 
 class Certificate(Frozen):
@@ -136,7 +166,9 @@ class Infeasibility(Frozen):
     conflicts: tuple[str, ...] = Field(description="Conflicting constraint families.")
     closest_layout: str | None = Field(description="The layout that came closest to fitting.")
     fixes: tuple[str, ...] = Field(description="Computed changes that make the input fit.")
-    min_gpus: int | None = Field(description="Fewest GPUs of this type that fit (if found).")
+    min_gpus: PlanCount | None = Field(
+        description="Fewest GPUs of this type that fit (if found)."
+    )
 
 
 class PlanInputs(Frozen):
@@ -162,12 +194,12 @@ class PlanInputs(Frozen):
 class Plan(Frozen):
     """The deployment plan with its certificate."""
 
-    format_version: int = Field(default=PLAN_FORMAT_VERSION, description="Plan file format.")
+    format_version: Int = Field(default=PLAN_FORMAT_VERSION, description="Plan file format.")
     status: Status = Field(description="optimal, feasible, infeasible or unknown.")
     layout: PlanLayout | None = Field(description="The chosen layout (None without a plan).")
     objective: ObjectiveRecord = Field(description="Value, bound and gap.")
     gpus: tuple[GPUReport, ...] = Field(description="Memory breakdown of every GPU used.")
-    expert_map: dict[int, tuple[tuple[int, ...], ...]] = Field(
+    expert_map: dict[Int, tuple[tuple[Int, ...], ...]] = Field(
         description="Per MoE layer: the logical experts held by each EP rank's slots."
     )
     estimates: Estimates | None = Field(description="Roofline estimates of the plan.")

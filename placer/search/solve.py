@@ -516,6 +516,7 @@ def _assemble(
         infeasible=count["infeasible"],
         unresolved=count["unresolved"],
         entries=tuple(entries),
+        complete=space.complete,
     )
     solver_info = SolverInfo(
         seed=config.seed,
@@ -530,6 +531,7 @@ def _assemble(
         wall_time_s=round(wall, 3),
         extra_params=dict(config.extra_params),
         interrupted=interrupted,
+        max_gpus=config.max_gpus,
     )
     inputs = plan_inputs(model, cluster, workload)
     # Layouts never enumerated (time ran out) are unknown: no bound can be claimed.
