@@ -1234,6 +1234,24 @@ def schema_cmd(which: str) -> None:
     help="Allow two replicas of one expert on one GPU (EPLB does; off by default).",
 )
 @click.option(
+    "--time-limit",
+    "balance_time_limit",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Limit of the whole balance, seconds (shared out over the layers).",
+)
+@click.option(
+    "--seed", "balance_seed", type=int, default=0, show_default=True, help="CP-SAT random seed."
+)
+@click.option(
+    "--deterministic",
+    "balance_deterministic",
+    is_flag=True,
+    help="Deterministic-time CP-SAT limits: the same map on an idle or a busy machine.",
+)
+@click.option("--quiet", "balance_quiet", is_flag=True, help="Only the summary, no table.")
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
@@ -1253,16 +1271,30 @@ def balance_cmd(
     domain: str | None,
     workers: int,
     allow_duplicates: bool,
+    balance_time_limit: float,
+    balance_seed: int,
+    balance_deterministic: bool,
+    balance_quiet: bool,
     output: str | None,
     as_json: bool,
 ) -> None:
     """Replicate and place experts of LOADS on --gpus GPUs to even out load, with the lower
-    bound and gap of every layer."""
+    bound and gap of every layer (see docs/balance.md)."""
     from placer.balance.loads import load_loads
-    from placer.balance.solve import balance
+    from placer.balance.solve import MAX_SEED, MAX_TIME_LIMIT_S, balance
 
     if workers <= 0:
         raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
+    if not 0 < balance_time_limit <= MAX_TIME_LIMIT_S:  # also refuses nan
+        raise InvalidInputError(
+            f"must be a number of seconds in (0, {MAX_TIME_LIMIT_S:g}], got "
+            f"{balance_time_limit:g}",
+            field="--time-limit",
+        )
+    if not 0 <= balance_seed <= MAX_SEED:
+        raise InvalidInputError(
+            f"must be between 0 and {MAX_SEED}, got {balance_seed}", field="--seed"
+        )
     loads = load_loads(loads_path, model=load_model_name, domain=domain)
     if output is not None:
         _check_writable(output)
@@ -1275,12 +1307,18 @@ def balance_cmd(
         policy=policy,  # type: ignore[arg-type]
         workers=workers,
         allow_duplicates=allow_duplicates,
+        time_limit_s=balance_time_limit,
+        seed=balance_seed,
+        deterministic=balance_deterministic,
     )
     text = result.model_dump_json(indent=1)
     if output is not None:
         write_atomic(output, text + "\n")
     if as_json:
         click.echo(text)
+        return
+    if balance_quiet:
+        click.echo(result.summary())
         return
     con = _console()
     t = Table(

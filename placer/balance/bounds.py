@@ -220,7 +220,7 @@ def pigeon_bound(w: ArrayLike, S: int, P: int) -> float:
     return lo_t
 
 
-def _global_bounds(w: FloatArray, S: int, P: int, pigeon: bool = True) -> dict[str, float]:
+def global_bounds(w: FloatArray, S: int, P: int, pigeon: bool = True) -> dict[str, float]:
     """Every bound that holds for unrestricted placements, by name (the pigeonhole bound,
     the costly one, only when ``pigeon``)."""
     bounds = {
@@ -289,7 +289,7 @@ def group_local_bound(w: ArrayLike, S: int, P: int, G: int, N: int, pigeon: bool
     @cache
     def node_bound(block: tuple[int, ...]) -> float:
         sub = groups[list(block)].ravel()
-        return max(_global_bounds(sub, node_slots, node_gpus, pigeon).values())
+        return max(global_bounds(sub, node_slots, node_gpus, pigeon).values())
 
     @cache
     def best_split(remaining: tuple[int, ...]) -> float:
@@ -346,7 +346,7 @@ def lower_bound(
     """
     arr = _weights(w)
     _check_slots(arr.size, S, P)
-    bounds = _global_bounds(arr, S, P)
+    bounds = global_bounds(arr, S, P)
     if policy == "node":
         if G is None or N is None:
             raise ValueError("policy 'node' needs G (groups) and N (nodes)")
