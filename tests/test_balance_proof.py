@@ -107,12 +107,14 @@ def test_allow_duplicates_is_never_worse_than_eplb() -> None:
     ]
     assert doubled, "the test needs layers where EPLB uses duplicates"
     budget = Budget(600.0, deterministic=True)
-    res = balance(loads, 8, slots=16, workers=1, allow_duplicates=True, budget=budget)
+    res = balance(loads, 8, slots=16, workers=1, allow_duplicates=True, budget=budget,
+                  layer_seconds=0.3)
     for q in res.layers:
         assert q.eplb_imbalance is not None
         assert q.imbalance <= q.eplb_imbalance + 1e-12
         assert q.bound <= q.imbalance
-    strict = balance(loads, 8, slots=16, workers=1, budget=Budget(600.0, deterministic=True))
+    strict = balance(loads, 8, slots=16, workers=1, budget=Budget(600.0, deterministic=True),
+                     layer_seconds=0.3)
     for row in strict.physical_to_logical_map:
         assert all(len(set(g)) == 2 for g in np.asarray(row).reshape(8, 2).tolist())
     for i, q in enumerate(strict.layers):
@@ -162,7 +164,7 @@ def test_node_policy_bound_with_one_group_per_node() -> None:
     loads = synthetic_loads(range(2), 256, 8, 16384, (0.5, 0.9), groups=8, group_sigma=0.25,
                             seed=0)
     res = balance(loads, 64, nodes=8, slots=320, groups=8, policy="node", workers=1,
-                  budget=Budget(600.0, deterministic=True))
+                  budget=Budget(600.0, deterministic=True), layer_seconds=0.3)
     per_node = 40
     for row, q in zip(res.physical_to_logical_map, res.layers, strict=True):
         assert q.bound <= q.imbalance
@@ -210,3 +212,17 @@ def test_cli_quiet_deterministic(tmp_path) -> None:  # type: ignore[no-untyped-d
 
     doc = json.loads(out.read_text())
     assert doc["deterministic"] is True and doc["seed"] == 3 and doc["time_limit_s"] == 60
+
+
+def test_expert_load_plot_heatmaps_and_bound_bars(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """placer plot --kind expert-load draws a balance result with its loads (heatmaps and
+    per-layer bars with the bound) and without them (bars only)."""
+    out = tmp_path / "map.json"
+    res = run_cli("balance", "instances/loads/mixtral-c4.json", "--gpus", "4", "--slots", "8",
+                  "--deterministic", "--time-limit", "5", "--quiet", "-o", str(out))
+    assert res.exit_code == 0, res.stderr
+    for extra, name in ((("--loads", "instances/loads/mixtral-c4.json"), "a.png"), ((), "b.svg")):
+        res = run_cli("plot", str(out), "--kind", "expert-load", *extra, "-o",
+                      str(tmp_path / name))
+        assert res.exit_code == 0, res.stderr
+        assert (tmp_path / name).stat().st_size > 1000

@@ -377,7 +377,9 @@ def balance_layer(
         cp_proven = cp_proven and counts is before
     row = assign.reshape(-1)
     imb = float(pl.gpu_loads(w, counts, assign).max() / mean)
-    rep = lower_bound(w, slots, gpus, policy=policy, G=groups, N=nodes)
+    rep = lower_bound(
+        w, slots, gpus, policy=policy, G=groups, N=nodes, one_copy_per_gpu=not allow_duplicates
+    )
     bound = float(rep.value) / mean
     kind = rep.which
     if exact is not None and exact / mean > bound:
@@ -481,7 +483,9 @@ def _place_node(
         return np.searchsorted(members[n], assign[n * node_gpus : (n + 1) * node_gpus])
 
     def node_bound(n: int) -> float:
-        return max(global_bounds(w[members[n]], node_slots, node_gpus).values())
+        return max(
+            global_bounds(w[members[n]], node_slots, node_gpus, one_copy_per_gpu=True).values()
+        )
 
     done: set[int] = set()
     cp_bound: float | None = None
@@ -604,6 +608,7 @@ def balance(
     seed: int = 0,
     deterministic: bool = False,
     budget: Budget | None = None,
+    layer_seconds: float | None = None,
 ) -> BalanceResult:
     """Replicate and place each layer's experts (see module docstring and docs/balance.md).
 
@@ -612,7 +617,8 @@ def balance(
     starts: each layer's CP-SAT gets ``0.8 * limit * min(workers, layers) / layers``
     seconds, a figure that depends on the inputs only, so a deterministic run gives the same
     map on any machine unless the wall clock (the hard stop) ends it first, which the result
-    records. ``seed`` is CP-SAT's random seed.
+    records. ``layer_seconds`` overrides that share (a fixed CP-SAT effort per layer, e.g.
+    under a long hard stop). ``seed`` is CP-SAT's random seed.
 
     Raises
     ------
@@ -630,7 +636,11 @@ def balance(
     start = time.perf_counter()
     layers = w_all.shape[0]
     parallel = max(1, min(workers, layers))
-    seconds = 0.8 * budget.time_limit_s * parallel / layers
+    seconds = (
+        layer_seconds
+        if layer_seconds is not None
+        else 0.8 * budget.time_limit_s * parallel / layers
+    )
     deadline = time.monotonic() + budget.wall_remaining()
     jobs = [
         _LayerJob(
