@@ -215,11 +215,13 @@ def _place_global(
     budget: Budget,
     start: tuple[np.ndarray, np.ndarray] | None = None,
     improve: bool = True,
+    seconds: float = DEFAULT_LAYER_SECONDS,
 ) -> tuple[np.ndarray, np.ndarray, str, float | None]:
-    """(counts, assign[g, k], method, exact lower bound or None) for one set of GPUs."""
+    """(counts, assign[g, k], method, exact lower bound or None) for one set of GPUs; the
+    two-slot enumeration's CP-SAT calls share ``seconds`` of ``budget``."""
     per_gpu = slots // gpus
     if per_gpu == 2 and w.size > 1 and pl.count_compositions(slots, w.size) <= MAX_ENUMERATION:
-        counts, assign, _, bound = pl.exact_two_per_gpu(w, gpus, budget, budget.share(0.5))
+        counts, assign, _, bound = pl.exact_two_per_gpu(w, gpus, budget, seconds)
         return counts, assign, "exact enumeration", bound
     mean = float(w.sum()) / gpus
     best: tuple[float, np.ndarray, np.ndarray, str] | None = None
@@ -351,13 +353,22 @@ def balance_layer(
         eplb_imb = _imbalance(w, eplb_row, gpus)
     if policy == "global":
         start = None if eplb_row is None else _as_start(eplb_row, experts, gpus)
-        counts, assign, method, exact = _place_global(w, slots, gpus, budget, start)
+        spent_before = pl.spent(budget)
+        counts, assign, method, exact = _place_global(
+            w, slots, gpus, budget, start, seconds=seconds
+        )
+        # What the two-slot enumeration used comes out of the layer's share.
+        seconds = max(0.0, seconds - (pl.spent(budget) - spent_before))
         if allow_duplicates:
             exact = None  # the enumeration's bound assumes one copy per GPU
         counts, assign, method = _eplb_if_better(
             w, gpus, counts, assign, method, eplb_row, allow_duplicates
         )
-        cp = solve_layer(w, slots, gpus, counts, assign, budget, seconds, seed, allow_duplicates)
+        cp = (
+            solve_layer(w, slots, gpus, counts, assign, budget, seconds, seed, allow_duplicates)
+            if seconds > 0
+            else None
+        )
         cp_bound = None
         cp_proven = False
         if cp is not None:
@@ -474,6 +485,7 @@ def _place_node(
             budget,
             _eplb_start(w[ids], node_slots, node_gpus),
             improve=False,
+            seconds=seconds / nodes,
         )
         put(n, c, a)
         methods.add(method)
