@@ -647,7 +647,8 @@ def balance(
     check_shape(experts, gpus, nodes, slots, groups, policy)
     start = time.perf_counter()
     layers = w_all.shape[0]
-    parallel = max(1, min(workers, layers))
+    in_process = workers <= 1 or layers <= 2
+    parallel = 1 if in_process else min(workers, layers)
     seconds = (
         layer_seconds
         if layer_seconds is not None
@@ -675,7 +676,7 @@ def balance(
     # Layers are independent. The work is Python and numpy on small arrays (GIL-bound),
     # so layers run in processes; a single worker or layer stays in this process, under
     # the caller's budget (and its clock).
-    if workers <= 1 or layers <= 2:
+    if in_process:
         results = [_run_job(job, budget) for job in jobs]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
