@@ -1475,17 +1475,31 @@ def schema_cmd(which: str) -> None:
 
 
 # ------------------------------------------------------------------ balance
+def _whole_number(text: str, option: str) -> int:
+    """An option's value as an integer of at most 18 digits (exit 2 naming it otherwise)."""
+    digits = text.strip()
+    if not (digits.lstrip("-").isascii() and digits.lstrip("-").isdigit()) or len(digits) > 18:
+        raise InvalidInputError(f"must be an integer, got {text[:20]!r}", field=option)
+    return int(digits)
+
+
 @main.command(name="balance")
 @click.argument("loads_path", metavar="LOADS", type=click.Path(dir_okay=False))
-@click.option("--gpus", type=int, required=True, help="GPUs (EP ranks) per layer.")
-@click.option("--nodes", type=int, default=1, show_default=True, help="Nodes the GPUs span.")
+# Numbers are read as text and parsed in the command, so that a bad one ('1e30', '') is one
+# line naming the option with exit 2, like every other bad input (click's own message is three).
+@click.option("--gpus", metavar="INTEGER", required=True, help="GPUs (EP ranks) per layer.")
+@click.option(
+    "--nodes", metavar="INTEGER", default="1", show_default=True, help="Nodes the GPUs span."
+)
 @click.option(
     "--slots",
-    type=int,
+    metavar="INTEGER",
     default=None,
     help="Physical expert slots per layer (default: experts rounded up to a multiple of --gpus).",
 )
-@click.option("--groups", type=int, default=None, help="Expert groups (group-limited routing).")
+@click.option(
+    "--groups", metavar="INTEGER", default=None, help="Expert groups (group-limited routing)."
+)
 @click.option(
     "--policy",
     type=click.Choice(["global", "node"]),
@@ -1497,12 +1511,37 @@ def schema_cmd(which: str) -> None:
     "--model", "load_model_name", default=None, help="Which model inside a multi-model load file."
 )
 @click.option("--domain", default=None, help="Which domain inside a multi-domain load file.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Layers in parallel.")
+@click.option(
+    "--workers", metavar="INTEGER", default="2", show_default=True, help="Layers in parallel."
+)
 @click.option(
     "--allow-duplicates",
     is_flag=True,
     help="Allow two replicas of one expert on one GPU (EPLB does; off by default).",
 )
+@click.option(
+    "--time-limit",
+    "balance_time_limit",
+    metavar="SECONDS",
+    default="10",
+    show_default=True,
+    help="Limit of the whole balance, seconds (shared out over the layers).",
+)
+@click.option(
+    "--seed",
+    "balance_seed",
+    metavar="INTEGER",
+    default="0",
+    show_default=True,
+    help="CP-SAT random seed.",
+)
+@click.option(
+    "--deterministic",
+    "balance_deterministic",
+    is_flag=True,
+    help="Deterministic-time CP-SAT limits: the same map on an idle or a busy machine.",
+)
+@click.option("--quiet", "balance_quiet", is_flag=True, help="Only the summary, no table.")
 @click.option(
     "-o",
     "--output",
@@ -1514,43 +1553,72 @@ def schema_cmd(which: str) -> None:
 @handle_errors
 def balance_cmd(
     loads_path: str,
-    gpus: int,
-    nodes: int,
-    slots: int | None,
-    groups: int | None,
+    gpus: str,
+    nodes: str,
+    slots: str | None,
+    groups: str | None,
     policy: str,
     load_model_name: str | None,
     domain: str | None,
-    workers: int,
+    workers: str,
     allow_duplicates: bool,
+    balance_time_limit: str,
+    balance_seed: str,
+    balance_deterministic: bool,
+    balance_quiet: bool,
     output: str | None,
     as_json: bool,
 ) -> None:
     """Replicate and place experts of LOADS on --gpus GPUs to even out load, with the lower
-    bound and gap of every layer."""
+    bound and gap of every layer (see docs/balance.md)."""
     from placer.balance.loads import load_loads
-    from placer.balance.solve import balance
+    from placer.balance.solve import MAX_SEED, MAX_TIME_LIMIT_S, balance
 
-    if workers <= 0:
-        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
+    n_workers = _whole_number(workers, "--workers")
+    if n_workers <= 0:
+        raise InvalidInputError(f"must be positive, got {n_workers}", field="--workers")
+    try:
+        time_limit = float(balance_time_limit)
+    except ValueError:
+        raise InvalidInputError(
+            f"must be a number of seconds, got {balance_time_limit[:20]!r}", field="--time-limit"
+        ) from None
+    if not 0 < time_limit <= MAX_TIME_LIMIT_S:  # also refuses nan
+        raise InvalidInputError(
+            f"must be a number of seconds in (0, {MAX_TIME_LIMIT_S:g}], got {time_limit:g}",
+            field="--time-limit",
+        )
+    seed = _whole_number(balance_seed, "--seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidInputError(f"must be between 0 and {MAX_SEED}, got {seed}", field="--seed")
+    n_gpus = _whole_number(gpus, "--gpus")
+    n_nodes = _whole_number(nodes, "--nodes")
+    n_slots = None if slots is None else _whole_number(slots, "--slots")
+    n_groups = None if groups is None else _whole_number(groups, "--groups")
     loads = load_loads(loads_path, model=load_model_name, domain=domain)
     if output is not None:
         _check_writable(output)
     result = balance(
         loads,
-        gpus,
-        nodes=nodes,
-        slots=slots,
-        groups=groups,
+        n_gpus,
+        nodes=n_nodes,
+        slots=n_slots,
+        groups=n_groups,
         policy=policy,  # type: ignore[arg-type]
-        workers=workers,
+        workers=n_workers,
         allow_duplicates=allow_duplicates,
+        time_limit_s=time_limit,
+        seed=seed,
+        deterministic=balance_deterministic,
     )
     text = result.model_dump_json(indent=1)
     if output is not None:
         write_atomic(output, text + "\n")
     if as_json:
         click.echo(text)
+        return
+    if balance_quiet:
+        click.echo(result.summary())
         return
     con = _console()
     t = Table(

@@ -163,6 +163,7 @@ class _Balance:
     before: list[list[list[int]]]
     loads: list[list[float]] | None
     uniform: bool
+    bounds: list[float] | None = None  # per layer, from a balance result
 
 
 def _contiguous(experts: int, slots: int, ranks: int) -> list[list[int]]:
@@ -232,7 +233,21 @@ def _from_mapping(data: Mapping[str, Any]) -> _Balance | list[dict[str, Any]]:
         out_loads.append([float(x) for x in load])
     layer_ids = data.get("layer_ids")
     ids = list(layer_ids) if isinstance(layer_ids, Sequence) else list(range(len(after)))
-    return _Balance(layers=ids, after=after, before=before, loads=out_loads, uniform=False)
+    quality = data.get("layers")
+    bounds = None
+    if (
+        isinstance(quality, Sequence)
+        and len(quality) == len(after)
+        and all(isinstance(q, Mapping) and isinstance(q.get("bound"), float) for q in quality)
+    ):
+        bounds = [float(q["bound"]) for q in quality]
+        if not isinstance(layer_ids, Sequence) and all(
+            isinstance(q.get("layer"), int) for q in quality
+        ):
+            ids = [int(q["layer"]) for q in quality]
+    return _Balance(
+        layers=ids, after=after, before=before, loads=out_loads, uniform=False, bounds=bounds
+    )
 
 
 def _rank_loads(ranks: list[list[int]], load: list[float]) -> list[float]:
@@ -283,56 +298,99 @@ def plot_expert_load(
     else:
         raise InvalidInputError(f"cannot plot expert load from a {type(data).__name__}")
     if isinstance(bal, list):
-        fig = _figure(8.0, 4.5)
-        ax = fig.add_subplot()
-        xs = [int(x.get("layer", i)) for i, x in enumerate(bal)]
-        ax.plot(xs, [x["unbalanced_imbalance"] for x in bal], marker=".", label="no balancing")
-        ax.plot(xs, [x["imbalance"] for x in bal], marker=".", label="balanced")
-        if all("bound" in x for x in bal):
-            ax.plot(xs, [x["bound"] for x in bal], linestyle=":", label="lower bound")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("busiest GPU load / mean")
-        ax.set_title("Expert-load imbalance per layer")
-        ax.legend(fontsize=8)
+        fig = _figure(max(8.0, 0.3 * len(bal) + 4), 4.5)
+        bounds = [x["bound"] for x in bal] if all("bound" in x for x in bal) else None
+        _imbalance_bars(
+            fig.add_subplot(),
+            [int(x.get("layer", i)) for i, x in enumerate(bal)],
+            [x["unbalanced_imbalance"] for x in bal],
+            [x["imbalance"] for x in bal],
+            bounds,
+        )
         write_figure(fig, path)
         return
     assert bal.loads is not None
     before = [_rank_loads(r, ld) for r, ld in zip(bal.before, bal.loads, strict=True)]
     after = [_rank_loads(r, ld) for r, ld in zip(bal.after, bal.loads, strict=True)]
     ranks = len(after[0])
+    if layer is not None and not 0 <= layer < len(after):
+        raise InvalidInputError(
+            f"layer index {layer} is outside 0..{len(after) - 1}", field="layer"
+        )
+    fig = _figure(max(12.0, 0.25 * ranks + 9), 4.8)
     if layer is not None:
-        if not 0 <= layer < len(after):
-            raise InvalidInputError(
-                f"layer index {layer} is outside 0..{len(after) - 1}", field="layer"
-            )
-        b_sum, a_sum = before[layer], after[layer]
-        what = f"layer {bal.layers[layer]}"
+        left, right = fig.subplots(1, 2, width_ratios=[3, 2])
+        b_one, a_one = before[layer], after[layer]
+        xs = list(range(ranks))
+        left.bar([x - 0.2 for x in xs], b_one, width=0.4, label="no balancing (slot p -> p % E)")
+        left.bar([x + 0.2 for x in xs], a_one, width=0.4, label="placement")
+        mean = sum(a_one) / ranks
+        left.axhline(mean, color="black", linewidth=1, linestyle="--", label="mean")
+        if ranks <= 32:
+            left.set_xticks(xs)
+        left.set_xlabel("GPU (EP rank)")
+        left.set_ylabel("routed load" + (" (uniform routing assumed)" if bal.uniform else ""))
+        left.set_title(
+            f"Load per GPU, layer {bal.layers[layer]}: max/mean {_imbalance(b_one):.3f} -> "
+            f"{_imbalance(a_one):.3f}"
+        )
+        left.legend(fontsize=8)
     else:
-        b_sum = [sum(x[g] for x in before) for g in range(ranks)]
-        a_sum = [sum(x[g] for x in after) for g in range(ranks)]
-        what = f"sum over {len(after)} layers"
-    fig = _figure(max(9.0, 0.35 * ranks + 6), 4.5)
-    left, right = fig.subplots(1, 2, width_ratios=[3, 2])
-    xs = list(range(ranks))
-    left.bar([x - 0.2 for x in xs], b_sum, width=0.4, label="no balancing (slot p -> p % E)")
-    left.bar([x + 0.2 for x in xs], a_sum, width=0.4, label="placement")
-    mean = sum(a_sum) / ranks
-    left.axhline(mean, color="black", linewidth=1, linestyle="--", label="mean")
-    if ranks <= 32:
-        left.set_xticks(xs)
-    left.set_xlabel("GPU (EP rank)")
-    left.set_ylabel("routed load" + (" (uniform routing assumed)" if bal.uniform else ""))
-    left.set_title(
-        f"Load per GPU, {what}: max/mean {_imbalance(b_sum):.3f} -> {_imbalance(a_sum):.3f}"
+        # One heatmap per side, same colour scale: GPU load / the layer's mean GPU load.
+        h_before, h_after, right = fig.subplots(1, 3, width_ratios=[2, 2, 3])
+        rel_b = [[v / (sum(x) / ranks) if sum(x) else 1.0 for v in x] for x in before]
+        rel_a = [[v / (sum(x) / ranks) if sum(x) else 1.0 for v in x] for x in after]
+        top = max(max(max(r) for r in rel_b), max(max(r) for r in rel_a))
+        image = None
+        for ax, rel, title in (
+            (h_before, rel_b, "no balancing"),
+            (h_after, rel_a, "placement"),
+        ):
+            image = ax.imshow(
+                [list(col) for col in zip(*rel, strict=True)],
+                aspect="auto",
+                cmap="viridis",
+                vmin=0.0,
+                vmax=top,
+                interpolation="nearest",
+            )
+            ax.set_xticks(range(len(bal.layers)), [str(x) for x in bal.layers], fontsize=7)
+            ax.set_xlabel("layer")
+            ax.set_ylabel("GPU (EP rank)")
+            ax.set_title(f"Load per GPU / mean: {title}", fontsize=9)
+        assert image is not None
+        fig.colorbar(image, ax=[h_before, h_after], shrink=0.8, label="load / mean", pad=0.02)
+    _imbalance_bars(
+        right,
+        bal.layers,
+        [_imbalance(x) for x in before],
+        [_imbalance(x) for x in after],
+        bal.bounds,
     )
-    left.legend(fontsize=8)
-    right.plot(bal.layers, [_imbalance(x) for x in before], marker=".", label="no balancing")
-    right.plot(bal.layers, [_imbalance(x) for x in after], marker=".", label="placement")
-    right.set_xlabel("layer")
-    right.set_ylabel("busiest GPU load / mean")
-    right.set_title("Imbalance per layer")
-    right.legend(fontsize=8)
     write_figure(fig, path)
+
+
+def _imbalance_bars(
+    ax: Any,
+    layers: Sequence[int],
+    before: Sequence[float],
+    after: Sequence[float],
+    bounds: Sequence[float] | None,
+) -> None:
+    """Per-layer imbalance as grouped bars, one group per layer present (no line drawn
+    across missing layers): no balancing, placement and, when known, the lower bound."""
+    xs = list(range(len(layers)))
+    width = 0.8 / (3 if bounds is not None else 2)
+    ax.bar([x - width for x in xs], before, width=width, label="no balancing")
+    ax.bar(xs, after, width=width, label="placement")
+    if bounds is not None:
+        ax.bar([x + width for x in xs], bounds, width=width, color="black", label="lower bound")
+    ax.set_xticks(xs, [str(x) for x in layers], fontsize=7)
+    ax.set_ylim(bottom=min([1.0, *after, *(bounds or [])]) * 0.98)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("busiest GPU load / mean")
+    ax.set_title("Imbalance per layer")
+    ax.legend(fontsize=8)
 
 
 # ------------------------------------------------------------------ frontier

@@ -10,12 +10,19 @@ import pytest
 
 from placer.balance.loads import LoadStats, load_loads, synthetic_loads
 from placer.balance.solve import balance
+from placer.budget import Budget
 from placer.exceptions import InvalidInputError
 
 from .conftest import ROOT
 from .helpers import run_cli
 
 LOADS = ROOT / "instances" / "loads"
+
+
+def _fixed_effort() -> dict:  # type: ignore[type-arg]
+    """Deterministic CP-SAT effort per layer under a hard stop that measures nothing: the
+    same answer on an idle and on a busy machine."""
+    return {"budget": Budget(600.0, deterministic=True), "layer_seconds": 0.3}
 
 
 def _check_maps(res, experts: int) -> None:  # type: ignore[no-untyped-def]
@@ -38,7 +45,7 @@ def _check_maps(res, experts: int) -> None:  # type: ignore[no-untyped-def]
 def test_mixtral_layers_are_proven_optimal() -> None:
     """Real Mixtral loads, 8 GPUs, 16 slots: every layer proven, and no worse than EPLB."""
     loads = load_loads(LOADS / "mixtral-c4.json")
-    res = balance(loads, 8, slots=16, workers=1)
+    res = balance(loads, 8, slots=16, workers=1, **_fixed_effort())
     assert all(q.proven and q.gap == 0 for q in res.layers)
     assert all(q.imbalance <= q.eplb_imbalance + 1e-12 for q in res.layers)  # type: ignore[operator]
     _check_maps(res, 8)
@@ -48,7 +55,7 @@ def test_global_policy_gap_and_eplb() -> None:
     """DeepSeek-like layers: a gap to the bound below 0.1 %, never worse than EPLB."""
     full = load_loads(LOADS / "deepseek-v3-synthetic.json")
     loads = full.model_copy(update={"layers": full.layers[:6], "load": full.load[:6]})
-    res = balance(loads, 32, nodes=4, slots=288, workers=1)
+    res = balance(loads, 32, nodes=4, slots=288, workers=1, **_fixed_effort())
     gaps = np.array([q.gap for q in res.layers])
     assert gaps.mean() < 1e-3
     for q in res.layers:
@@ -61,7 +68,9 @@ def test_node_policy_keeps_groups_on_nodes() -> None:
     """With --policy node every group's replicas live on one node."""
     full = load_loads(LOADS / "deepseek-v3-synthetic.json")
     loads = full.model_copy(update={"layers": full.layers[:3], "load": full.load[:3]})
-    res = balance(loads, 32, nodes=4, slots=288, groups=8, policy="node", workers=1)
+    res = balance(
+        loads, 32, nodes=4, slots=288, groups=8, policy="node", workers=1, **_fixed_effort()
+    )
     per_node = res.slots // 4
     for row in res.physical_to_logical_map:
         node_of_group: dict[int, set[int]] = {}
@@ -75,7 +84,7 @@ def test_node_policy_keeps_groups_on_nodes() -> None:
 def test_balanced_is_never_worse_than_unbalanced() -> None:
     """On skewed synthetic loads balancing beats the trivial map."""
     loads = synthetic_loads(4, 64, 8, 4096, (0.8, 1.2), seed=3)
-    res = balance(loads, 8, slots=72, workers=1)
+    res = balance(loads, 8, slots=72, workers=1, **_fixed_effort())
     for q in res.layers:
         assert q.imbalance <= q.unbalanced_imbalance + 1e-12
         assert q.bound <= q.imbalance
@@ -103,7 +112,7 @@ def test_cli_writes_sglang_map(tmp_path: Path) -> None:
     """The CLI writes physical_to_logical_map with slot p on GPU p // (S/P), atomically."""
     out = tmp_path / "map.json"
     res = run_cli("balance", str(LOADS / "olmoe-arxiv.json"), "--gpus", "8", "--slots", "72",
-                  "-o", str(out))
+                  "--deterministic", "--time-limit", "0.5", "-o", str(out))
     assert res.exit_code == 0, res.stderr
     doc = json.loads(out.read_text())
     assert len(doc["physical_to_logical_map"]) == 3

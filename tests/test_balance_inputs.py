@@ -178,6 +178,12 @@ INVALID_CASES = [
     ("routing-stats-bad-layer.json", "models.toy.variants.topk.c4.last", "not a non-negative"),
     ("routing-stats-two-models.json", "models", "choose one of: toy-a, toy-b"),
     ("routing-stats-two-domains.json", "models.toy.variants.topk", "choose one of: c4, arxiv"),
+    # Past MAX_LOAD: a sum of 1e308s overflows, an integer of 401 digits is no float at all.
+    ("huge-float.json", "load.0.0", "must be at most 1e+15"),
+    ("huge-integer.json", "load.0.2", "an integer of 401 digits"),
+    # A superscript digit passes str.isdigit() but not int().
+    ("routing-stats-superscript-layer.json", "models.toy.variants.topk.c4.1²",
+     "not a non-negative integer"),
 ]
 
 

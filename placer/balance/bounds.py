@@ -71,29 +71,36 @@ def mean_bound(w: ArrayLike, P: int) -> float:
     return float(_weights(w).sum()) / P
 
 
-def water_fill(w: ArrayLike, S: int) -> NDArray[np.int64]:
-    """Replica counts (each ``>= 1``, summing to ``S``) minimising ``max_e w_e / c_e``.
+def water_fill(w: ArrayLike, S: int, cap: int | None = None) -> NDArray[np.int64]:
+    """Replica counts (each ``>= 1``, summing to ``S``, at most ``cap`` when given) minimising
+    ``max_e w_e / c_e``.
 
     Greedy: each slot beyond the first per expert goes to the expert whose replicas are
-    heaviest now (lowest id among equals). Exact for this min-max objective.
+    heaviest now among those below the cap (lowest id among equals). Exact for this min-max
+    objective. Slots left when every expert is at the cap stay unassigned (no placement
+    with one copy per GPU uses them).
     """
     arr = _weights(w)
     if arr.size > S:
         raise ValueError(f"S ({S} slots) must be at least the number of experts ({arr.size})")
     counts = np.ones(arr.size, dtype=np.int64)
-    heap = [(-float(x), e) for e, x in enumerate(arr)]
+    heap = [(-float(x), e) for e, x in enumerate(arr) if cap is None or cap > 1]
     heapq.heapify(heap)
     for _ in range(S - arr.size):
+        if not heap:
+            break
         _, e = heapq.heappop(heap)
         counts[e] += 1
-        heapq.heappush(heap, (-float(arr[e]) / int(counts[e]), e))
+        if cap is None or counts[e] < cap:
+            heapq.heappush(heap, (-float(arr[e]) / int(counts[e]), e))
     return counts
 
 
-def replica_bound(w: ArrayLike, S: int) -> float:
-    """``min over counts c of max_e w_e / c_e``: the heaviest replica of the best counts."""
+def replica_bound(w: ArrayLike, S: int, cap: int | None = None) -> float:
+    """``min over counts c of max_e w_e / c_e``: the heaviest replica of the best counts
+    (with ``c_e <= cap`` when given: one copy per GPU allows at most P replicas)."""
     arr = _weights(w)
-    counts = water_fill(arr, S)
+    counts = water_fill(arr, S, cap)
     return float(np.max(arr / counts))
 
 
@@ -131,7 +138,7 @@ def _knapsack_max(weights: list[int], values: list[int], capacity: int) -> int:
     return int(best[capacity])
 
 
-def _pigeon_feasible(w: FloatArray, S: int, P: int, T: float) -> bool:
+def _pigeon_feasible(w: FloatArray, S: int, P: int, T: float, cap: int | None = None) -> bool:
     """Can some counts pass every pigeonhole test at threshold ``T``? (per-k relaxation)
 
     For each ``k < s`` separately (but always with every replica ``<= T``): is there a count
@@ -140,6 +147,9 @@ def _pigeon_feasible(w: FloatArray, S: int, P: int, T: float) -> bool:
     all its ``c_e`` replicas are heavy and it is cheapest at ``c_e = lo_e = ceil(w_e/T)``.
     Making experts light costs extra slots, so the fewest heavy replicas is a knapsack
     (capacity: the slots left over after ``lo``); spare slots go to any light expert.
+    With ``cap`` (one copy per GPU: at most P replicas), an expert needing more than ``cap``
+    replicas to be light stays heavy, and one needing more than ``cap`` to stay under ``T``
+    makes ``T`` infeasible.
     """
     s = S // P
     positive = w > 0
@@ -149,6 +159,8 @@ def _pigeon_feasible(w: FloatArray, S: int, P: int, T: float) -> bool:
     num_zero = int(w.size - wp.size)
     shrink = 1.0 - _REL_TOL
     lo = np.maximum(1, np.ceil(wp / T * shrink)).astype(np.int64)
+    if cap is not None and np.any(lo > cap):
+        return False
     spare = S - num_zero - int(lo.sum())
     if spare < 0:
         return False
@@ -160,7 +172,8 @@ def _pigeon_feasible(w: FloatArray, S: int, P: int, T: float) -> bool:
         heavy_min = int(lo[items].sum())
         if heavy_min <= k * P and (num_zero or free.any()):
             continue  # already passes with every costly expert heavy
-        gain = _knapsack_max(extra[items].tolist(), lo[items].tolist(), spare)
+        can = items if cap is None else items & (high <= cap)
+        gain = _knapsack_max(extra[can].tolist(), lo[can].tolist(), spare)
         has_light = num_zero > 0 or bool(free.any()) or gain > 0
         heavy = heavy_min - gain if has_light else S
         if heavy > k * P:
@@ -168,7 +181,7 @@ def _pigeon_feasible(w: FloatArray, S: int, P: int, T: float) -> bool:
     return True
 
 
-def pigeon_bound(w: ArrayLike, S: int, P: int) -> float:
+def pigeon_bound(w: ArrayLike, S: int, P: int, cap: int | None = None) -> float:
     """The smallest ``T`` passing the pigeonhole tests (see :func:`_pigeon_feasible`).
 
     ``T`` must admit counts with every replica ``<= T`` and, for every ``k < S/P``, at most
@@ -181,7 +194,7 @@ def pigeon_bound(w: ArrayLike, S: int, P: int) -> float:
     """
     arr = _weights(w)
     s = _check_slots(arr.size, S, P)
-    low = replica_bound(arr, S)  # the k = 0 test alone
+    low = replica_bound(arr, S, cap)  # the k = 0 test alone
     if low <= 0:
         return 0.0
     high = s * low  # the water-filling counts pass every test here
@@ -197,21 +210,21 @@ def pigeon_bound(w: ArrayLike, S: int, P: int) -> float:
         cand = cand[(cand >= low * (1 - 1e-12)) & (cand <= high)]
         cand = np.unique(np.concatenate([[low], cand, [high]]))
         first, last = 0, cand.size - 1  # cand[last] is feasible
-        if _pigeon_feasible(arr, S, P, float(cand[first])):
+        if _pigeon_feasible(arr, S, P, float(cand[first]), cap):
             return float(cand[first])
         while last - first > 1:
             mid = (first + last) // 2
-            if _pigeon_feasible(arr, S, P, float(cand[mid])):
+            if _pigeon_feasible(arr, S, P, float(cand[mid]), cap):
                 last = mid
             else:
                 first = mid
         return min(float(cand[last]), high)
     lo_t, hi_t = low, high
-    if _pigeon_feasible(arr, S, P, lo_t):
+    if _pigeon_feasible(arr, S, P, lo_t, cap):
         return lo_t
     for _ in range(100):
         mid_t = 0.5 * (lo_t + hi_t)
-        if _pigeon_feasible(arr, S, P, mid_t):
+        if _pigeon_feasible(arr, S, P, mid_t, cap):
             hi_t = mid_t
         else:
             lo_t = mid_t
@@ -220,15 +233,19 @@ def pigeon_bound(w: ArrayLike, S: int, P: int) -> float:
     return lo_t
 
 
-def _global_bounds(w: FloatArray, S: int, P: int, pigeon: bool = True) -> dict[str, float]:
+def global_bounds(
+    w: FloatArray, S: int, P: int, pigeon: bool = True, one_copy_per_gpu: bool = False
+) -> dict[str, float]:
     """Every bound that holds for unrestricted placements, by name (the pigeonhole bound,
-    the costly one, only when ``pigeon``)."""
+    the costly one, only when ``pigeon``). ``one_copy_per_gpu``: placements never put two
+    replicas of an expert on one GPU, so an expert has at most ``P`` replicas."""
+    cap = P if one_copy_per_gpu else None
     bounds = {
         "mean": mean_bound(w, P),
-        "replica": replica_bound(w, S),
+        "replica": replica_bound(w, S, cap),
     }
     if pigeon:
-        bounds["pigeon"] = pigeon_bound(w, S, P)
+        bounds["pigeon"] = pigeon_bound(w, S, P, cap)
     if w.size == S:
         bounds["hot_gpu"] = hot_gpu_bound(w, S, P)
     return bounds
@@ -254,7 +271,15 @@ def _check_groups(num_experts: int, S: int, P: int, G: int, N: int) -> None:
         raise ValueError(f"P ({P} GPUs) must be a multiple of N ({N} nodes)")
 
 
-def group_local_bound(w: ArrayLike, S: int, P: int, G: int, N: int, pigeon: bool = True) -> float:
+def group_local_bound(
+    w: ArrayLike,
+    S: int,
+    P: int,
+    G: int,
+    N: int,
+    pigeon: bool = True,
+    one_copy_per_gpu: bool = False,
+) -> float:
     """Bound for placements keeping each group on one node, ``G/N`` groups per node.
 
     Group ``g`` is experts ``g·E/G .. (g+1)·E/G - 1``. A node then holds exactly its groups'
@@ -283,13 +308,16 @@ def group_local_bound(w: ArrayLike, S: int, P: int, G: int, N: int, pigeon: bool
         for g in range(G):
             others = np.sort(np.delete(loads, g))[: per_node - 1]
             best = max(best, (loads[g] + others.sum()) / node_gpus)
-            best = max(best, replica_bound(groups[g], slots_for_group))
+            best = max(
+                best,
+                replica_bound(groups[g], slots_for_group, node_gpus if one_copy_per_gpu else None),
+            )
         return float(best)
 
     @cache
     def node_bound(block: tuple[int, ...]) -> float:
         sub = groups[list(block)].ravel()
-        return max(_global_bounds(sub, node_slots, node_gpus, pigeon).values())
+        return max(global_bounds(sub, node_slots, node_gpus, pigeon, one_copy_per_gpu).values())
 
     @cache
     def best_split(remaining: tuple[int, ...]) -> float:
@@ -333,8 +361,13 @@ def lower_bound(
     G: int | None = None,
     N: int | None = None,
     pigeon_in_nodes: bool = True,
+    one_copy_per_gpu: bool = False,
 ) -> BoundReport:
     """The largest lower bound on the max GPU load for ``policy``.
+
+    ``one_copy_per_gpu`` bounds placements that never put two replicas of an expert on one
+    GPU (an expert then has at most as many replicas as the GPUs it may use): tighter when a
+    hot expert would want more replicas than that.
 
     ``pigeon_in_nodes=False`` leaves the pigeonhole bound out of the per-node bounds of
     the group-local bound: still a valid bound, several times faster, and on the loads
@@ -346,11 +379,13 @@ def lower_bound(
     """
     arr = _weights(w)
     _check_slots(arr.size, S, P)
-    bounds = _global_bounds(arr, S, P)
+    bounds = global_bounds(arr, S, P, one_copy_per_gpu=one_copy_per_gpu)
     if policy == "node":
         if G is None or N is None:
             raise ValueError("policy 'node' needs G (groups) and N (nodes)")
-        bounds["group_local"] = group_local_bound(arr, S, P, G, N, pigeon_in_nodes)
+        bounds["group_local"] = group_local_bound(
+            arr, S, P, G, N, pigeon_in_nodes, one_copy_per_gpu
+        )
     elif policy != "global":
         raise ValueError(f"policy must be 'global' or 'node', got {policy!r}")
     which = max(bounds, key=lambda name: bounds[name])  # first among equals

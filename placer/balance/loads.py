@@ -43,8 +43,13 @@ from placer.io import check_finite, one_line, read_json, validate
 
 LOADS_FORMAT = "placer-loads"
 
+#: Largest load value accepted (tokens routed to one expert of one layer). A sum over the
+#: experts of a layer then stays far inside a float64, and exact integer arithmetic on the
+#: scaled loads (docs/balance.md) stays inside 64 bits.
+MAX_LOAD = 1e15
+
 #: A non-negative JSON number (an integer is accepted), never a boolean or a string.
-LoadValue = Annotated[float, Strict(), Field(ge=0)]
+LoadValue = Annotated[float, Strict(), Field(ge=0, le=MAX_LOAD)]
 
 _MATRIX_KEYS = ("format", "name", "layers", "load", "top_k", "counts", "source", "notes")
 
@@ -127,6 +132,12 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+def _short(value: int | float) -> str:
+    """A number for a message: huge integers (1e400 has 401 digits) by their size."""
+    text = repr(value)
+    return text if len(text) <= 24 else f"an integer of {len(text)} digits"
+
+
 def _number(value: Any, source: str, field: str, counts: bool) -> float:
     """One load value, checked; errors name ``field``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -134,7 +145,11 @@ def _number(value: Any, source: str, field: str, counts: bool) -> float:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInputError(f"must be a finite number, got {value}", source, field)
     if value < 0:
-        raise InvalidInputError(f"must be non-negative, got {value}", source, field)
+        raise InvalidInputError(f"must be non-negative, got {_short(value)}", source, field)
+    if value > MAX_LOAD:
+        raise InvalidInputError(
+            f"must be at most {MAX_LOAD:g}, got {_short(value)}", source, field
+        )
     if counts and isinstance(value, float) and not value.is_integer():
         raise InvalidInputError(
             f"must be a whole number (these loads are counts), got {value}", source, field
@@ -306,9 +321,12 @@ def _routing_stats(
     keyed: list[tuple[int, str]] = []
     for key in table:
         text = str(key)
-        if not text.isdigit():
+        # ASCII digits only: '²'.isdigit() is true, yet int('²') fails.
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise InvalidInputError(
-                f"layer id {text!r} is not a non-negative integer", source, f"{where}.{text}"
+                f"layer id {one_line(repr(text[:20]))} is not a non-negative integer below 10^9",
+                source,
+                f"{where}.{one_line(text[:20])}",
             )
         keyed.append((int(text), text))
     keyed.sort()

@@ -15,6 +15,8 @@ from itertools import combinations
 
 import numpy as np
 
+from placer.budget import Budget
+
 
 def water_fill(w: np.ndarray, slots: int, cap: int | None = None) -> np.ndarray:
     """Replica counts minimising the heaviest replica: each extra replica goes to the expert
@@ -176,7 +178,14 @@ def _pairing(w: np.ndarray, c: np.ndarray, gpus: int) -> tuple[float, np.ndarray
     return val, assign, bool(np.all(assign[:, 0] != assign[:, 1]))
 
 
-def exact_two_per_gpu(w: np.ndarray, gpus: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+def spent(budget: Budget) -> float:
+    """The budget's own measure of time used: deterministic seconds, or wall seconds."""
+    return budget.deterministic_used if budget.deterministic else budget.elapsed()
+
+
+def exact_two_per_gpu(
+    w: np.ndarray, gpus: int, budget: Budget, seconds: float
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Two slots per GPU: the best placement over every count vector, and a lower bound.
 
     For fixed counts, pairing the sorted replicas heaviest with lightest minimises
@@ -184,8 +193,10 @@ def exact_two_per_gpu(w: np.ndarray, gpus: int) -> tuple[np.ndarray, np.ndarray,
     bounds every placement. A pairing that puts two copies of an expert on one GPU
     is not a valid placement; its value still counts towards the bound. Returns
     (counts, assign, max load of the best valid placement, lower bound); equal
-    values prove optimality.
+    values prove optimality. The CP-SAT calls share ``seconds`` of ``budget``; a count
+    vector left unsettled when they run out keeps its pairing value as the bound.
     """
+    spent_before = spent(budget)
     slots = 2 * gpus
     cs = compositions(slots, w.size, gpus)
     # All pairings at once: row r holds the sorted replica loads of count vector r.
@@ -203,7 +214,12 @@ def exact_two_per_gpu(w: np.ndarray, gpus: int) -> tuple[np.ndarray, np.ndarray,
             # The sorted pairing doubles up an expert on a GPU: solve these counts exactly.
             from placer.balance.cpsat import optimal_for_counts
 
-            exact = optimal_for_counts(w, cs[r], gpus, 2)
+            left = seconds - (spent(budget) - spent_before)
+            exact = (
+                optimal_for_counts(w, cs[r], gpus, 2, budget, budget.share(1.0, 0, left))
+                if left > 0
+                else None
+            )
             if exact is None:
                 unproven = min(unproven, float(vals[r]))
                 continue

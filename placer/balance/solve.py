@@ -22,16 +22,19 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from placer._base import Frozen
 from placer.balance import placement as pl
-from placer.balance.bounds import lower_bound
+from placer.balance.bounds import global_bounds, lower_bound
+from placer.balance.cpsat import solve_layer
 from placer.balance.eplb import rebalance_experts
 from placer.balance.loads import LoadStats
+from placer.budget import Budget
 from placer.exceptions import InvalidInputError
 
 Policy = Literal["global", "node"]
@@ -39,8 +42,29 @@ Policy = Literal["global", "node"]
 #: Exact enumeration for two slots per GPU is used up to this many count vectors.
 MAX_ENUMERATION = 300_000
 
-#: CP-SAT polishes the busiest node only when its model has at most this many Booleans.
-POLISH_MAX_VARS = 4096
+#: The busiest node gets CP-SAT only when its gap to its own bound is above this.
+POLISH_GAP = 1e-3
+
+#: Largest number of GPUs (EP ranks) ``balance`` accepts.
+MAX_GPUS = 1024
+
+#: Largest number of physical expert slots per layer ``balance`` accepts.
+MAX_SLOTS = 16_384
+
+#: Largest number of experts per layer ``balance`` accepts.
+MAX_EXPERTS = 4096
+
+#: Largest ``--time-limit`` of ``balance``, seconds (a day).
+MAX_TIME_LIMIT_S = 86_400.0
+
+#: Largest CP-SAT random seed (its parameter is a signed 32-bit integer).
+MAX_SEED = 2**31 - 1
+
+#: CP-SAT seconds per layer when no budget says otherwise (deterministic seconds).
+DEFAULT_LAYER_SECONDS = 0.5
+
+#: Default time limit of a whole ``balance`` call, seconds.
+DEFAULT_TIME_LIMIT_S = 10.0
 
 
 class LayerBalance(Frozen):
@@ -80,7 +104,19 @@ class BalanceResult(Frozen):
     slots: int = Field(description="Physical expert slots per layer.")
     groups: int | None = Field(description="Expert groups (node policy).")
     policy: Policy = Field(description="global or node.")
+    allow_duplicates: bool = Field(
+        default=False, description="Whether a GPU may hold two replicas of one expert."
+    )
     wall_time_s: float = Field(description="Wall time of the whole balance.")
+    time_limit_s: float | None = Field(default=None, description="The time limit, seconds.")
+    deterministic: bool = Field(
+        default=False, description="CP-SAT limits were deterministic time (reproducible)."
+    )
+    seed: int = Field(default=0, description="CP-SAT's random seed.")
+    wall_clock_stop: bool = Field(
+        default=False,
+        description="The wall clock stopped a deterministic run: its map may then vary.",
+    )
     source: str | None = Field(description="The load file.")
 
     def summary(self) -> str:
@@ -100,6 +136,21 @@ class BalanceResult(Frozen):
             lines.append(f"EPLB        mean {np.mean(eplb):.4f}, worst {np.max(eplb):.4f}")
         lines.append(f"time        {self.wall_time_s:.2f} s")
         return "\n".join(lines)
+
+
+def check_sizes(experts: int, gpus: int, slots: int | None) -> None:
+    """Refuse sizes beyond the documented limits before any work (exit 2 at the CLI): the
+    work grows with GPUs x slots, and past these limits it would not end in useful time."""
+    if gpus <= 0:
+        raise InvalidInputError(f"must be positive, got {gpus}", field="--gpus")
+    if gpus > MAX_GPUS:
+        raise InvalidInputError(f"must be at most {MAX_GPUS}, got {gpus}", field="--gpus")
+    if experts > MAX_EXPERTS:
+        raise InvalidInputError(
+            f"{experts} experts per layer; at most {MAX_EXPERTS} are supported", field="load"
+        )
+    if slots is not None and not 0 < slots <= MAX_SLOTS:
+        raise InvalidInputError(f"must be between 1 and {MAX_SLOTS}, got {slots}", field="--slots")
 
 
 def check_shape(
@@ -161,13 +212,16 @@ def _place_global(
     w: np.ndarray,
     slots: int,
     gpus: int,
+    budget: Budget,
     start: tuple[np.ndarray, np.ndarray] | None = None,
     improve: bool = True,
+    seconds: float = DEFAULT_LAYER_SECONDS,
 ) -> tuple[np.ndarray, np.ndarray, str, float | None]:
-    """(counts, assign[g, k], method, exact lower bound or None) for one set of GPUs."""
+    """(counts, assign[g, k], method, exact lower bound or None) for one set of GPUs; the
+    two-slot enumeration's CP-SAT calls share ``seconds`` of ``budget``."""
     per_gpu = slots // gpus
     if per_gpu == 2 and w.size > 1 and pl.count_compositions(slots, w.size) <= MAX_ENUMERATION:
-        counts, assign, _, bound = pl.exact_two_per_gpu(w, gpus)
+        counts, assign, _, bound = pl.exact_two_per_gpu(w, gpus, budget, seconds)
         return counts, assign, "exact enumeration", bound
     mean = float(w.sum()) / gpus
     best: tuple[float, np.ndarray, np.ndarray, str] | None = None
@@ -230,6 +284,38 @@ def _node_partition(group_load: np.ndarray, nodes: int, node_bound) -> np.ndarra
         node_of[i], node_of[j] = node_of[j], node_of[i]
 
 
+def _as_start(row: np.ndarray, experts: int, gpus: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A physical-to-logical row as (counts, assign), or None if it doubles an expert up."""
+    assign = row.reshape(gpus, -1)
+    if any(len(set(r)) != assign.shape[1] for r in assign.tolist()):
+        return None
+    return np.bincount(row, minlength=experts), assign
+
+
+def _eplb_if_better(
+    w: np.ndarray,
+    gpus: int,
+    counts: np.ndarray,
+    assign: np.ndarray,
+    method: str,
+    eplb_row: np.ndarray | None,
+    allow_duplicates: bool,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """EPLB's placement instead of ours when its busiest GPU is lighter and it is allowed
+    (no two copies of an expert on a GPU, unless duplicates are): never worse than EPLB."""
+    if eplb_row is None:
+        return counts, assign, method
+    eplb_counts = np.bincount(eplb_row, minlength=w.size)
+    eplb_assign = eplb_row.reshape(gpus, -1)
+    doubled = any(len(set(r)) != eplb_assign.shape[1] for r in eplb_assign.tolist())
+    if doubled and not allow_duplicates:
+        return counts, assign, method
+    if pl.gpu_loads(w, eplb_counts, eplb_assign).max() < pl.gpu_loads(w, counts, assign).max():
+        label = "EPLB (duplicates allowed)" if doubled else "EPLB"
+        return eplb_counts, eplb_assign, label
+    return counts, assign, method
+
+
 def balance_layer(
     w: np.ndarray,
     gpus: int,
@@ -239,13 +325,23 @@ def balance_layer(
     policy: Policy,
     layer: int = 0,
     use_eplb: bool = True,
-    polish_s: float = 0.05,
+    *,
     allow_duplicates: bool = False,
+    budget: Budget | None = None,
+    seconds: float = DEFAULT_LAYER_SECONDS,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, LayerBalance]:
-    """Balance one layer: (physical-to-logical row, replica counts, quality)."""
+    """Balance one layer: (physical-to-logical row, replica counts, quality).
+
+    ``seconds`` of ``budget`` go to CP-SAT (deterministic seconds in deterministic mode;
+    without a budget, a deterministic one of ``seconds``), so the same input gives the same
+    map on an idle and on a busy machine. ``allow_duplicates`` lets a GPU hold two replicas
+    of one expert, as EPLB does; the bound then covers those placements too.
+    """
     w = np.asarray(w, dtype=np.float64)
+    if budget is None:
+        budget = Budget(time_limit_s=max(seconds, 0.01) * 10, deterministic=True)
     experts = w.size
-    per_gpu = slots // gpus
     mean = w.sum() / gpus if w.sum() > 0 else 1.0
     eplb_row: np.ndarray | None = None
     eplb_imb: float | None = None
@@ -256,36 +352,65 @@ def balance_layer(
         eplb_row = np.asarray(phy[0], dtype=np.int64)
         eplb_imb = _imbalance(w, eplb_row, gpus)
     if policy == "global":
-        start = None
-        if eplb_row is not None:
-            a = eplb_row.reshape(gpus, per_gpu)
-            if all(len(set(r)) == per_gpu for r in a.tolist()):
-                start = (np.bincount(eplb_row, minlength=experts), a)
-        counts, assign, method, exact = _place_global(w, slots, gpus, start)
+        start = None if eplb_row is None else _as_start(eplb_row, experts, gpus)
+        spent_before = pl.spent(budget)
+        counts, assign, method, exact = _place_global(
+            w, slots, gpus, budget, start, seconds=seconds
+        )
+        # What the two-slot enumeration used comes out of the layer's share.
+        seconds = max(0.0, seconds - (pl.spent(budget) - spent_before))
+        if allow_duplicates:
+            exact = None  # the enumeration's bound assumes one copy per GPU
+        counts, assign, method = _eplb_if_better(
+            w, gpus, counts, assign, method, eplb_row, allow_duplicates
+        )
+        cp = (
+            solve_layer(w, slots, gpus, counts, assign, budget, seconds, seed, allow_duplicates)
+            if seconds > 0
+            else None
+        )
+        cp_bound = None
+        cp_proven = False
+        if cp is not None:
+            cp_bound, cp_proven = cp.bound, cp.proven
+            if cp.improved:
+                counts, assign, method = cp.counts, cp.assign, method + " + CP-SAT"
     else:
         assert groups is not None
-        counts, assign, method, exact = _place_node(w, gpus, nodes, slots, groups, polish_s)
+        counts, assign, method, exact, cp_bound, cp_proven = _place_node(
+            w, gpus, nodes, slots, groups, budget, seconds, seed
+        )
+        # EPLB's hierarchical map keeps groups on nodes too: take it where it is better.
+        before = counts
+        counts, assign, method = _eplb_if_better(
+            w, gpus, counts, assign, method, eplb_row, allow_duplicates
+        )
+        cp_proven = cp_proven and counts is before
     row = assign.reshape(-1)
     imb = float(pl.gpu_loads(w, counts, assign).max() / mean)
-    if allow_duplicates and eplb_row is not None and eplb_imb is not None and eplb_imb < imb:
-        # Asked to allow two copies of an expert on one GPU (as EPLB does): take EPLB's.
-        row, imb, method = eplb_row, eplb_imb, "EPLB (duplicates allowed)"
-        counts = np.bincount(row, minlength=experts)
-    rep = lower_bound(w, slots, gpus, policy=policy, G=groups, N=nodes, pigeon_in_nodes=False)
+    rep = lower_bound(
+        w, slots, gpus, policy=policy, G=groups, N=nodes, one_copy_per_gpu=not allow_duplicates
+    )
     bound = float(rep.value) / mean
     kind = rep.which
     if exact is not None and exact / mean > bound:
         bound, kind = exact / mean, "exact enumeration"
+    if cp_bound is not None and cp_bound / mean > bound:
+        bound, kind = cp_bound / mean, "CP-SAT"
+    if cp_proven:
+        # CP-SAT proved the placement optimal in exact integers; float rounding aside.
+        bound = imb
+        kind = "CP-SAT"
     bound = min(bound, imb)
     gap = (imb - bound) / imb if imb > 0 else 0.0
-    proven = gap <= 1e-12
+    proven = cp_proven or gap <= 1e-12
     unbalanced = _imbalance(w, np.arange(slots) % experts, gpus)
     quality = LayerBalance(
         layer=layer,
         imbalance=imb,
         bound=bound,
         bound_kind=kind,
-        gap=max(gap, 0.0),
+        gap=0.0 if proven else max(gap, 0.0),
         proven=proven,
         method=method,
         eplb_imbalance=eplb_imb,
@@ -306,8 +431,22 @@ def _eplb_start(w: np.ndarray, slots: int, gpus: int) -> tuple[np.ndarray, np.nd
 
 
 def _place_node(
-    w: np.ndarray, gpus: int, nodes: int, slots: int, groups: int, polish_s: float
-) -> tuple[np.ndarray, np.ndarray, str, float | None]:
+    w: np.ndarray,
+    gpus: int,
+    nodes: int,
+    slots: int,
+    groups: int,
+    budget: Budget,
+    seconds: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, str, float | None, float | None, bool]:
+    """Groups to nodes, then each node balanced on its own GPUs; the busiest node also gets
+    count moves and the whole-node CP-SAT model, until another node is the busiest.
+
+    Returns (counts, assign, method, exact bound or None, CP-SAT bound or None, proven).
+    CP-SAT's bound on a node bounds the layer only when every node holds one group (then
+    no choice of groups per node exists to escape it).
+    """
     per_group = w.size // groups
     node_gpus, node_slots = gpus // nodes, slots // nodes
     group_load = w.reshape(groups, per_group).sum(axis=1)
@@ -343,33 +482,57 @@ def _place_node(
             w[ids],
             node_slots,
             node_gpus,
+            budget,
             _eplb_start(w[ids], node_slots, node_gpus),
             improve=False,
+            seconds=seconds / nodes,
         )
         put(n, c, a)
         methods.add(method)
-    # The busiest node sets the layer's imbalance: only it gets the costlier steps (count
-    # moves, then CP-SAT when its model is small), until another node is the busiest.
+
+    def block_of(n: int) -> np.ndarray:
+        """Node n's placement in the node's own expert numbering."""
+        return np.searchsorted(members[n], assign[n * node_gpus : (n + 1) * node_gpus])
+
+    def node_bound(n: int) -> float:
+        return max(
+            global_bounds(w[members[n]], node_slots, node_gpus, one_copy_per_gpu=True).values()
+        )
+
     done: set[int] = set()
+    cp_bound: float | None = None
+    proven_nodes: set[int] = set()
+    node_seconds = seconds
     while True:
         hot = int(np.argmax(peaks))
         if hot in done:
             break
         done.add(hot)
         ids = members[hot]
-        block = np.searchsorted(ids, assign[hot * node_gpus : (hot + 1) * node_gpus])
-        c, a = pl.improve_counts(w[ids], counts[ids].copy(), block)
-        if polish_s > 0 and ids.size * node_gpus <= POLISH_MAX_VARS:
-            from placer.balance.cpsat import polish
-
-            better = polish(w[ids], c, a, polish_s)
-            if better is not None:
-                a = better
-                methods.add("CP-SAT")
+        c, a = pl.improve_counts(w[ids], counts[ids].copy(), block_of(hot))
         if pl.gpu_loads(w[ids], c, a).max() < peaks[hot]:
             put(hot, c, a)
             methods.add("count moves")
-    return counts, assign, " + ".join(sorted(methods)) + " per node", None
+        peak = float(pl.gpu_loads(w[ids], counts[ids], block_of(hot)).max())
+        if peak <= node_bound(hot) * (1 + POLISH_GAP):
+            continue  # CP-SAT rarely closes so small a gap in the time a node gets
+        cp = solve_layer(
+            w[ids], node_slots, node_gpus, counts[ids], block_of(hot), budget, node_seconds, seed
+        )
+        # Later nodes share what this one left: the total stays within ``seconds``.
+        node_seconds = max(0.0, node_seconds / 2)
+        if cp is None:
+            continue
+        if cp.improved:
+            put(hot, cp.counts, cp.assign)
+            methods.add("CP-SAT")
+        if groups == nodes:
+            cp_bound = max(cp_bound or 0.0, cp.bound)
+            if cp.proven:
+                proven_nodes.add(hot)
+    # One group per node: the layer is optimal when its busiest node is.
+    proven = groups == nodes and int(np.argmax(peaks)) in proven_nodes
+    return counts, assign, " + ".join(sorted(methods)) + " per node", None, cp_bound, proven
 
 
 def _imbalance(w: np.ndarray, row: np.ndarray, gpus: int) -> float:
@@ -398,8 +561,49 @@ def _cross_node(
     return cross / float(w.sum())
 
 
-def _balance_args(args: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray, LayerBalance]:
-    return balance_layer(*args)
+@dataclass(frozen=True)
+class _LayerJob:
+    """One layer's work, picklable for a worker process."""
+
+    w: np.ndarray
+    gpus: int
+    nodes: int
+    slots: int
+    groups: int | None
+    policy: Policy
+    layer: int
+    use_eplb: bool
+    allow_duplicates: bool
+    seconds: float
+    seed: int
+    deterministic: bool
+    deadline: float  # time.monotonic() of the whole call's hard stop (system-wide clock)
+
+
+LayerOutcome = tuple[np.ndarray, np.ndarray, LayerBalance, float, bool]
+
+
+def _run_job(job: _LayerJob, budget: Budget | None = None) -> LayerOutcome:
+    """Balance one layer under ``budget`` (in a worker: a budget ending at the deadline)."""
+    if budget is None:
+        budget = Budget(max(job.deadline - time.monotonic(), 0.01), job.deterministic)
+    used = budget.deterministic_used
+    row, counts, quality = balance_layer(
+        job.w,
+        job.gpus,
+        job.nodes,
+        job.slots,
+        job.groups,
+        job.policy,
+        job.layer,
+        job.use_eplb,
+        allow_duplicates=job.allow_duplicates,
+        budget=budget,
+        seconds=job.seconds,
+        seed=job.seed,
+    )
+    budget.expired()  # records a wall-clock stop of a deterministic run
+    return row, counts, quality, budget.deterministic_used - used, budget.wall_clock_stop
 
 
 def balance(
@@ -412,8 +616,21 @@ def balance(
     workers: int = 2,
     use_eplb: bool = True,
     allow_duplicates: bool = False,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    seed: int = 0,
+    deterministic: bool = False,
+    budget: Budget | None = None,
+    layer_seconds: float | None = None,
 ) -> BalanceResult:
-    """Replicate and place each layer's experts (see module docstring).
+    """Replicate and place each layer's experts (see module docstring and docs/balance.md).
+
+    Time: ``budget`` (or a new :class:`~placer.budget.Budget` of ``time_limit_s``, in
+    deterministic time when ``deterministic``) is shared out over the layers before any
+    starts: each layer's CP-SAT gets ``0.8 * limit * min(workers, layers) / layers``
+    seconds, a figure that depends on the inputs only, so a deterministic run gives the same
+    map on any machine unless the wall clock (the hard stop) ends it first, which the result
+    records. ``layer_seconds`` overrides that share (a fixed CP-SAT effort per layer, e.g.
+    under a long hard stop). ``seed`` is CP-SAT's random seed.
 
     Raises
     ------
@@ -421,27 +638,52 @@ def balance(
         For slot counts that do not divide the GPUs, fewer slots than experts, groups
         that do not divide the experts or the nodes, and the like.
     """
+    if budget is None:
+        budget = Budget(time_limit_s, deterministic)
     w_all = loads.array()
     experts = w_all.shape[1]
+    check_sizes(experts, gpus, slots)
     slots = slots if slots is not None else experts + (-experts) % gpus
     check_shape(experts, gpus, nodes, slots, groups, policy)
     start = time.perf_counter()
-
-    args = [
-        (w_all[i], gpus, nodes, slots, groups, policy, loads.layers[i], use_eplb)
-        for i in range(w_all.shape[0])
+    layers = w_all.shape[0]
+    in_process = workers <= 1 or layers <= 2
+    parallel = 1 if in_process else min(workers, layers)
+    seconds = (
+        layer_seconds
+        if layer_seconds is not None
+        else 0.8 * budget.time_limit_s * parallel / layers
+    )
+    deadline = time.monotonic() + budget.wall_remaining()
+    jobs = [
+        _LayerJob(
+            w_all[i],
+            gpus,
+            nodes,
+            slots,
+            groups,
+            policy,
+            loads.layers[i],
+            use_eplb,
+            allow_duplicates,
+            seconds,
+            seed,
+            budget.deterministic,
+            deadline,
+        )
+        for i in range(layers)
     ]
     # Layers are independent. The work is Python and numpy on small arrays (GIL-bound),
-    # so layers run in processes; a single worker or layer stays in this process.
-    if workers <= 1 or len(args) <= 2:
-        results = [balance_layer(*a) for a in args]
+    # so layers run in processes; a single worker or layer stays in this process, under
+    # the caller's budget (and its clock).
+    if in_process:
+        results = [_run_job(job, budget) for job in jobs]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(
-                pool.map(_balance_args, args, chunksize=max(1, len(args) // (4 * workers)))
-            )
-    rows = [r for r, _, _ in results]
-    counts = [c for _, c, _ in results]
+            results = list(pool.map(_run_job, jobs, chunksize=1))
+        budget.charge(sum(r[3] for r in results))
+    rows = [r[0] for r in results]
+    counts = [r[1] for r in results]
     maxcnt = max(int(c.max()) for c in counts)
     l2p = []
     for row in rows:
@@ -453,12 +695,17 @@ def balance(
         physical_to_logical_map=tuple(tuple(int(x) for x in r) for r in rows),
         logical_to_physical_map=tuple(l2p),
         logical_replica_count=tuple(tuple(int(x) for x in c) for c in counts),
-        layers=tuple(q for _, _, q in results),
+        layers=tuple(r[2] for r in results),
         gpus=gpus,
         nodes=nodes,
         slots=slots,
         groups=groups,
         policy=policy,
+        allow_duplicates=allow_duplicates,
         wall_time_s=round(time.perf_counter() - start, 3),
+        time_limit_s=budget.time_limit_s,
+        deterministic=budget.deterministic,
+        seed=seed,
+        wall_clock_stop=budget.wall_clock_stop or any(r[4] for r in results),
         source=loads.source,
     )
