@@ -254,13 +254,22 @@ def verify_plan(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyRepor
     if sv.profile not in PROFILES:
         found.bad.append(f"certificate.solver.profile: unknown rules profile '{sv.profile}'")
         return found.report()
-    if plan.serving is not None:
+    if workload.serving:
         # A serving plan carries its own proof (docs/serving.md).
-        from placer.serving.check import check_serving
+        from placer.serving.check import check_serving, check_serving_without_record
 
-        bad, done = check_serving(plan, model, cluster, workload, PROFILES[sv.profile])
+        if plan.serving is not None:
+            bad, done = check_serving(plan, model, cluster, workload, PROFILES[sv.profile])
+        else:
+            bad, done, trust = check_serving_without_record(
+                plan, model, cluster, workload, PROFILES[sv.profile]
+            )
+            found.trusted.extend(trust)
         found.bad.extend(bad)
         found.checked.extend(done)
+        return found.report()
+    if plan.serving is not None:
+        found.bad.append("serving: a serving record, but the workload sets no latency target")
         return found.report()
     if sv.objective not in _OBJECTIVES:
         found.bad.append(f"certificate.solver.objective: unknown objective '{sv.objective}'")

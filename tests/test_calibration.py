@@ -325,7 +325,7 @@ def test_plan_records_its_calibration_and_verify_uses_it(tmp_path: Path) -> None
     assert verify(slow).ok and verify(plain).ok
     data = json.loads(slow_plan.read_text())
     data["inputs"]["calibration"]["layer_us"] = 0.0
-    report = verify(Plan.model_validate(data))
+    report = verify(Plan.model_validate_json(json.dumps(data)))
     assert not report.ok and "calibration" in report.violations[0]
 
 

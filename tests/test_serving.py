@@ -107,11 +107,11 @@ def test_tampered_plan_fails_verify(olmoe):
     assert plan.serving is not None and plan.objective.value is not None
     data = json.loads(plan.model_dump_json())
     data["serving"]["concurrency"] += 1
-    assert not verify(Plan.model_validate(data)).ok
+    assert not verify(Plan.model_validate_json(json.dumps(data))).ok
     data = json.loads(plan.model_dump_json())
     data["objective"]["value"] *= 1.01
     data["serving"]["tokens_per_s_per_gpu"] *= 1.01
-    assert not verify(Plan.model_validate(data)).ok
+    assert not verify(Plan.model_validate_json(json.dumps(data))).ok
 
 
 def _grid(gpus: int) -> list[Layout]:
@@ -345,7 +345,7 @@ def test_disaggregated_agrees_with_brute_force(olmoe):
     assert d.prefill_instances == d.decode_instances == 1
     data = json.loads(plan.model_dump_json())
     data["serving"]["disagg"]["concurrency"] += 7
-    assert not verify(Plan.model_validate(data)).ok
+    assert not verify(Plan.model_validate_json(json.dumps(data))).ok
 
 
 def evaluate_layout(model, cluster, workload, layout):

@@ -304,3 +304,61 @@ def _check_record(
     checked.append(
         f"serving search record: {len(space.legal)} layouts, memory limits, every range's bound"
     )
+
+
+def check_serving_without_record(
+    plan: Plan,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+) -> tuple[list[str], list[str], list[str]]:
+    """(violations, what was checked, what was taken on trust) of a serving plan that
+    deploys nothing: ``unknown`` claims nothing; ``infeasible`` is re-proven layout by layout.
+
+    TPOT, TTFT and memory only grow with the concurrency (docs/serving.md, "Proof"), so a
+    layout that misses a target or memory at concurrency 1 misses it at every concurrency.
+    A layout whose bound figures pass at concurrency 1 is re-checked with its achievable
+    figures; with the ``gpus`` objective a layout that meets the targets is excluded only
+    when no instance count on the cluster can reach the request rate by the rate ceiling.
+    """
+    bad: list[str] = []
+    o = plan.objective
+    if plan.layout is not None or o.value is not None or o.bound is not None or o.gap is not None:
+        bad.append(
+            "serving: a plan without a serving record must deploy nothing and claim "
+            "no value, bound or gap"
+        )
+    if plan.status == "unknown":
+        return bad, ["serving: status unknown, nothing claimed"], []
+    if plan.status != "infeasible":
+        bad.append(f"serving: status '{plan.status}' without a serving record")
+        return bad, [], []
+    n = cluster.num_gpus
+    need = (workload.request_rate or 0.0) * workload.output_len
+    space = enumerate_layouts(model, cluster, profile)
+    cache: dict[object, object] = {}
+    trusted: list[str] = []
+    for lay in space.legal:
+        probe = LayoutProbe(model, cluster, workload, lay, cache)
+        one = probe.loose(1)
+        if cap_check(workload, one, bound=True) is not None:
+            continue  # excluded at every concurrency by its bound figures
+        if workload.request_rate is not None:
+            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
+            if (n // lay.gpus) * ceiling < need:
+                continue  # no instance count reaches the rate
+            trusted.append(f"serving: {lay.describe()} cannot reach the rate (not re-proven)")
+            continue
+        if cap_check(workload, probe.at(1), bound=False) is None:
+            bad.append(
+                f"serving: declared infeasible, but {lay.describe()} meets the targets and "
+                "memory at concurrency 1"
+            )
+        else:
+            trusted.append(
+                f"serving: {lay.describe()} misses the targets by its best split at "
+                "concurrency 1 but not by its bound (split optimality taken from the DP)"
+            )
+    checked = [f"serving: infeasibility re-proven over {len(space.legal)} legal layouts"]
+    return bad, checked, trusted
