@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -28,7 +28,7 @@ from placer.exceptions import (
     PlacerError,
 )
 from placer.inspect import ModelReport, inspect_model
-from placer.io import validation_error, write_atomic
+from placer.io import validate_options, write_atomic
 from placer.layout import Layout
 from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 GB = 1e9
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"placer: error: {message}", err=True)
     sys.exit(code)
 
@@ -130,24 +130,34 @@ def workload_options(fn: F) -> F:
     return fn
 
 
-_WORKLOAD_KEYS = (
-    "batch",
-    "prompt_len",
-    "output_len",
-    "context",
-    "phase",
-    "weight_dtype",
-    "expert_dtype",
-    "kv_dtype",
-    "memory_utilization",
-)
+#: Workload fields set by options, and the option each is set by (named in errors).
+_WORKLOAD_OPTIONS = {
+    "batch": "--batch",
+    "prompt_len": "--prompt-len",
+    "output_len": "--output-len",
+    "context": "--context",
+    "phase": "--phase",
+    "weight_dtype": "--weight-dtype",
+    "expert_dtype": "--expert-dtype",
+    "kv_dtype": "--kv-dtype",
+    "memory_utilization": "--mem-util",
+}
 
 
 def workload_from_options(kwargs: dict[str, Any]) -> Any:
-    """Build the Workload from --workload and the override options (popped from kwargs)."""
+    """Build the Workload from --workload and the override options (popped from kwargs),
+    validated by the Workload's own field definitions."""
     path = kwargs.pop("workload_file", None)
-    overrides = {k: kwargs.pop(k, None) for k in _WORKLOAD_KEYS}
-    return load_workload(path, **overrides)
+    options = {k: (opt, kwargs.pop(k, None)) for k, opt in _WORKLOAD_OPTIONS.items()}
+    return load_workload(path, options)
+
+
+def config_from_options(**options: tuple[str, Any]) -> Any:
+    """A SolveConfig from ``field=(option, value)`` pairs, validated by its own field
+    definitions (an error names the option)."""
+    from placer.config import SolveConfig
+
+    return validate_options(SolveConfig, options)
 
 
 # ------------------------------------------------------------------ inspect
@@ -204,8 +214,6 @@ def _parse_split(text: str | None) -> tuple[int, ...] | None:
         raise InvalidInputError(
             "must be comma-separated integers, e.g. 3,3,2", field="--layers-per-stage"
         ) from None
-    if any(p <= 0 for p in parts):
-        raise InvalidInputError("every stage needs at least one layer", field="--layers-per-stage")
     return parts
 
 
@@ -270,30 +278,18 @@ def evaluate_cmd(
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
-    for name, value in (
-        ("--tp", tp),
-        ("--pp", pp),
-        ("--ep", ep),
-        ("--dp-attn", dp_attn),
-        ("--etp", etp),
-    ):
-        if value is not None and value <= 0:
-            raise InvalidInputError(f"must be positive, got {value}", field=name)
-    if redundant_experts < 0:
-        raise InvalidInputError("must not be negative", field="--redundant-experts")
-    split = _parse_split(layers_per_stage)
-    try:
-        layout = Layout(
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            etp=etp,
-            dp_attn=dp_attn,
-            layers_per_stage=split,
-            redundant_experts=redundant_experts,
-        )
-    except ValidationError as exc:
-        raise validation_error(exc, "<layout options>") from None
+    layout = validate_options(
+        Layout,
+        {
+            "tp": ("--tp", tp),
+            "pp": ("--pp", pp),
+            "ep": ("--ep", ep),
+            "etp": ("--etp", etp),
+            "dp_attn": ("--dp-attn", dp_attn),
+            "layers_per_stage": ("--layers-per-stage", _parse_split(layers_per_stage)),
+            "redundant_experts": ("--redundant-experts", redundant_experts),
+        },
+    )
     if layout.tp > cluster.num_gpus:
         raise InvalidInputError(
             f"tp ({layout.tp}) is larger than the {cluster.num_gpus} GPUs of the cluster",
@@ -401,19 +397,17 @@ def _print_evaluation(ev: Evaluation, model_name: str, cluster_name: str) -> Non
 def _parse_compare(text: str) -> Layout:
     """'tp=4,pp=4,ep=4,etp=1' -> Layout."""
     keys = {"tp", "pp", "ep", "etp", "dp_attn", "dp"}
-    values: dict[str, int] = {}
+    values: dict[str, tuple[str, Any]] = {}
     for part in text.split(","):
         key, _, val = part.partition("=")
         key = key.strip().lower().replace("-", "_")
-        if key not in keys or not val.strip().isdigit() or int(val) <= 0:
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+        if key not in keys or not re.fullmatch(r"[0-9]+", val.strip()):
             raise InvalidInputError(
                 "expected positive degrees like tp=4,pp=4,ep=4,etp=1", field="--compare"
             )
-        values["dp_attn" if key == "dp" else key] = int(val)
-    try:
-        return Layout(**values)
-    except ValidationError as exc:
-        raise validation_error(exc, "--compare") from None
+        values["dp_attn" if key == "dp" else key] = ("--compare", int(val))
+    return validate_options(Layout, values)
 
 
 @main.command(name="solve")
@@ -500,7 +494,6 @@ def solve_cmd(
     Exits 0 with a plan, 3 when no layout fits (with the smallest fix), 4 when the
     time limit passed with no plan, 2 on bad input.
     """
-    from placer.config import SolveConfig
     from placer.search.solve import solve
 
     if profile not in PROFILES:
@@ -508,24 +501,18 @@ def solve_cmd(
             f"unknown rules profile '{profile}'; choose one of {', '.join(PROFILES)}",
             field="--profile",
         )
-    if time_limit <= 0:
-        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
-    if workers <= 0:
-        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
-    if seed < 0:
-        raise InvalidInputError(f"must not be negative, got {seed}", field="--seed")
+    config = config_from_options(
+        objective=("--objective", objective),
+        profile=("--profile", profile),
+        time_limit_s=("--time-limit", time_limit),
+        seed=("--seed", seed),
+        workers=("--workers", workers),
+        deterministic=("--deterministic", deterministic),
+    )
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
     other = _parse_compare(compare) if compare else None
-    config = SolveConfig(
-        objective=objective,
-        profile=profile,
-        time_limit_s=time_limit,
-        seed=seed,
-        workers=workers,
-        deterministic=deterministic,
-    )
     for path in (output, report):
         if path is not None:
             _check_writable(path)
@@ -890,7 +877,11 @@ def sweep_cmd(
 @workload_options
 @click.option("--profile", type=click.Choice(list(PROFILES)), default="generic", show_default=True)
 @click.option(
-    "--time-limit", type=float, default=60.0, show_default=True, help="Limit of each solve."
+    "--time-limit",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Wall-clock limit of the whole command, seconds.",
 )
 @click.option(
     "-o",
@@ -919,15 +910,19 @@ def min_gpus_cmd(
 ) -> None:
     """The fewest GPUs of HARDWARE's type that fit MODEL, with proof that one fewer does not.
 
-    Nodes are added as needed. Both records pass `placer verify`.
+    Nodes are added as needed. Both records pass `placer verify`. Exits 0 with the proven
+    minimum, 3 when no GPU count up to 4096 fits, 4 when the time limit passed before the
+    proof (what is known is printed, and the plan written).
     """
-    from placer.config import SolveConfig
+    from placer.budget import Budget
     from placer.rules import get_profile
-    from placer.search.fixes import min_gpus
+    from placer.search.fixes import MAX_GPUS_SEARCHED, min_gpus
     from placer.search.solve import solve
 
-    if time_limit <= 0:
-        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    config = config_from_options(
+        profile=("--profile", profile), time_limit_s=("--time-limit", time_limit)
+    )
+    budget = Budget(config.time_limit_s)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path)
     if len(cluster.groups) != 1:
@@ -938,43 +933,59 @@ def min_gpus_cmd(
     for path in (output, proof):
         if path is not None:
             _check_writable(path)
-    config = SolveConfig(profile=profile, time_limit_s=time_limit)
-    found = min_gpus(model, cluster, workload, get_profile(profile), above=0)
+    found = min_gpus(model, cluster, workload, get_profile(profile), above=0, budget=budget)
     if found is None:
-        raise InvalidInputError(
-            "no GPU count up to 4096 fits this model and workload", source=hardware_path
+        if budget.expired():
+            _fail("the time limit passed before any GPU count was found to fit", EXIT_NO_PLAN)
+        _fail(
+            f"no GPU count up to {MAX_GPUS_SEARCHED} fits this model and workload "
+            f"({hardware_path})",
+            EXIT_INFEASIBLE,
         )
     g = found[0]
+
+    def solve_on(gpus: int) -> Any:
+        # Each solve may take half of what is left, so that the next one still has time.
+        limit = max(budget.share(0.5), 0.01)
+        return solve(model, cluster.with_gpus(gpus), workload, config, budget=Budget(limit))
+
     # The witness used balanced slot counts; CP-SAT may fit on fewer. Step down until a
     # count is proven infeasible (a solve on n GPUs covers every layout on fewer).
-    plan = solve(model, cluster.with_gpus(g), workload, config)
+    plan = solve_on(g)
     below = None
-    while g > 1:
-        below = solve(model, cluster.with_gpus(g - 1), workload, config)
-        if below.status != "optimal" and below.status != "feasible":
+    while g > 1 and plan.layout is not None:
+        below = solve_on(g - 1)
+        if below.status not in ("optimal", "feasible"):
             break
         g, plan, below = g - 1, below, None
     if plan.layout is None:
-        raise InvalidInputError(f"no plan on {g} GPUs within the time limit", source=hardware_path)
+        _fail(
+            f"{g} GPUs fit with balanced expert slots, but no plan on them was found within "
+            "the time limit",
+            EXIT_NO_PLAN,
+        )
+    # A minimum is claimed only with the proof that one fewer does not fit.
+    proven = g == 1 or (below is not None and below.status == "infeasible")
     if output is not None:
         write_atomic(output, plan.model_dump_json(indent=2) + "\n")
-    if proof is not None and below is not None:
+    if proof is not None and below is not None and proven:
         write_atomic(proof, below.model_dump_json(indent=2) + "\n")
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "min_gpus": g,
+                    "min_gpus": g if proven else None,
+                    "fits_on": g,
                     "plan": plan.model_dump(mode="json"),
                     "proof": None if below is None else below.model_dump(mode="json"),
                 },
                 indent=2,
             )
         )
-        return
+        sys.exit(0 if proven else EXIT_NO_PLAN)
     lay = plan.layout
     click.echo(
-        f"fewest GPUs  {g} x {cluster.groups[0].gpu.name} "
+        f"{'fewest GPUs' if proven else 'fits on    '}  {g} x {cluster.groups[0].gpu.name} "
         f"({-(-g // cluster.gpus_per_node)} node(s) of {cluster.gpus_per_node})"
     )
     click.echo(
@@ -991,6 +1002,12 @@ def min_gpus_cmd(
     )
     if below.infeasibility is not None:
         click.echo(f"why          {below.infeasibility.reason}")
+    if not proven:
+        _fail(
+            f"{g} GPUs fit, but the time limit passed before {g - 1} were proven not to "
+            "(no minimum is claimed)",
+            EXIT_NO_PLAN,
+        )
 
 
 # ------------------------------------------------------------------ export

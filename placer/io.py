@@ -7,7 +7,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,6 +162,30 @@ def validate(
         return cls.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, source, prefix, rename, set(cls.model_fields)) from None
+
+
+#: Command-line options that set fields of a record: ``{field: (option as typed, value)}``,
+#: with None for an option not given.
+Options = Mapping[str, tuple[str, Any]]
+
+
+def validate_options(
+    cls: type[M], options: Options, base: Mapping[str, Any] | None = None, source: str = ""
+) -> M:
+    """``cls`` built from ``base`` (fields read from ``source``, a file) updated by the
+    options given, through the same field definitions as the files: an error names the
+    option when an option set the field, else ``source`` and the field."""
+    data = dict(base or {})
+    given = {field: option for field, (option, value) in options.items() if value is not None}
+    data.update({field: options[field][1] for field in given})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = validation_error(exc, source, known=set(cls.model_fields))
+        option = given.get((err.field or "").split(".")[0])
+        if option is not None or not source:
+            raise InvalidInputError(err.detail, field=option or err.field) from None
+        raise err from None
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -24,13 +24,16 @@ from placer.dtypes import BYTES_PER_ELEMENT
 from placer.exceptions import InvalidInputError
 from placer.hf_config import detect_family, parse_hf_config
 from placer.io import (
+    Options,
     Rename,
     check_finite,
     one_line,
     read_json,
     validate,
+    validate_options,
     validation_error,
 )
+from placer.limits import MAX_LAYERS, MAX_MODULES
 from placer.model import Assumption, LayerSpec, ModelSpec, ModuleSpec
 from placer.workload import Workload
 
@@ -155,6 +158,10 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
     mods = raw.get("modules")
     if not isinstance(mods, list) or not mods:
         raise InvalidInputError("must be a non-empty list of modules", source, "modules")
+    if len(mods) > MAX_MODULES:
+        raise InvalidInputError(
+            f"has {len(mods)} modules, more than the {MAX_MODULES} placer reads", source, "modules"
+        )
     width = BYTES_PER_ELEMENT[dtype]
     modules: list[ModuleSpec] = []
     for i, m in enumerate(mods):
@@ -183,6 +190,8 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
     n = raw.get("num_layers", (max(layers_used) + 1) if layers_used else 1)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise InvalidInputError(f"must be a positive integer, got {n!r}", source, "num_layers")
+    if n > MAX_LAYERS:
+        raise InvalidInputError(f"must be at most {MAX_LAYERS}, got {n}", source, "num_layers")
     hidden = raw.get("hidden_size")
     if hidden is None:
         raise InvalidInputError(
@@ -209,12 +218,9 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             raise InvalidInputError(
                 f"top_k ({top_k}) exceeds the experts of a layer ({fewest})", source, "top_k"
             )
+    moe_layers = {m.layer for m in modules if m.kind == "expert"}
     layers = tuple(
-        LayerSpec(
-            mixer="attention",
-            ffn="moe" if any(m.kind == "expert" and m.layer == i for m in modules) else "dense",
-        )
-        for i in range(n)
+        LayerSpec(mixer="attention", ffn="moe" if i in moe_layers else "dense") for i in range(n)
     )
     body2 = {
         "name": raw.get("name", default_name),
@@ -376,12 +382,15 @@ def load_cluster(
     return cluster_from_dict(read_json(path), str(path), gpus=gpus, nodes=nodes)
 
 
-def load_workload(path: str | Path | None = None, **overrides: Any) -> Workload:
-    """Read a workload file (or start from the defaults) and apply command-line overrides."""
+def load_workload(
+    path: str | Path | None = None, options: Options | None = None, **overrides: Any
+) -> Workload:
+    """Read a workload file (or start from the defaults) and apply command-line ``options``
+    (``{field: (option, value)}``, named in errors) and ``overrides`` (fields by name)."""
     data: dict[str, Any] = {}
-    source = str(path) if path is not None else "<workload options>"
+    source = str(path) if path is not None else ""
     if path is not None:
         data = dict(_as_object(read_json(path), source))
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    check_finite(data, source)
-    return validate(Workload, data, source)
+    given = dict(options or {})
+    given.update({k: (k, v) for k, v in overrides.items()})
+    return validate_options(Workload, given, data, source)

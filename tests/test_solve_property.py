@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from placer.budget import Budget
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.layout import Layout
@@ -276,7 +277,9 @@ def check_instance(
             assert lower_bound_ns(t, objective) <= mine, layout.describe()
             need, have = memory_lower_bound(t)
             assert need <= have, layout.describe()
-        status, split, counts, value, _, _ = solve_layout(t, objective, config, 5.0)
+        status, split, counts, value, _ = solve_layout(
+            t, objective, config, Budget(5.0, config.deterministic), 5.0
+        )
         log(f"{layout.describe()}: brute force {mine}, CP-SAT {status} {value}")
         if status == "infeasible":
             assert mine is None, f"{layout.describe()}: CP-SAT infeasible, brute force {mine}"
