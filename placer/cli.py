@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from placer.budget import Budget
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import (
     EXIT_INFEASIBLE,
@@ -28,7 +29,7 @@ from placer.exceptions import (
     PlacerError,
 )
 from placer.inspect import ModelReport, inspect_model
-from placer.io import validate_options, write_atomic
+from placer.io import check_output, validate_options, write_atomic
 from placer.layout import Layout
 from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
@@ -509,13 +510,18 @@ def solve_cmd(
         workers=("--workers", workers),
         deterministic=("--deterministic", deterministic),
     )
+    # The time limit counts from here: reading the inputs is part of the run.
+    budget = Budget(config.time_limit_s, config.deterministic)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    workload_file = kwargs.get("workload_file")
     workload = workload_from_options(kwargs)
     other = _parse_compare(compare) if compare else None
-    for path in (output, report):
-        if path is not None:
-            _check_writable(path)
+    inputs = (model_path, hardware_path, workload_file, loads_path)
+    if output is not None:
+        check_output(output, inputs, [report])
+    if report is not None:
+        check_output(report, inputs)
     loads = None
     if loads_path is not None:
         from placer.balance.loads import load_loads
@@ -523,7 +529,7 @@ def solve_cmd(
 
         loads = load_loads(loads_path)
         loads_by_layer(model, loads, loads_path)  # bad loads fail before the search
-    plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
+    plan = _solve_with_progress(solve, model, cluster, workload, config, quiet, budget)
     if loads is not None:
         from placer.search.solve import with_loads
 
@@ -549,12 +555,12 @@ def solve_cmd(
 
 
 def _solve_with_progress(
-    solve: Any, model: Any, cluster: Any, workload: Any, config: Any, quiet: bool
+    solve: Any, model: Any, cluster: Any, workload: Any, config: Any, quiet: bool, budget: Any
 ) -> Any:
     """Run the search; on a terminal, show layouts done, incumbent and bound on stderr."""
     err = Console(stderr=True)
     if quiet or not err.is_terminal:
-        return solve(model, cluster, workload, config)
+        return solve(model, cluster, workload, config, budget=budget)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
@@ -573,7 +579,7 @@ def _solve_with_progress(
                 desc += f", bound {bound / 1e6:.3f} ms, gap {100 * (1 - bound / incumbent):.2f} %"
             prog.update(task, completed=done, total=total, description=desc)
 
-        return solve(model, cluster, workload, config, progress=update)
+        return solve(model, cluster, workload, config, progress=update, budget=budget)
 
 
 def _print_memory_bars(plan: Any) -> None:
@@ -608,17 +614,6 @@ def _print_memory_bars(plan: Any) -> None:
     con.print(
         "[blue]█[/] weights  [magenta]█[/] KV cache  [yellow]█[/] activations + reserve  · free"
     )
-
-
-def _check_writable(path: str) -> None:
-    """Fail before a long search if the output cannot be written."""
-    from pathlib import Path
-
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise InvalidInputError("the output folder does not exist", source=path)
-    if Path(path).is_dir():
-        raise InvalidInputError("is a directory", source=path)
 
 
 def _print_comparison(
@@ -759,7 +754,7 @@ def sweep_cmd(
     if output is not None:
         if not output.endswith((".csv", ".json")):
             raise InvalidInputError("the output must end in .csv or .json", source=output)
-        _check_writable(output)
+        check_output(output, [spec_path])
     if workers is not None and workers <= 0:
         raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
     spec, models, clusters, workloads, counts = load_sweep(spec_path)
@@ -914,7 +909,6 @@ def min_gpus_cmd(
     minimum, 3 when no GPU count up to 4096 fits, 4 when the time limit passed before the
     proof (what is known is printed, and the plan written).
     """
-    from placer.budget import Budget
     from placer.rules import get_profile
     from placer.search.fixes import MAX_GPUS_SEARCHED, min_gpus
     from placer.search.solve import solve
@@ -929,10 +923,13 @@ def min_gpus_cmd(
         raise InvalidInputError(
             "min-gpus needs a single GPU type", source=hardware_path, field="groups"
         )
+    workload_file = kwargs.get("workload_file")
     workload = workload_from_options(kwargs)
-    for path in (output, proof):
-        if path is not None:
-            _check_writable(path)
+    inputs = (model_path, hardware_path, workload_file)
+    if output is not None:
+        check_output(output, inputs, [proof])
+    if proof is not None:
+        check_output(proof, inputs)
     found = min_gpus(model, cluster, workload, get_profile(profile), above=0, budget=budget)
     if found is None:
         if budget.expired():
@@ -1282,7 +1279,7 @@ def balance_cmd(
         raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
     loads = load_loads(loads_path, model=load_model_name, domain=domain)
     if output is not None:
-        _check_writable(output)
+        check_output(output, [loads_path])
     result = balance(
         loads,
         gpus,

@@ -6,8 +6,9 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -188,12 +189,60 @@ def validate_options(
         raise err from None
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+def check_output(
+    path: str | Path, inputs: Sequence[str | Path | None] = (), others: Sequence[str | None] = ()
+) -> None:
+    """Refuse an output path before any work is done (see docs/inputs.md, "Output files").
+
+    An output is a regular file or a new name in an existing folder: never a directory, a
+    device, a pipe or a socket (as root, ``-o /dev/null`` would replace the device), never
+    a symbolic link (a rename would replace the link, not the file it names: give the
+    target instead), never one of the command's ``inputs`` and never one of its ``others``
+    outputs (one would overwrite the other).
+    """
     p = Path(path)
+    source = str(path)
     directory = p.parent if str(p.parent) else Path(".")
     if not directory.is_dir():
-        raise InvalidInputError("the output folder does not exist", source=str(path))
+        raise InvalidInputError("the output folder does not exist", source=source)
+    if p.is_symlink():
+        raise InvalidInputError(
+            "is a symbolic link; give the file it points to as the output", source=source
+        )
+    if p.is_dir():
+        raise InvalidInputError("is a directory", source=source)
+    if p.exists() and not stat.S_ISREG(p.stat().st_mode):
+        raise InvalidInputError(
+            "is not a regular file (a device, pipe or socket); outputs are regular files",
+            source=source,
+        )
+    target = p.resolve()
+    for other in inputs:
+        if other is not None and Path(other).resolve() == target:
+            raise InvalidInputError(f"is also an input ({other}); write elsewhere", source=source)
+    for other in others:
+        if other is not None and Path(other).resolve() == target:
+            raise InvalidInputError(f"is also the output {other}; give two names", source=source)
+
+
+def _file_mode() -> int:
+    """The mode a new file gets from the process umask (``0o666 & ~umask``), as ``open``
+    gives it; reading the umask means setting it, so it is set straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file.
+
+    The file gets the mode any new file of the user gets (the umask, not the temporary
+    file's 0600); a path that is not a regular file or new is refused (see
+    :func:`check_output`).
+    """
+    p = Path(path)
+    check_output(p)
+    directory = p.parent if str(p.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
@@ -201,6 +250,7 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

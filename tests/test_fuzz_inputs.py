@@ -867,13 +867,14 @@ def test_bug_subnormal_bandwidth_does_not_crash_evaluate(tmp_path: Path) -> None
 
 
 def test_bug_solve_respects_time_limit_on_1024_gpus() -> None:
-    """Mixtral on 1024 A100s with --time-limit 0.5 returns within 10 times the limit (exit 4:
-    no plan yet, and an honest 'unknown')."""
+    """Mixtral on 1024 A100s with --time-limit 0.5 ends with a plan or an honest 'unknown'
+    (exit 4), never 'infeasible'. The timeout only catches a hang; it measures nothing (the
+    stop itself is tested on an injected clock in test_limits.py)."""
     result = subprocess.run(
         [sys.executable, "-m", "placer.cli", "solve", str(S.MODELS_DIR / "mixtral-8x7b.json"),
          str(S.HARDWARE_DIR / "dgx-a100-80gb.json"), "--gpus", "1024", "--time-limit", "0.5",
          "--quiet"],
-        capture_output=True, timeout=5, check=False,
+        capture_output=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode in (0, 4), result.stderr
 

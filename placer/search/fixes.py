@@ -73,7 +73,7 @@ def _largest_fitting(
 ) -> int | None:
     """Largest value in [lo, hi] for which the monotone predicate holds (None if none does,
     or the budget runs out first)."""
-    if not fits(lo):
+    if (budget is not None and budget.expired()) or not fits(lo):
         return None
     while lo < hi:
         if budget is not None and budget.expired():
@@ -160,7 +160,7 @@ def explain_infeasible(
         )
     current = BYTES_PER_ELEMENT[weight_dtypes(model, workload)[0]]
     for dt in ("fp8", "int4"):
-        if BYTES_PER_ELEMENT[dt] >= current:
+        if BYTES_PER_ELEMENT[dt] >= current or budget.expired():
             continue
         smaller = workload.model_copy(update={"weight_dtype": dt, "expert_dtype": dt})
         lay2 = fitting_layout(model, cluster, smaller, profile, n)
