@@ -35,6 +35,8 @@ from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 GB = 1e9
 
 
@@ -53,7 +55,7 @@ def handle_errors(fn: F) -> F:
         except PlacerError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
         return None
 
     return wrapper  # type: ignore[return-value]
@@ -530,6 +532,9 @@ def solve_cmd(
         loads = load_loads(loads_path)
         loads_by_layer(model, loads, loads_path)  # bad loads fail before the search
     plan = _solve_with_progress(solve, model, cluster, workload, config, quiet, budget)
+    if plan.certificate.solver.interrupted and plan.layout is None:
+        # As documented: Ctrl-C before any plan exits 130 and writes nothing.
+        _fail("interrupted before any plan was found; nothing written", EXIT_INTERRUPTED)
     if loads is not None:
         from placer.search.solve import with_loads
 

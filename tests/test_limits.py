@@ -10,13 +10,15 @@ import json
 import os
 import stat
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner, Result
 from pydantic import ValidationError
 
 from placer.budget import Budget
-from placer.cli import main
+from placer.cli import EXIT_INTERRUPTED, main
+from placer.cluster import MIN_RATE
 from placer.config import SolveConfig
 from placer.exceptions import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_NO_PLAN, InvalidInputError
 from placer.layout import Layout
@@ -276,3 +278,30 @@ def test_output_refused(kind: str, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     if kind == "symlink":
         assert (tmp_path / "real.json").read_text() == "keep"
+
+
+def test_ctrl_c_before_any_plan_exits_130_and_writes_nothing(tmp_path: Path) -> None:
+    """Ctrl-C during the first CP-SAT solve (simulated): exit 130, no output file."""
+    target = tmp_path / "plan.json"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with mock.patch("placer.search.solve.solve_layout", interrupted):
+        result = _solve_to("-o", str(target))
+    assert "interrupted" in one_line_error(result, EXIT_INTERRUPTED)
+    assert not target.exists()
+
+
+def test_extreme_hardware_rates_are_refused_not_overflowed(tmp_path: Path) -> None:
+    """The slowest rates a hardware file accepts, with a large batch and context, make a layer
+    take years: the solve exits 2
+    saying so, instead of CP-SAT rejecting an overflowing model."""
+    hw = json.loads(Path(A100).read_text())
+    hw["gpu"]["hbm_bandwidth_gbps"] = MIN_RATE
+    hw["gpu"]["tflops"] = {"bf16": MIN_RATE, "fp16": MIN_RATE}
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(hw))
+    big = ["--batch", "10000", "--context", "1000000"]
+    line = one_line_error(invoke("solve", MIXTRAL, str(path), *big, "--quiet"))
+    assert "estimated time" in line
