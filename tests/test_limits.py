@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from placer.budget import Budget
 from placer.cli import EXIT_INTERRUPTED, main
-from placer.cluster import MIN_RATE
+from placer.cluster import MAX_MEMORY_BYTES, MIN_RATE
 from placer.config import SolveConfig
 from placer.exceptions import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_NO_PLAN, InvalidInputError
 from placer.layout import Layout
@@ -294,10 +294,12 @@ def test_ctrl_c_before_any_plan_exits_130_and_writes_nothing(tmp_path: Path) -> 
 
 
 def test_extreme_hardware_rates_are_refused_not_overflowed(tmp_path: Path) -> None:
-    """The slowest rates a hardware file accepts, with a large batch and context, make a layer
+    """The largest memory and slowest rates a hardware file accepts, with a large batch and
+    context, make a layer
     take years: the solve exits 2
     saying so, instead of CP-SAT rejecting an overflowing model."""
     hw = json.loads(Path(A100).read_text())
+    hw["gpu"]["memory_bytes"] = MAX_MEMORY_BYTES
     hw["gpu"]["hbm_bandwidth_gbps"] = MIN_RATE
     hw["gpu"]["tflops"] = {"bf16": MIN_RATE, "fp16": MIN_RATE}
     path = tmp_path / "slow.json"
