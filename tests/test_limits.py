@@ -307,3 +307,18 @@ def test_extreme_hardware_rates_are_refused_not_overflowed(tmp_path: Path) -> No
     big = ["--batch", "10000", "--context", "1000000"]
     line = one_line_error(invoke("solve", MIXTRAL, str(path), *big, "--quiet"))
     assert "estimated time" in line
+
+
+@pytest.mark.parametrize("value", ["abc", [1], None, True, 10**400])
+def test_check_claim_of_the_wrong_type_is_refused(value: object, tmp_path: Path) -> None:
+    """A claimed GB figure or GPU count that is not a number in range: exit 2 naming it."""
+    claims = json.loads((ROOT / "instances" / "seed-claims.json").read_text())
+    kinds = [c["kind"] for c in claims["claims"]]
+    for kind in ("memory_per_gpu_gb", "gpus_used"):
+        i = kinds.index(kind)
+        bad = json.loads(json.dumps(claims))
+        bad["claims"][i]["value"] = value
+        path = tmp_path / "claims.json"
+        path.write_text(json.dumps(bad))
+        line = one_line_error(invoke("check", str(path), SEED_MODEL, SEED_HW))
+        assert f"field 'claims.{i}.value'" in line and kind in line
