@@ -59,6 +59,9 @@ MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 #: CP-SAT search workers.
 MAX_WORKERS = 1024
 
+#: Cases of one sweep (models x hardware x GPU counts x workloads x profiles).
+MAX_SWEEP_CASES = 100_000
+
 # -- products -------------------------------------------------------------------------------
 #: Bytes one GPU could hold in any layout (1 EiB). Every byte count of the ledger and of the
 #: solver's memory rows is at most this, far inside int64 (and CP-SAT's 2^62 domains).

@@ -322,3 +322,34 @@ def test_check_claim_of_the_wrong_type_is_refused(value: object, tmp_path: Path)
         path.write_text(json.dumps(bad))
         line = one_line_error(invoke("check", str(path), SEED_MODEL, SEED_HW))
         assert f"field 'claims.{i}.value'" in line and kind in line
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"gpus: [1000000000000]\n", "gpus.0"),
+        (b"gpus: {from: 1, to: 1000000000000}\n", "gpus"),
+        (b"gpus: [8]\nseed: 2147483648\n", "seed"),
+        (b"time_limit: .inf\n", "time_limit"),
+        (b'name: "\xff\xfe"\n', None),
+    ],
+    ids=["huge-gpus", "huge-range", "seed", "inf-limit", "not-utf8"],
+)
+def test_bad_sweep_spec_is_one_line(body: bytes, field: str | None, tmp_path: Path) -> None:
+    """Huge GPU counts, solver settings out of range or a file that is not UTF-8: exit 2."""
+    head = f"models: [{SEED_MODEL}]\nhardware: [{SEED_HW}]\n".encode()
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(head + body)
+    line = one_line_error(invoke("sweep", str(path), "--quiet", "--workers", "1"))
+    assert str(path) in line
+    if field is not None:
+        assert f"field '{field}'" in line
+
+
+def test_sweep_refuses_to_resize_a_mixed_cluster(tmp_path: Path) -> None:
+    """'gpus' cannot resize a cluster of several GPU types: exit 2 naming the hardware."""
+    mixed = ROOT / "instances" / "hardware" / "mixed-h100-h200.json"
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"models: [{MIXTRAL}]\nhardware: [{mixed}]\ngpus: [8]\n")
+    line = one_line_error(invoke("sweep", str(path), "--quiet", "--workers", "1"))
+    assert "field 'hardware.0'" in line
