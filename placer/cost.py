@@ -445,8 +445,10 @@ def estimate(
         cycle = pipelined_cycle([s.total_s for s in stages], layout.pp)
     tokens = st[phase].total
     slow = max(stages, key=lambda s: s.total_s)
+    # Each cause of the slowest stage's time on its own (compute_s excludes communication).
     parts = {
-        "attention/MLP/communication": slow.compute_s,
+        "attention/MLP": slow.compute_s,
+        "communication (TP all-reduce, EP all-to-all)": slow.comm_s,
         "routed experts": slow.experts_s,
         "pipeline hand-off": slow.handoff_s,
     }

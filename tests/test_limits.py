@@ -353,3 +353,15 @@ def test_sweep_refuses_to_resize_a_mixed_cluster(tmp_path: Path) -> None:
     path.write_text(f"models: [{MIXTRAL}]\nhardware: [{mixed}]\ngpus: [8]\n")
     line = one_line_error(invoke("sweep", str(path), "--quiet", "--workers", "1"))
     assert "field 'hardware.0'" in line
+
+
+def test_bottleneck_names_communication_when_it_dominates() -> None:
+    """TP16 across two nodes: all-reduces over the scale-out link dominate the stage."""
+    from placer.evaluate import evaluate
+
+    model, cluster = load_model(MIXTRAL), load_cluster(A100, gpus=16)
+    ev = evaluate(model, cluster, Workload(), Layout(tp=16))
+    assert ev.estimates is not None
+    slow = max(ev.estimates.stages, key=lambda s: s.total_s)
+    assert slow.comm_s > max(slow.compute_s, slow.experts_s, slow.handoff_s)
+    assert "communication" in ev.estimates.bottleneck
