@@ -365,3 +365,13 @@ def test_bottleneck_names_communication_when_it_dominates() -> None:
     slow = max(ev.estimates.stages, key=lambda s: s.total_s)
     assert slow.comm_s > max(slow.compute_s, slow.experts_s, slow.handoff_s)
     assert "communication" in ev.estimates.bottleneck
+
+
+def test_layout_larger_than_the_cluster_is_refused_by_the_tables() -> None:
+    """Tabulating a layout on more GPUs than the cluster has names both counts."""
+    from placer.exceptions import LayoutError
+    from placer.search.tables import build_tables
+
+    model, cluster = load_model(MIXTRAL), load_cluster(A100, gpus=4)
+    with pytest.raises(LayoutError, match="needs 8 GPUs, the cluster has 4"):
+        build_tables(model, cluster, Workload(), Layout(tp=8), "throughput")

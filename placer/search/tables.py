@@ -13,7 +13,7 @@ import numpy as np
 
 from placer.cluster import ClusterSpec
 from placer.cost import CostTables, cost_tables, steps
-from placer.exceptions import InvalidInputError
+from placer.exceptions import InvalidInputError, LayoutError
 from placer.layout import Layout
 from placer.ledger import (
     activation_bytes,
@@ -86,7 +86,17 @@ def build_tables(
 ) -> LayoutTables:
     """Tabulate ``layout`` (see :class:`LayoutTables`); ``with_costs=False`` leaves the time
     tables zero, for memory-only feasibility checks (:func:`add_costs` fills them later).
-    ``cache`` shares per-degree results between the layouts of one search."""
+    ``cache`` shares per-degree results between the layouts of one search.
+
+    Raises
+    ------
+    LayoutError
+        When the layout needs more GPUs than the cluster has.
+    """
+    if layout.gpus > cluster.num_gpus:
+        raise LayoutError(
+            f"{layout.describe()} needs {layout.gpus} GPUs, the cluster has {cluster.num_gpus}"
+        )
     n = model.num_layers
     per_expert = expert_bytes(model, workload, layout)
     unit = np.zeros(n, dtype=np.int64)
