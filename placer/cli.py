@@ -29,7 +29,7 @@ from placer.exceptions import (
     PlacerError,
 )
 from placer.inspect import ModelReport, inspect_model
-from placer.io import check_output, validate_options, write_atomic
+from placer.io import check_output, one_line, validate_options, write_atomic
 from placer.layout import Layout
 from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
@@ -67,7 +67,25 @@ def _console() -> Console:
     return Console(highlight=False, width=probe.width if probe.is_terminal else 160)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageErrors(click.Group):
+    """A click group whose usage errors (an option that is not a number, an unknown option)
+    are one ``placer: error:`` line and exit 2, like every other bad input."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # A group or command run with no arguments: its help, as click prints it.
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(one_line(exc.format_message()), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+
+
+@click.group(cls=_OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="placer")
 def main() -> None:
     """Place Mixture-of-Experts models on GPUs, and prove the placement."""

@@ -223,8 +223,8 @@ class ModuleSpec(Frozen):
         if self.layer is None and self.kind not in LAYERLESS_KINDS:
             # Without a layer the module has no stage, and its bytes would be counted nowhere.
             raise ValueError(
-                f"a {self.kind} module needs 'layer' (only "
-                f"{', '.join(sorted(LAYERLESS_KINDS))} modules sit outside the layers)"
+                f"'layer' is missing: only {', '.join(sorted(LAYERLESS_KINDS))} modules sit "
+                f"outside the layers, not a {self.kind} module"
             )
         return self
 

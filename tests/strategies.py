@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 
 from placer.dtypes import BYTES_PER_ELEMENT
 from placer.hf_config import FAMILIES, detect_family
+from placer.limits import MIN_MEMORY_UTILIZATION
 from placer.load import model_from_dict
 from placer.model import LAYERLESS_KINDS
 
@@ -726,7 +727,8 @@ def module_list_cases(draw: st.DrawFn) -> Case:
         expect = Expect(False, f"modules.{j}.layer", "layers")
         # An earlier module's layer is fine, so the first error is this one.
     elif how == "no-top-k":
-        mods.append({"name": "extra-expert", "kind": "expert", "params": 4, "flops_per_token": 1})
+        mods.append({"name": "extra-expert", "kind": "expert", "layer": 0, "params": 4,
+                     "flops_per_token": 1})
         data.pop("top_k", None)
         expect = Expect(False, "top_k", "required field is missing")
     elif how == "no-hidden":
@@ -954,7 +956,7 @@ def workload_dicts(draw: st.DrawFn, small: bool = False) -> dict[str, Any]:
         "expert_dtype": st.sampled_from([None, *DTYPES]),
         "kv_dtype": st.sampled_from(["fp32", "bf16", "fp16", "fp8"]),
         "activation_dtype": st.sampled_from(["bf16", "fp16"]),
-        "memory_utilization": st.sampled_from([1, 1.0, 0.9, 0.5, 1e-9]),
+        "memory_utilization": st.sampled_from([1, 1.0, 0.9, 0.5, MIN_MEMORY_UTILIZATION]),
         "runtime_reserve_bytes": st.sampled_from([0, 64, 2**30]) if not small
         else st.sampled_from([0, 64]),
         "max_batched_tokens": st.integers(1, 16384),

@@ -32,6 +32,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -879,6 +880,66 @@ def test_bug_solve_respects_time_limit_on_1024_gpus() -> None:
     assert result.returncode in (0, 4), result.stderr
 
 
+# ------------------------------------------------------------------ property: CLI options
+
+#: Options of each command that take a value, drawn one at a time over the whole range.
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "solve": ("--batch", "--prompt-len", "--output-len", "--context", "--mem-util",
+              "--time-limit", "--seed", "--workers", "--gpus", "--nodes", "--compare"),
+    "evaluate": ("--tp", "--pp", "--ep", "--etp", "--dp-attn", "--layers-per-stage",
+                 "--redundant-experts", "--batch", "--context", "--mem-util", "--gpus"),
+    "min-gpus": ("--time-limit", "--batch", "--context", "--mem-util"),
+}  # fmt: skip
+#: Time limit of a drawn solve or min-gpus run unless the drawn option is --time-limit.
+OPTION_TIME_LIMIT = 2.0
+#: Text a user might type for any option.
+ODD_OPTION_TEXT = ["nan", "inf", "-inf", "1e400", "-0", "", "abc", "²", "0x10", "1_000",
+                   "tp=²", "tp=0", "tp=4,pp=99999999", "dp=2", "1,2,3", "0,1", "-1,-1"]
+
+
+@st.composite
+def option_runs(draw: st.DrawFn) -> tuple[str, str, str]:
+    """(command, option, value as typed): any magnitude as text, or odd text."""
+    command = draw(st.sampled_from(sorted(OPTIONS)))
+    option = draw(st.sampled_from(OPTIONS[command]))
+    number = draw(S.magnitudes())
+    text = draw(st.one_of(st.just(str(number)), st.just(repr(number)),
+                          st.sampled_from(ODD_OPTION_TEXT)))
+    return command, option, text
+
+
+def check_cli_option(run: tuple[str, str, str], folder: Path) -> str:
+    """``placer COMMAND TINY SEED-HW OPTION VALUE``: exit 0, 2, 3 or 4, no traceback, one
+    line on exit 2. Returns the exit code, and notes a run past its limit + 2 s (the campaign
+    reports those; a test does not assert on speed)."""
+    command, option, value = run
+    log(f"{command} {option}={value!r}")
+    model = folder / "tiny.json"
+    model.write_text(json.dumps(TINY_MODEL))
+    args = [command, str(model), str(S.HARDWARE_DIR / "seed-16x32gb.json"), f"{option}={value}"]
+    limit = OPTION_TIME_LIMIT
+    if command != "evaluate" and option != "--time-limit":
+        args += ["--time-limit", str(limit)]
+    elif option == "--time-limit":
+        with contextlib.suppress(ValueError):
+            limit = float(value)
+    if command == "solve":
+        args.append("--quiet")
+    start = time.monotonic()
+    result = invoke(*args)
+    elapsed = time.monotonic() - start
+    assert_clean_exit(result, {0, 2, 3, 4})
+    late = command != "evaluate" and result.exit_code != 2 and elapsed > limit + 2
+    return f"exit {result.exit_code}" + (" (past the limit + 2 s)" if late else "")
+
+
+@examples(60)
+@given(option_runs())
+def test_cli_options_exit_cleanly(tmp_path: Path, run: tuple[str, str, str]) -> None:
+    """Any value of any option: exit 0, 2, 3 or 4 with one error line, never a traceback."""
+    tally(check_cli_option(run, tmp_path))
+
+
 def _inspect_drawn(x: tuple[S.Case, bytes, bool], folder: Path) -> str:
     return check_cli_inspect(x[0], x[1], x[2], folder)
 
@@ -902,5 +963,6 @@ PROPERTIES: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any, Path], str], 
     "round-trip": (S.any_cases(), check_round_trip, 0.17),
     "solve-vs-brute-force": (S.solve_instances(), _solve_drawn, 0.08),
     "cli-solve-verify": (S.solve_instances(), check_cli_solve_verify, 0.02),
+    "cli-options": (option_runs(), check_cli_option, 0.05),
 }
 

@@ -159,7 +159,7 @@ def test_module_without_layer_is_refused() -> None:
             {"name": "e", "kind": "expert", "params": 10**12, "flops_per_token": 8},
         ],
     }
-    with pytest.raises(InvalidInputError, match="needs 'layer'") as info:
+    with pytest.raises(InvalidInputError, match="'layer' is missing") as info:
         model_from_dict(data, "mods.json")
     assert info.value.field == "modules.1.layer"
 
