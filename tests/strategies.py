@@ -999,7 +999,7 @@ def workload_cases(draw: st.DrawFn) -> Case:
         data[where] = draw(st.sampled_from([0, -1, True, "8", 2.5, [], {}]))
         expect = Expect(False, where)
     elif how == "utilization":
-        data["memory_utilization"] = draw(st.sampled_from([0, 0.0, -0.5, 1.0000001, 2, "0.9",
+        data["memory_utilization"] = draw(st.sampled_from([0, 0.0, -0.5, 1e-9, 1.0000001, 2, "0.9",
                                                            True]))
         expect = Expect(False, "memory_utilization")
     elif how == "choice":
