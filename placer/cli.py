@@ -1185,13 +1185,21 @@ def check_cmd(
     """
     from placer.check import check_claims, load_deployment
 
-    if time_limit <= 0:
-        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    config = config_from_options(
+        profile=("--profile", profile), time_limit_s=("--time-limit", time_limit)
+    )
     dep = load_deployment(deployment_path)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
-    workload = load_workload(None, **dep.workload) if dep.workload else load_workload()
-    report = check_claims(dep, model, cluster, workload, profile, time_limit, deployment_path)
+    try:
+        workload = load_workload(None, **dep.workload)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            exc.detail, source=deployment_path, field=f"workload.{exc.field}"
+        ) from None
+    report = check_claims(
+        dep, model, cluster, workload, profile, config.time_limit_s, deployment_path
+    )
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
