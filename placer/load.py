@@ -359,6 +359,7 @@ def cluster_from_dict(
     cluster = validate(ClusterSpec, body, source, rename=rename)
     if gpus is not None and nodes is not None:
         raise InvalidInputError("give --gpus or --nodes, not both", source)
+    option = "--gpus" if gpus is not None else "--nodes"
     try:
         if gpus is not None:
             if gpus <= 0:
@@ -368,10 +369,14 @@ def cluster_from_dict(
             if nodes <= 0:
                 raise InvalidInputError(f"must be positive, got {nodes}", source, "--nodes")
             return cluster.with_nodes(nodes)
+    except ValidationError as exc:
+        # The resized cluster failed the file's own field definitions (a count past
+        # MAX_GPUS): the option set it, so the option is named.
+        raise InvalidInputError(validation_error(exc, source).detail, source, option) from None
     except ValueError as exc:
         if isinstance(exc, InvalidInputError):
             raise
-        raise InvalidInputError(str(exc), source, "groups") from None
+        raise InvalidInputError(one_line(str(exc)), source, "groups") from None
     return cluster
 
 

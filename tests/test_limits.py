@@ -85,6 +85,8 @@ def one_line_error(result: Result, code: int = EXIT_BAD_INPUT) -> str:
         (["evaluate", "--pp", "1000000000"], "--pp", "less than or equal to 4096"),
         (["evaluate", "--tp", "-3"], "--tp", "greater than 0"),
         (["min-gpus", "--time-limit", "inf"], "--time-limit", "finite"),
+        (["evaluate", "--gpus", "1000000000000"], "--gpus", "less than or equal to 1000000"),
+        (["solve", "--nodes", "1000000000000"], "--nodes", "less than or equal to 1000000"),
     ],
 )
 def test_bad_option_is_one_line_naming_it(args: list[str], option: str, fragment: str) -> None:
