@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -515,6 +516,9 @@ def solve_cmd(
     Exits 0 with a plan, 3 when no layout fits (with the smallest fix), 4 when the
     time limit passed with no plan, 2 on bad input.
     """
+    # The time limit counts from here: importing the solver and reading the inputs are
+    # part of the run.
+    started = time.monotonic()
     from placer.search.solve import solve
 
     if profile not in PROFILES:
@@ -530,8 +534,8 @@ def solve_cmd(
         workers=("--workers", workers),
         deterministic=("--deterministic", deterministic),
     )
-    # The time limit counts from here: reading the inputs is part of the run.
     budget = Budget(config.time_limit_s, config.deterministic)
+    budget.started = started
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload_file = kwargs.get("workload_file")
