@@ -104,7 +104,7 @@ def _field_in_message(msg: str, known: set[str]) -> str:
     return ""
 
 
-def _is_union_tag(part: int | str) -> bool:
+def is_union_tag(part: int | str) -> bool:
     """True for the part of a pydantic error location that names which member of a union
     was tried (``tuple[int, ...]``, ``constrained-int``): not a field of the file."""
     return isinstance(part, str) and ("[" in part or part.startswith("constrained-"))
@@ -138,7 +138,7 @@ def validation_error(
     ]
     locs: list[tuple[int | str, ...]] = []
     for err in errors:
-        loc = tuple(x for x in err["loc"] if not _is_union_tag(x))
+        loc = tuple(x for x in err["loc"] if not is_union_tag(x))
         if rename is not None:
             loc = rename(loc)
         if loc not in locs:

@@ -27,6 +27,7 @@ from placer.io import (
     Options,
     Rename,
     check_finite,
+    is_union_tag,
     one_line,
     read_json,
     validate,
@@ -80,13 +81,39 @@ def model_from_dict(data: Any, source: str = "<model>", name: str | None = None)
         try:
             return parse_hf_config(raw, raw.get("_name_or_path") or default_name, source)
         except ValidationError as exc:
-            raise validation_error(exc, source, rename=_hf_rename(raw)) from None
+            raise validation_error(exc, source, rename=_hf_rename(raw, exc)) from None
     except ValidationError as exc:
         raise validation_error(exc, source) from None
 
 
-def _hf_rename(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], tuple[int | str, ...]]:
-    """Map a location in placer's ModelSpec back to the field of the published config."""
+def _int_leaves(
+    data: Any, path: tuple[int | str, ...] = ()
+) -> list[tuple[tuple[int | str, ...], int]]:
+    """Every integer of a parsed JSON object, with its location."""
+    if isinstance(data, dict):
+        return [leaf for k, v in data.items() for leaf in _int_leaves(v, (*path, k))]
+    if isinstance(data, int) and not isinstance(data, bool):
+        return [(path, data)]
+    return []
+
+
+def _hf_rename(
+    raw: dict[str, Any], exc: ValidationError | None = None
+) -> Callable[[tuple[int | str, ...]], tuple[int | str, ...]]:
+    """Map a location in placer's ModelSpec back to the field of the published config.
+
+    An integer placer refused is traced back by its value: when exactly one integer of the
+    file has that value, that is the field (each family names its widths and counts in its
+    own way, e.g. DBRX's ``ffn_config.moe_num_experts`` for ``num_experts``). Otherwise the
+    table of known renames below applies."""
+    leaves = _int_leaves(raw)
+    by_value: dict[tuple[int | str, ...], tuple[int | str, ...]] = {}
+    for err in exc.errors() if exc is not None else ():
+        value = err.get("input")
+        if isinstance(value, int) and not isinstance(value, bool):
+            paths = [p for p, v in leaves if v == value]
+            if len(paths) == 1:
+                by_value[tuple(x for x in err["loc"] if not is_union_tag(x))] = paths[0]
     family = detect_family(raw)
     nested: tuple[str, ...] = ("text_config",) if isinstance(raw.get("text_config"), dict) else ()
     own = {
@@ -102,6 +129,8 @@ def _hf_rename(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], tuple[i
     }
 
     def rename(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        if loc in by_value:
+            return by_value[loc]
         for head, target in own.items():
             if loc[: len(head)] == head:
                 return (*target, *loc[len(head) :])

@@ -338,7 +338,7 @@ class ModelSpec(Frozen):
         if any(f == "dense" for _, f in kinds) and self.dense_intermediate_size is None:
             raise ValueError("dense layers present but 'dense_intermediate_size' is missing")
         if self.vocab_size == 0:
-            raise ValueError("vocab_size must be positive")
+            raise ValueError("'vocab_size' is missing or 0: a model with attention needs one")
 
     def _check_module_graph(self) -> None:
         assert self.modules is not None

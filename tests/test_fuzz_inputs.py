@@ -210,11 +210,18 @@ MISNAMED: dict[tuple[str, str], str] = {
 }
 
 
+#: ModelSpec fields a published config does not hold but placer derives (head_dim from
+#: hidden_size / num_heads or from the MLA widths, Grok's expert width from emb_size): an
+#: error on one names the derived field (a known limitation: the file's fields behind it
+#: are in the message's numbers, not named).
+DERIVED_FIELDS = {"head_dim", "attention.head_dim", "expert_intermediate_size",
+                  "moe.expert_intermediate_size"}
+
 #: Messages of errors where no single field applies (the file as a whole is wrong).
 NO_FIELD_APPLIES = ("expected a JSON object at the top level", "not valid JSON",
                     "file not found", "cannot read", "is a directory")
 #: Messages of the cross-field checks that name no field (a known bug).
-SPEC_CHECKS = ("entries but num_layers is", "layers present but", "vocab_size must be positive",
+SPEC_CHECKS = ("entries but num_layers is", "layers present but", "'vocab_size' is missing or 0",
                "must divide one another", "'node_link' is missing", "must fill whole nodes")
 
 
@@ -236,6 +243,8 @@ def known_load_bug(case: S.Case, exc: BaseException) -> str | None:
             return "hf-field-misnamed"
         if fam == "grok1" and exc.field == "expert_intermediate_size":
             return "grok-widening-factor"
+        if exc.field in DERIVED_FIELDS:
+            return "hf-derived-field"
     if (
         isinstance(exc, OverflowError)
         and fam == "grok1"
