@@ -11,7 +11,6 @@ import functools
 import json
 import re
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -516,11 +515,6 @@ def solve_cmd(
     Exits 0 with a plan, 3 when no layout fits (with the smallest fix), 4 when the
     time limit passed with no plan, 2 on bad input.
     """
-    # The time limit counts from here: importing the solver and reading the inputs are
-    # part of the run.
-    started = time.monotonic()
-    from placer.search.solve import solve
-
     if profile not in PROFILES:
         raise InvalidInputError(
             f"unknown rules profile '{profile}'; choose one of {', '.join(PROFILES)}",
@@ -534,8 +528,11 @@ def solve_cmd(
         workers=("--workers", workers),
         deterministic=("--deterministic", deterministic),
     )
+    # The time limit counts from here: importing the solver and reading the inputs are
+    # part of the run.
     budget = Budget(config.time_limit_s, config.deterministic)
-    budget.started = started
+    from placer.search.solve import solve
+
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload_file = kwargs.get("workload_file")
