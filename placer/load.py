@@ -34,7 +34,7 @@ from placer.io import (
     validate_options,
     validation_error,
 )
-from placer.limits import MAX_LAYERS, MAX_MODULES
+from placer.limits import MAX_LAYERS, MAX_MODULE_PARAMS, MAX_MODULES
 from placer.model import Assumption, LayerSpec, ModelSpec, ModuleSpec
 from placer.workload import Workload
 
@@ -210,6 +210,13 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             if params != int(params):
                 raise InvalidInputError(
                     f"{size} bytes is not a whole number of {dtype} values",
+                    source,
+                    f"modules.{i}.bytes",
+                )
+            if params > MAX_MODULE_PARAMS:
+                raise InvalidInputError(
+                    f"must be at most {MAX_MODULE_PARAMS * width} ({MAX_MODULE_PARAMS} "
+                    f"{dtype} values), got {size}",
                     source,
                     f"modules.{i}.bytes",
                 )

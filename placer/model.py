@@ -203,7 +203,7 @@ class ModuleSpec(Frozen):
     name: str = Field(min_length=1, description="Unique module name.")
     kind: BlockKind = Field(description="What the module is; decides how it is sharded.")
     layer: Int | None = Field(
-        default=None, ge=0, description="Layer index (None: not in a layer)."
+        default=None, ge=0, lt=MAX_LAYERS, description="Layer index (None: not in a layer)."
     )
     params: PosInt = Field(
         le=MAX_MODULE_PARAMS, description="Parameter count (from the file's bytes and dtype)."

@@ -377,3 +377,27 @@ def test_layout_larger_than_the_cluster_is_refused_by_the_tables() -> None:
     model, cluster = load_model(MIXTRAL), load_cluster(A100, gpus=4)
     with pytest.raises(LayoutError, match="needs 8 GPUs, the cluster has 4"):
         build_tables(model, cluster, Workload(), Layout(tp=8), "throughput")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"layer": 2 * 10**137}, "modules.1.layer"), ({"bytes": 4 * 10**21}, "modules.1.bytes")],
+    ids=["huge-layer", "huge-bytes"],
+)
+def test_huge_module_figures_name_the_module_field(change: dict[str, int], field: str) -> None:
+    """A module list's huge layer index or byte count names that module's own field (not a
+    num_layers or params the file does not have). Found by the fuzz campaign."""
+    module = {"name": "e", "kind": "expert", "layer": 0, "bytes": 16, "flops_per_token": 8}
+    module.update(change)
+    data = {
+        "format": "placer-modules",
+        "hidden_size": 8,
+        "top_k": 1,
+        "modules": [
+            {"name": "a", "kind": "attention", "layer": 0, "bytes": 16, "flops_per_token": 8},
+            module,
+        ],
+    }
+    with pytest.raises(InvalidInputError) as info:
+        model_from_dict(data, "mods.json")
+    assert info.value.field == field, str(info.value)
