@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from placer._base import Frozen
-from placer.cluster import ClusterSpec
+from placer._base import Float, Frozen
+from placer.cluster import MAX_GPUS, ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import InvalidInputError
@@ -44,15 +44,50 @@ ClaimKind = Literal[
 ]
 
 
+#: Claims whose value is a count (GPUs, a domain size), and claims whose value is a number
+#: (GB, a fraction, a ratio); their values are checked by kind when the file is read.
+COUNT_CLAIMS = frozenset({"gpus_used", "degrees_fit_gpus", "scale_up_domain"})
+NUMBER_CLAIMS = frozenset(
+    {
+        "memory_per_gpu_gb",
+        "memory_headroom",
+        "modules_per_gpu",
+        "latency_reduction",
+        "throughput_gain",
+        "gpu_utilization",
+        "expert_utilization",
+    }
+)
+#: Largest claimed number (GB, ratio...): far beyond any real figure, and a float.
+MAX_CLAIMED = 1e15
+
+
 class Claim(Frozen):
     """One claim of a deployment document."""
 
     id: str = Field(description="Short name.")
     kind: ClaimKind = Field(description="What is claimed.")
-    value: Any = Field(description="The claimed number or fact.")
-    tolerance: float = Field(default=0.1, ge=0, description="Relative tolerance for '~'.")
-    variance: float | None = Field(default=None, description="Claimed variance, if any.")
+    value: Any = Field(description="The claimed number or fact (a count or a number by kind).")
+    tolerance: Float = Field(
+        default=0.1, ge=0, le=MAX_CLAIMED, description="Relative tolerance for '~'."
+    )
+    variance: Float | None = Field(default=None, description="Claimed variance, if any.")
     text: str = Field(default="", description="The claim as written.")
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("kind")
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if kind in COUNT_CLAIMS and not (is_int and 0 <= value <= MAX_GPUS):
+            raise ValueError(f"a {kind} claim needs an integer in [0, {MAX_GPUS}], got {value!r}")
+        number = is_int or isinstance(value, float)
+        if kind in NUMBER_CLAIMS and not (number and abs(value) <= MAX_CLAIMED):
+            raise ValueError(
+                f"a {kind} claim needs a number in [-{MAX_CLAIMED:g}, {MAX_CLAIMED:g}], "
+                f"got {value!r}"
+            )
+        return value
 
 
 class Deployment(Frozen):

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from placer.budget import Budget
 from placer.calibration import load_calibration, use_calibration
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import (
@@ -30,16 +31,18 @@ from placer.exceptions import (
     PlacerError,
 )
 from placer.inspect import ModelReport, inspect_model
-from placer.io import validation_error, write_atomic
+from placer.io import check_output, one_line, validate_options, write_atomic
 from placer.layout import Layout
 from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 GB = 1e9
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"placer: error: {message}", err=True)
     sys.exit(code)
 
@@ -54,7 +57,7 @@ def handle_errors(fn: F) -> F:
         except PlacerError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
         return None
 
     return wrapper  # type: ignore[return-value]
@@ -66,7 +69,25 @@ def _console() -> Console:
     return Console(highlight=False, width=probe.width if probe.is_terminal else 160)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageErrors(click.Group):
+    """A click group whose usage errors (an option that is not a number, an unknown option)
+    are one ``placer: error:`` line and exit 2, like every other bad input."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # A group or command run with no arguments: its help, as click prints it.
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(one_line(exc.format_message()), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+
+
+@click.group(cls=_OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="placer")
 def main() -> None:
     """Place Mixture-of-Experts models on GPUs, and prove the placement."""
@@ -132,17 +153,18 @@ def workload_options(fn: F) -> F:
     return fn
 
 
-_WORKLOAD_KEYS = (
-    "batch",
-    "prompt_len",
-    "output_len",
-    "context",
-    "phase",
-    "weight_dtype",
-    "expert_dtype",
-    "kv_dtype",
-    "memory_utilization",
-)
+#: Workload fields set by options, and the option each is set by (named in errors).
+_WORKLOAD_OPTIONS = {
+    "batch": "--batch",
+    "prompt_len": "--prompt-len",
+    "output_len": "--output-len",
+    "context": "--context",
+    "phase": "--phase",
+    "weight_dtype": "--weight-dtype",
+    "expert_dtype": "--expert-dtype",
+    "kv_dtype": "--kv-dtype",
+    "memory_utilization": "--mem-util",
+}
 
 
 def target_options(fn: F) -> F:
@@ -162,15 +184,15 @@ def target_options(fn: F) -> F:
     return fn
 
 
+#: Workload fields set by the target options, and the option each is set by.
+_TARGET_OPTIONS = {"ttft_ms": "--ttft", "tpot_ms": "--tpot", "request_rate": "--request-rate"}
+
+
 def targets_from_options(kwargs: dict[str, Any]) -> dict[str, float]:
     """The workload fields of the target options (popped from kwargs); bad values and a
     fixed batch next to them are errors naming the option."""
     out: dict[str, float] = {}
-    for opt, key in (
-        ("--ttft", "ttft_ms"),
-        ("--tpot", "tpot_ms"),
-        ("--request-rate", "request_rate"),
-    ):
+    for key, opt in _TARGET_OPTIONS.items():
         value = kwargs.pop(opt.lstrip("-").replace("-", "_"), None)
         if value is None:
             continue
@@ -187,11 +209,21 @@ def targets_from_options(kwargs: dict[str, Any]) -> dict[str, float]:
 
 
 def workload_from_options(kwargs: dict[str, Any]) -> Any:
-    """Build the Workload from --workload and the override options (popped from kwargs)."""
+    """Build the Workload from --workload and the override options (popped from kwargs),
+    validated by the Workload's own field definitions."""
     path = kwargs.pop("workload_file", None)
     targets = targets_from_options(kwargs) if "ttft" in kwargs else {}
-    overrides = {k: kwargs.pop(k, None) for k in _WORKLOAD_KEYS}
-    return load_workload(path, **overrides, **targets)
+    options = {k: (opt, kwargs.pop(k, None)) for k, opt in _WORKLOAD_OPTIONS.items()}
+    options.update({k: (_TARGET_OPTIONS[k], v) for k, v in targets.items()})
+    return load_workload(path, options)
+
+
+def config_from_options(**options: tuple[str, Any]) -> Any:
+    """A SolveConfig from ``field=(option, value)`` pairs, validated by its own field
+    definitions (an error names the option)."""
+    from placer.config import SolveConfig
+
+    return validate_options(SolveConfig, options)
 
 
 # ------------------------------------------------------------------ inspect
@@ -248,8 +280,6 @@ def _parse_split(text: str | None) -> tuple[int, ...] | None:
         raise InvalidInputError(
             "must be comma-separated integers, e.g. 3,3,2", field="--layers-per-stage"
         ) from None
-    if any(p <= 0 for p in parts):
-        raise InvalidInputError("every stage needs at least one layer", field="--layers-per-stage")
     return parts
 
 
@@ -322,30 +352,18 @@ def evaluate_cmd(
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
-    for name, value in (
-        ("--tp", tp),
-        ("--pp", pp),
-        ("--ep", ep),
-        ("--dp-attn", dp_attn),
-        ("--etp", etp),
-    ):
-        if value is not None and value <= 0:
-            raise InvalidInputError(f"must be positive, got {value}", field=name)
-    if redundant_experts < 0:
-        raise InvalidInputError("must not be negative", field="--redundant-experts")
-    split = _parse_split(layers_per_stage)
-    try:
-        layout = Layout(
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            etp=etp,
-            dp_attn=dp_attn,
-            layers_per_stage=split,
-            redundant_experts=redundant_experts,
-        )
-    except ValidationError as exc:
-        raise validation_error(exc, "<layout options>") from None
+    layout = validate_options(
+        Layout,
+        {
+            "tp": ("--tp", tp),
+            "pp": ("--pp", pp),
+            "ep": ("--ep", ep),
+            "etp": ("--etp", etp),
+            "dp_attn": ("--dp-attn", dp_attn),
+            "layers_per_stage": ("--layers-per-stage", _parse_split(layers_per_stage)),
+            "redundant_experts": ("--redundant-experts", redundant_experts),
+        },
+    )
     if layout.tp > cluster.num_gpus:
         raise InvalidInputError(
             f"tp ({layout.tp}) is larger than the {cluster.num_gpus} GPUs of the cluster",
@@ -454,19 +472,17 @@ def _print_evaluation(ev: Evaluation, model_name: str, cluster_name: str) -> Non
 def _parse_compare(text: str) -> Layout:
     """'tp=4,pp=4,ep=4,etp=1' -> Layout."""
     keys = {"tp", "pp", "ep", "etp", "dp_attn", "dp"}
-    values: dict[str, int] = {}
+    values: dict[str, tuple[str, Any]] = {}
     for part in text.split(","):
         key, _, val = part.partition("=")
         key = key.strip().lower().replace("-", "_")
-        if key not in keys or not val.strip().isdigit() or int(val) <= 0:
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+        if key not in keys or not re.fullmatch(r"[0-9]+", val.strip()):
             raise InvalidInputError(
                 "expected positive degrees like tp=4,pp=4,ep=4,etp=1", field="--compare"
             )
-        values["dp_attn" if key == "dp" else key] = int(val)
-    try:
-        return Layout(**values)
-    except ValidationError as exc:
-        raise validation_error(exc, "--compare") from None
+        values["dp_attn" if key == "dp" else key] = ("--compare", int(val))
+    return validate_options(Layout, values)
 
 
 @main.command(name="solve")
@@ -571,22 +587,28 @@ def solve_cmd(
     Exits 0 with a plan, 3 when no layout fits (with the smallest fix), 4 when the
     time limit passed with no plan, 2 on bad input.
     """
-    from placer.config import SolveConfig
-    from placer.search.solve import solve
-
     if profile not in PROFILES:
         raise InvalidInputError(
             f"unknown rules profile '{profile}'; choose one of {', '.join(PROFILES)}",
             field="--profile",
         )
-    if time_limit <= 0:
-        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
-    if workers <= 0:
-        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
-    if seed < 0:
-        raise InvalidInputError(f"must not be negative, got {seed}", field="--seed")
+    config = config_from_options(
+        objective=("--objective", objective),
+        profile=("--profile", profile),
+        time_limit_s=("--time-limit", time_limit),
+        seed=("--seed", seed),
+        workers=("--workers", workers),
+        deterministic=("--deterministic", deterministic),
+        disagg=("--disagg", disagg),
+    )
+    # The time limit counts from here: importing the solver and reading the inputs are
+    # part of the run.
+    budget = Budget(config.time_limit_s, config.deterministic)
+    from placer.search.solve import solve
+
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
+    workload_file = kwargs.get("workload_file")
     workload = workload_from_options(kwargs)
     if disagg and not workload.serving:
         raise InvalidInputError("needs latency targets (--ttft/--tpot)", field="--disagg")
@@ -600,25 +622,18 @@ def solve_cmd(
         from placer.serving.solve import check_serving_config
 
         try:
-            check_serving_config(workload, SolveConfig(objective=objective))
+            check_serving_config(workload, config)
         except InvalidInputError as exc:
             flag = {"request_rate": "--request-rate", "objective": "--objective"}
             raise InvalidInputError(
                 exc.detail, field=flag.get(exc.field or "", exc.field)
             ) from None
     other = _parse_compare(compare) if compare else None
-    config = SolveConfig(
-        objective=objective,
-        profile=profile,
-        time_limit_s=time_limit,
-        seed=seed,
-        workers=workers,
-        deterministic=deterministic,
-        disagg=disagg,
-    )
-    for path in (output, report):
-        if path is not None:
-            _check_writable(path)
+    inputs = (model_path, hardware_path, workload_file, loads_path, calibration_path)
+    if output is not None:
+        check_output(output, inputs, [report])
+    if report is not None:
+        check_output(report, inputs)
     loads = None
     if loads_path is not None:
         from placer.balance.loads import load_loads
@@ -629,7 +644,10 @@ def solve_cmd(
     calibration = load_calibration(calibration_path) if calibration_path else None
     # Solve, re-estimate with loads and compare under one calibration, which the plan records.
     with use_calibration(calibration):
-        plan = _solve_with_progress(solve, model, cluster, workload, config, quiet)
+        plan = _solve_with_progress(solve, model, cluster, workload, config, quiet, budget)
+        if plan.certificate.solver.interrupted and plan.layout is None:
+            # As documented: Ctrl-C before any plan exits 130 and writes nothing.
+            _fail("interrupted before any plan was found; nothing written", EXIT_INTERRUPTED)
         if loads is not None:
             from placer.search.solve import with_loads
 
@@ -655,12 +673,12 @@ def solve_cmd(
 
 
 def _solve_with_progress(
-    solve: Any, model: Any, cluster: Any, workload: Any, config: Any, quiet: bool
+    solve: Any, model: Any, cluster: Any, workload: Any, config: Any, quiet: bool, budget: Any
 ) -> Any:
     """Run the search; on a terminal, show layouts done, incumbent and bound on stderr."""
     err = Console(stderr=True)
     if quiet or not err.is_terminal:
-        return solve(model, cluster, workload, config)
+        return solve(model, cluster, workload, config, budget=budget)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
@@ -679,7 +697,7 @@ def _solve_with_progress(
                 desc += f", bound {bound / 1e6:.3f} ms, gap {100 * (1 - bound / incumbent):.2f} %"
             prog.update(task, completed=done, total=total, description=desc)
 
-        return solve(model, cluster, workload, config, progress=update)
+        return solve(model, cluster, workload, config, progress=update, budget=budget)
 
 
 def _print_memory_bars(plan: Any) -> None:
@@ -714,17 +732,6 @@ def _print_memory_bars(plan: Any) -> None:
     con.print(
         "[blue]█[/] weights  [magenta]█[/] KV cache  [yellow]█[/] activations + reserve  · free"
     )
-
-
-def _check_writable(path: str) -> None:
-    """Fail before a long search if the output cannot be written."""
-    from pathlib import Path
-
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise InvalidInputError("the output folder does not exist", source=path)
-    if Path(path).is_dir():
-        raise InvalidInputError("is a directory", source=path)
 
 
 def _print_comparison(
@@ -770,7 +777,7 @@ def calibrate_cmd(measurements_path: str, output_path: str) -> None:
     from placer.fit import fit
     from placer.measurements import load_measurements
 
-    _check_writable(output_path)
+    check_output(output_path, (measurements_path,))
     data = load_measurements(measurements_path)
     name = Path(measurements_path).name
     calibration = fit(data.rows, name=f"fitted on {name}", sources=(data.about,))
@@ -930,7 +937,7 @@ def sweep_cmd(
     if output is not None:
         if not output.endswith((".csv", ".json")):
             raise InvalidInputError("the output must end in .csv or .json", source=output)
-        _check_writable(output)
+        check_output(output, [spec_path])
     if workers is not None and workers <= 0:
         raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
     spec, models, clusters, workloads, counts = load_sweep(spec_path)
@@ -1050,7 +1057,11 @@ def sweep_cmd(
 @workload_options
 @click.option("--profile", type=click.Choice(list(PROFILES)), default="generic", show_default=True)
 @click.option(
-    "--time-limit", type=float, default=60.0, show_default=True, help="Limit of each solve."
+    "--time-limit",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Wall-clock limit of the whole command, seconds.",
 )
 @click.option(
     "-o",
@@ -1079,62 +1090,84 @@ def min_gpus_cmd(
 ) -> None:
     """The fewest GPUs of HARDWARE's type that fit MODEL, with proof that one fewer does not.
 
-    Nodes are added as needed. Both records pass `placer verify`.
+    Nodes are added as needed. Both records pass `placer verify`. Exits 0 with the proven
+    minimum, 3 when no GPU count up to 4096 fits, 4 when the time limit passed before the
+    proof (what is known is printed, and the plan written).
     """
-    from placer.config import SolveConfig
     from placer.rules import get_profile
-    from placer.search.fixes import min_gpus
+    from placer.search.fixes import MAX_GPUS_SEARCHED, min_gpus
     from placer.search.solve import solve
 
-    if time_limit <= 0:
-        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    config = config_from_options(
+        profile=("--profile", profile), time_limit_s=("--time-limit", time_limit)
+    )
+    budget = Budget(config.time_limit_s)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path)
     if len(cluster.groups) != 1:
         raise InvalidInputError(
             "min-gpus needs a single GPU type", source=hardware_path, field="groups"
         )
+    workload_file = kwargs.get("workload_file")
     workload = workload_from_options(kwargs)
-    for path in (output, proof):
-        if path is not None:
-            _check_writable(path)
-    config = SolveConfig(profile=profile, time_limit_s=time_limit)
-    found = min_gpus(model, cluster, workload, get_profile(profile), above=0)
+    inputs = (model_path, hardware_path, workload_file)
+    if output is not None:
+        check_output(output, inputs, [proof])
+    if proof is not None:
+        check_output(proof, inputs)
+    found = min_gpus(model, cluster, workload, get_profile(profile), above=0, budget=budget)
     if found is None:
-        raise InvalidInputError(
-            "no GPU count up to 4096 fits this model and workload", source=hardware_path
+        if budget.expired():
+            _fail("the time limit passed before any GPU count was found to fit", EXIT_NO_PLAN)
+        _fail(
+            f"no GPU count up to {MAX_GPUS_SEARCHED} fits this model and workload "
+            f"({hardware_path})",
+            EXIT_INFEASIBLE,
         )
     g = found[0]
+
+    def solve_on(gpus: int) -> Any:
+        # Each solve may take half of what is left, so that the next one still has time.
+        limit = max(budget.share(0.5), 0.01)
+        return solve(model, cluster.with_gpus(gpus), workload, config, budget=Budget(limit))
+
     # The witness used balanced slot counts; CP-SAT may fit on fewer. Step down until a
     # count is proven infeasible (a solve on n GPUs covers every layout on fewer).
-    plan = solve(model, cluster.with_gpus(g), workload, config)
+    plan = solve_on(g)
     below = None
-    while g > 1:
-        below = solve(model, cluster.with_gpus(g - 1), workload, config)
-        if below.status != "optimal" and below.status != "feasible":
+    while g > 1 and plan.layout is not None:
+        below = solve_on(g - 1)
+        if below.status not in ("optimal", "feasible"):
             break
         g, plan, below = g - 1, below, None
     if plan.layout is None:
-        raise InvalidInputError(f"no plan on {g} GPUs within the time limit", source=hardware_path)
+        _fail(
+            f"{g} GPUs fit with balanced expert slots, but no plan on them was found within "
+            "the time limit",
+            EXIT_NO_PLAN,
+        )
+    # A minimum is claimed only with the proof that one fewer does not fit.
+    proven = g == 1 or (below is not None and below.status == "infeasible")
     if output is not None:
         write_atomic(output, plan.model_dump_json(indent=2) + "\n")
-    if proof is not None and below is not None:
+    if proof is not None and below is not None and proven:
         write_atomic(proof, below.model_dump_json(indent=2) + "\n")
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "min_gpus": g,
+                    "min_gpus": g if proven else None,
+                    "fits_on": g,
                     "plan": plan.model_dump(mode="json"),
                     "proof": None if below is None else below.model_dump(mode="json"),
                 },
                 indent=2,
             )
         )
-        return
+        sys.exit(0 if proven else EXIT_NO_PLAN)
     lay = plan.layout
     click.echo(
-        f"fewest GPUs  {g} x {cluster.groups[0].gpu.name} "
+        f"{'fewest GPUs' if proven else 'fits on    '}  {g} x {cluster.groups[0].gpu.name} "
         f"({-(-g // cluster.gpus_per_node)} node(s) of {cluster.gpus_per_node})"
     )
     click.echo(
@@ -1151,6 +1184,12 @@ def min_gpus_cmd(
     )
     if below.infeasibility is not None:
         click.echo(f"why          {below.infeasibility.reason}")
+    if not proven:
+        _fail(
+            f"{g} GPUs fit, but the time limit passed before {g - 1} were proven not to "
+            "(no minimum is claimed)",
+            EXIT_NO_PLAN,
+        )
 
 
 # ------------------------------------------------------------------ export
@@ -1344,13 +1383,13 @@ def frontier_cmd(
     from placer.config import SolveConfig
     from placer.serving.frontier import frontier
 
+    if output is not None:
+        check_output(output, (model_path, hardware_path, kwargs.get("workload_file")))
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload = workload_from_options(kwargs)
     if workload.request_rate is not None:
         raise InvalidInputError("a frontier takes no request rate", field="--request-rate")
-    if output is not None:
-        _check_writable(output)
     front = frontier(model, cluster, workload, SolveConfig(profile=profile))
     if output is not None:
         write_atomic(output, front.to_csv() if output.endswith(".csv") else front.to_json() + "\n")
@@ -1418,13 +1457,21 @@ def check_cmd(
     """
     from placer.check import check_claims, load_deployment
 
-    if time_limit <= 0:
-        raise InvalidInputError(f"must be positive, got {time_limit:g}", field="--time-limit")
+    config = config_from_options(
+        profile=("--profile", profile), time_limit_s=("--time-limit", time_limit)
+    )
     dep = load_deployment(deployment_path)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
-    workload = load_workload(None, **dep.workload) if dep.workload else load_workload()
-    report = check_claims(dep, model, cluster, workload, profile, time_limit, deployment_path)
+    try:
+        workload = load_workload(None, **dep.workload)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            exc.detail, source=deployment_path, field=f"workload.{exc.field}"
+        ) from None
+    report = check_claims(
+        dep, model, cluster, workload, profile, config.time_limit_s, deployment_path
+    )
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
@@ -1597,7 +1644,7 @@ def balance_cmd(
     n_groups = None if groups is None else _whole_number(groups, "--groups")
     loads = load_loads(loads_path, model=load_model_name, domain=domain)
     if output is not None:
-        _check_writable(output)
+        check_output(output, [loads_path])
     result = balance(
         loads,
         n_gpus,

@@ -93,9 +93,9 @@ class ClusterSpec(Frozen):
 
     name: str = Field(min_length=1, description="System name or id.")
     groups: tuple[GPUGroup, ...] = Field(min_length=1, description="GPU types and counts.")
-    gpus_per_node: PosInt = Field(description="GPUs in one node (server, tray).")
+    gpus_per_node: PosInt = Field(le=MAX_GPUS, description="GPUs in one node (server, tray).")
     scale_up_domain: PosInt = Field(
-        description="GPUs that share the scale-up fabric (NVLink/NVSwitch domain)."
+        le=MAX_GPUS, description="GPUs that share the scale-up fabric (NVLink/NVSwitch domain)."
     )
     scale_up: Link = Field(description="Link inside a scale-up domain.")
     node_link: Link | None = Field(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field
 
-from placer._base import Frozen
+from placer._base import Bool, Float, Frozen, NonNegInt, PosFloat, PosInt
+from placer.limits import MAX_SEED, MAX_TIME_LIMIT_S, MAX_WORKERS
 
 Objective = Literal["throughput", "latency", "gpus", "step"]
 
@@ -22,18 +23,22 @@ class SolveConfig(Frozen):
         "fewest GPUs that serve the request rate.",
     )
     profile: str = Field(default="generic", description="Engine rules profile.")
-    time_limit_s: PositiveFloat = Field(default=60.0, description="Wall-clock limit, seconds.")
-    seed: int = Field(default=0, ge=0, description="CP-SAT random seed (always recorded).")
-    workers: PositiveInt = Field(default=2, description="CP-SAT search workers.")
-    deterministic: bool = Field(
+    time_limit_s: PosFloat = Field(
+        default=60.0, le=MAX_TIME_LIMIT_S, description="Wall-clock limit, seconds."
+    )
+    seed: NonNegInt = Field(
+        default=0, le=MAX_SEED, description="CP-SAT random seed (always recorded)."
+    )
+    workers: PosInt = Field(default=2, le=MAX_WORKERS, description="CP-SAT search workers.")
+    deterministic: Bool = Field(
         default=False,
         description="One worker, deterministic time budgets and no wall-clock decisions: the "
         "same inputs and seed give the same plan.",
     )
-    relative_gap_limit: float = Field(
+    relative_gap_limit: Float = Field(
         default=0.0, ge=0, lt=1, description="Stop a layout's solve within this relative gap."
     )
-    max_gpus: PositiveInt | None = Field(
+    max_gpus: PosInt | None = Field(
         default=None, description="Use at most this many GPUs (default: all)."
     )
     disagg: bool = Field(

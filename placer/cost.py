@@ -736,6 +736,7 @@ def estimate(
         cycle = pipelined_cycle([s.total_s for s in stages], layout.pp)
     tokens = st[phase].total
     slow = max(stages, key=lambda s: s.total_s)
+    # Each cause of the slowest stage's time on its own (compute_s excludes communication).
     parts = {
         "attention/MLP": slow.compute_s,
         "communication": slow.comm_s,

@@ -15,6 +15,7 @@ from placer.cluster import ClusterSpec
 from placer.cost import Estimates, estimate
 from placer.layout import Layout
 from placer.ledger import COLUMNS, ExpertMap, Ledger, memory_ledger
+from placer.limits import check_scale
 from placer.model import ModelSpec
 from placer.rules import RulesProfile, get_profile, layout_violations
 from placer.workload import Workload
@@ -98,7 +99,15 @@ def evaluate(
     calibration: Calibration | None = None,
 ) -> Evaluation:
     """Check ``layout`` against every constraint and estimate its speed (with
-    ``calibration``, default the shipped one)."""
+    ``calibration``, default the shipped one).
+
+    Raises
+    ------
+    InvalidInputError
+        When the model and workload are beyond the counts placer can compute with
+        (see :func:`placer.limits.check_scale`).
+    """
+    check_scale(model, workload, layout.redundant_experts)
     prof = get_profile(profile) if isinstance(profile, str) else profile
     constraints: list[Constraint] = [
         Constraint(

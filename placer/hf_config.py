@@ -19,6 +19,7 @@ from typing import Any
 
 from placer.dtypes import HF_DTYPE_NAMES
 from placer.exceptions import InvalidInputError
+from placer.limits import MAX_CONFIG_INT, MAX_LAYERS
 from placer.model import Assumption, AttentionSpec, LayerSpec, MambaSpec, ModelSpec, MoESpec
 
 _MISSING = object()
@@ -56,11 +57,12 @@ class _Reader:
     def _loc(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def req(self, name: str, kind: type | str = int) -> Any:
-        """A required field of the given type (ints must be positive)."""
+    def req(self, name: str, kind: type | str = int, at_most: int = MAX_CONFIG_INT) -> Any:
+        """A required field of the given type (ints must be positive, and at most
+        ``at_most``)."""
         if name not in self.raw or self.raw[name] is None:
             raise InvalidInputError("required field is missing", self.source, self._loc(name))
-        return self._typed(name, self.raw[name], kind)
+        return self._typed(name, self.raw[name], kind, at_most)
 
     def opt(self, name: str, default: Any, why: str, kind: type | str = int) -> Any:
         """An optional field; when absent, ``default`` is used and recorded as assumed."""
@@ -76,7 +78,9 @@ class _Reader:
             self.read.append(self._loc(name))
         return value
 
-    def _typed(self, name: str, value: Any, kind: type | str) -> Any:
+    def _typed(
+        self, name: str, value: Any, kind: type | str, at_most: int = MAX_CONFIG_INT
+    ) -> Any:
         self.read.append(self._loc(name))
         if kind is int or kind == "index":
             if isinstance(value, bool) or not isinstance(value, int):
@@ -89,6 +93,11 @@ class _Reader:
                     f"must be {'non-negative' if kind == 'index' else 'positive'}, got {value}",
                     self.source,
                     self._loc(name),
+                )
+            # Checked before anything is built from it (a list of 1e30 layers would never end).
+            if value > at_most:
+                raise InvalidInputError(
+                    f"must be at most {at_most}, got {value}", self.source, self._loc(name)
                 )
         elif kind is bool:
             if not isinstance(value, bool):
@@ -270,7 +279,7 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
     if family == "dbrx":
         return _dbrx(r, name, source, dtype)
 
-    n = r.req("num_hidden_layers")
+    n = r.req("num_hidden_layers", at_most=MAX_LAYERS)
     h = r.req("hidden_size")
     vocab = r.req("vocab_size")
     tie = r.opt(
@@ -447,7 +456,7 @@ def _dbrx(r: _Reader, name: str, source: str, dtype: str) -> ModelSpec:
         raise InvalidInputError("required field is missing", source, "attn_config")
     f = _Reader(ffn, source, "ffn_config.")
     a = _Reader(att, source, "attn_config.")
-    n = r.req("n_layers")
+    n = r.req("n_layers", at_most=MAX_LAYERS)
     h = r.req("d_model")
     heads = r.req("n_heads")
     kv = a.req("kv_n_heads")
@@ -506,7 +515,7 @@ def _grok1(r: _Reader, name: str, source: str) -> ModelSpec:
         raise InvalidInputError(
             f"gives an expert width of {width}", source, r._loc("widening_factor")
         )
-    n = r.req("num_layers")
+    n = r.req("num_layers", at_most=MAX_LAYERS)
     heads = r.req("num_q_heads")
     kv = r.req("num_kv_heads")
     _check_heads(r, "num_q_heads", heads, r, "num_kv_heads", kv)

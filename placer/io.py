@@ -6,8 +6,9 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +104,12 @@ def _field_in_message(msg: str, known: set[str]) -> str:
     return ""
 
 
+def is_union_tag(part: int | str) -> bool:
+    """True for the part of a pydantic error location that names which member of a union
+    was tried (``tuple[int, ...]``, ``constrained-int``): not a field of the file."""
+    return isinstance(part, str) and ("[" in part or part.startswith("constrained-"))
+
+
 def validation_error(
     exc: ValidationError,
     source: str,
@@ -131,7 +138,7 @@ def validation_error(
     ]
     locs: list[tuple[int | str, ...]] = []
     for err in errors:
-        loc = tuple(err["loc"])
+        loc = tuple(x for x in err["loc"] if not is_union_tag(x))
         if rename is not None:
             loc = rename(loc)
         if loc not in locs:
@@ -164,12 +171,84 @@ def validate(
         raise validation_error(exc, source, prefix, rename, set(cls.model_fields)) from None
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+#: Command-line options that set fields of a record: ``{field: (option as typed, value)}``,
+#: with None for an option not given.
+Options = Mapping[str, tuple[str, Any]]
+
+
+def validate_options(
+    cls: type[M], options: Options, base: Mapping[str, Any] | None = None, source: str = ""
+) -> M:
+    """``cls`` built from ``base`` (fields read from ``source``, a file) updated by the
+    options given, through the same field definitions as the files: an error names the
+    option when an option set the field, else ``source`` and the field."""
+    data = dict(base or {})
+    given = {field: option for field, (option, value) in options.items() if value is not None}
+    data.update({field: options[field][1] for field in given})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = validation_error(exc, source, known=set(cls.model_fields))
+        option = given.get((err.field or "").split(".")[0])
+        if option is not None or not source:
+            raise InvalidInputError(err.detail, field=option or err.field) from None
+        raise err from None
+
+
+def check_output(
+    path: str | Path, inputs: Sequence[str | Path | None] = (), others: Sequence[str | None] = ()
+) -> None:
+    """Refuse an output path before any work is done (see docs/inputs.md, "Output files").
+
+    An output is a regular file or a new name in an existing folder: never a directory, a
+    device, a pipe or a socket (as root, ``-o /dev/null`` would replace the device), never
+    a symbolic link (a rename would replace the link, not the file it names: give the
+    target instead), never one of the command's ``inputs`` and never one of its ``others``
+    outputs (one would overwrite the other).
+    """
     p = Path(path)
+    source = str(path)
     directory = p.parent if str(p.parent) else Path(".")
     if not directory.is_dir():
-        raise InvalidInputError("the output folder does not exist", source=str(path))
+        raise InvalidInputError("the output folder does not exist", source=source)
+    if p.is_symlink():
+        raise InvalidInputError(
+            "is a symbolic link; give the file it points to as the output", source=source
+        )
+    if p.is_dir():
+        raise InvalidInputError("is a directory", source=source)
+    if p.exists() and not stat.S_ISREG(p.stat().st_mode):
+        raise InvalidInputError(
+            "is not a regular file (a device, pipe or socket); outputs are regular files",
+            source=source,
+        )
+    target = p.resolve()
+    for other in inputs:
+        if other is not None and Path(other).resolve() == target:
+            raise InvalidInputError(f"is also an input ({other}); write elsewhere", source=source)
+    for other in others:
+        if other is not None and Path(other).resolve() == target:
+            raise InvalidInputError(f"is also the output {other}; give two names", source=source)
+
+
+def _file_mode() -> int:
+    """The mode a new file gets from the process umask (``0o666 & ~umask``), as ``open``
+    gives it; reading the umask means setting it, so it is set straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file.
+
+    The file gets the mode any new file of the user gets (the umask, not the temporary
+    file's 0600); a path that is not a regular file or new is refused (see
+    :func:`check_output`).
+    """
+    p = Path(path)
+    check_output(p)
+    directory = p.parent if str(p.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
@@ -177,6 +256,7 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,31 +11,38 @@ MoE blocks as ``ep`` expert-parallel ranks of ``etp`` GPUs each, repeated
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveInt, model_validator
+from typing import Annotated
 
-from placer._base import Frozen
+from pydantic import Field, model_validator
+
+from placer._base import Frozen, NonNegInt, PosInt
+from placer.cluster import MAX_GPUS
+from placer.limits import MAX_EXPERTS, MAX_LAYERS
 
 
 class Layout(Frozen):
     """Parallel degrees and how layers and expert slots are split."""
 
-    tp: PositiveInt = Field(default=1, description="Attention tensor-parallel degree.")
-    pp: PositiveInt = Field(default=1, description="Pipeline stages.")
-    ep: PositiveInt = Field(default=1, description="Expert-parallel degree (per stage).")
-    etp: PositiveInt | None = Field(
+    tp: PosInt = Field(default=1, le=MAX_GPUS, description="Attention tensor-parallel degree.")
+    pp: PosInt = Field(default=1, le=MAX_LAYERS, description="Pipeline stages.")
+    ep: PosInt = Field(default=1, le=MAX_GPUS, description="Expert-parallel degree (per stage).")
+    etp: PosInt | None = Field(
         default=None,
+        le=MAX_GPUS,
         description="Tensor-parallel degree inside each expert; default fills the stage "
         "(stage_width // ep), as vLLM does without expert parallelism.",
     )
-    dp_attn: PositiveInt = Field(
-        default=1, description="Data-parallel attention groups per stage."
+    dp_attn: PosInt = Field(
+        default=1, le=MAX_GPUS, description="Data-parallel attention groups per stage."
     )
-    layers_per_stage: tuple[PositiveInt, ...] | None = Field(
-        default=None, description="Layers in each stage; default an even split."
+    layers_per_stage: tuple[Annotated[PosInt, Field(le=MAX_LAYERS)], ...] | None = Field(
+        default=None,
+        max_length=MAX_LAYERS,
+        description="Layers in each stage; default an even split.",
     )
-    redundant_experts: int = Field(
+    redundant_experts: NonNegInt = Field(
         default=0,
-        ge=0,
+        le=MAX_EXPERTS,
         description="Extra expert slots per MoE layer for replicas of hot experts.",
     )
 

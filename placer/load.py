@@ -24,13 +24,17 @@ from placer.dtypes import BYTES_PER_ELEMENT
 from placer.exceptions import InvalidInputError
 from placer.hf_config import detect_family, parse_hf_config
 from placer.io import (
+    Options,
     Rename,
     check_finite,
+    is_union_tag,
     one_line,
     read_json,
     validate,
+    validate_options,
     validation_error,
 )
+from placer.limits import MAX_LAYERS, MAX_MODULE_PARAMS, MAX_MODULES
 from placer.model import Assumption, LayerSpec, ModelSpec, ModuleSpec
 from placer.workload import Workload
 
@@ -77,13 +81,39 @@ def model_from_dict(data: Any, source: str = "<model>", name: str | None = None)
         try:
             return parse_hf_config(raw, raw.get("_name_or_path") or default_name, source)
         except ValidationError as exc:
-            raise validation_error(exc, source, rename=_hf_rename(raw)) from None
+            raise validation_error(exc, source, rename=_hf_rename(raw, exc)) from None
     except ValidationError as exc:
         raise validation_error(exc, source) from None
 
 
-def _hf_rename(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], tuple[int | str, ...]]:
-    """Map a location in placer's ModelSpec back to the field of the published config."""
+def _int_leaves(
+    data: Any, path: tuple[int | str, ...] = ()
+) -> list[tuple[tuple[int | str, ...], int]]:
+    """Every integer of a parsed JSON object, with its location."""
+    if isinstance(data, dict):
+        return [leaf for k, v in data.items() for leaf in _int_leaves(v, (*path, k))]
+    if isinstance(data, int) and not isinstance(data, bool):
+        return [(path, data)]
+    return []
+
+
+def _hf_rename(
+    raw: dict[str, Any], exc: ValidationError | None = None
+) -> Callable[[tuple[int | str, ...]], tuple[int | str, ...]]:
+    """Map a location in placer's ModelSpec back to the field of the published config.
+
+    An integer placer refused is traced back by its value: when exactly one integer of the
+    file has that value, that is the field (each family names its widths and counts in its
+    own way, e.g. DBRX's ``ffn_config.moe_num_experts`` for ``num_experts``). Otherwise the
+    table of known renames below applies."""
+    leaves = _int_leaves(raw)
+    by_value: dict[tuple[int | str, ...], tuple[int | str, ...]] = {}
+    for err in exc.errors() if exc is not None else ():
+        value = err.get("input")
+        if isinstance(value, int) and not isinstance(value, bool):
+            paths = [p for p, v in leaves if v == value]
+            if len(paths) == 1:
+                by_value[tuple(x for x in err["loc"] if not is_union_tag(x))] = paths[0]
     family = detect_family(raw)
     nested: tuple[str, ...] = ("text_config",) if isinstance(raw.get("text_config"), dict) else ()
     own = {
@@ -99,6 +129,8 @@ def _hf_rename(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], tuple[i
     }
 
     def rename(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        if loc in by_value:
+            return by_value[loc]
         for head, target in own.items():
             if loc[: len(head)] == head:
                 return (*target, *loc[len(head) :])
@@ -155,6 +187,10 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
     mods = raw.get("modules")
     if not isinstance(mods, list) or not mods:
         raise InvalidInputError("must be a non-empty list of modules", source, "modules")
+    if len(mods) > MAX_MODULES:
+        raise InvalidInputError(
+            f"has {len(mods)} modules, more than the {MAX_MODULES} placer reads", source, "modules"
+        )
     width = BYTES_PER_ELEMENT[dtype]
     modules: list[ModuleSpec] = []
     for i, m in enumerate(mods):
@@ -177,12 +213,21 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
                     source,
                     f"modules.{i}.bytes",
                 )
+            if params > MAX_MODULE_PARAMS:
+                raise InvalidInputError(
+                    f"must be at most {MAX_MODULE_PARAMS * width} ({MAX_MODULE_PARAMS} "
+                    f"{dtype} values), got {size}",
+                    source,
+                    f"modules.{i}.bytes",
+                )
             body["params"] = int(params)
         modules.append(validate(ModuleSpec, body, source, f"modules.{i}"))
     layers_used = [m.layer for m in modules if m.layer is not None]
     n = raw.get("num_layers", (max(layers_used) + 1) if layers_used else 1)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise InvalidInputError(f"must be a positive integer, got {n!r}", source, "num_layers")
+    if n > MAX_LAYERS:
+        raise InvalidInputError(f"must be at most {MAX_LAYERS}, got {n}", source, "num_layers")
     hidden = raw.get("hidden_size")
     if hidden is None:
         raise InvalidInputError(
@@ -209,12 +254,9 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             raise InvalidInputError(
                 f"top_k ({top_k}) exceeds the experts of a layer ({fewest})", source, "top_k"
             )
+    moe_layers = {m.layer for m in modules if m.kind == "expert"}
     layers = tuple(
-        LayerSpec(
-            mixer="attention",
-            ffn="moe" if any(m.kind == "expert" and m.layer == i for m in modules) else "dense",
-        )
-        for i in range(n)
+        LayerSpec(mixer="attention", ffn="moe" if i in moe_layers else "dense") for i in range(n)
     )
     body2 = {
         "name": raw.get("name", default_name),
@@ -353,6 +395,7 @@ def cluster_from_dict(
     cluster = validate(ClusterSpec, body, source, rename=rename)
     if gpus is not None and nodes is not None:
         raise InvalidInputError("give --gpus or --nodes, not both", source)
+    option = "--gpus" if gpus is not None else "--nodes"
     try:
         if gpus is not None:
             if gpus <= 0:
@@ -362,10 +405,14 @@ def cluster_from_dict(
             if nodes <= 0:
                 raise InvalidInputError(f"must be positive, got {nodes}", source, "--nodes")
             return cluster.with_nodes(nodes)
+    except ValidationError as exc:
+        # The resized cluster failed the file's own field definitions (a count past
+        # MAX_GPUS): the option set it, so the option is named.
+        raise InvalidInputError(validation_error(exc, source).detail, source, option) from None
     except ValueError as exc:
         if isinstance(exc, InvalidInputError):
             raise
-        raise InvalidInputError(str(exc), source, "groups") from None
+        raise InvalidInputError(one_line(str(exc)), source, "groups") from None
     return cluster
 
 
@@ -376,12 +423,15 @@ def load_cluster(
     return cluster_from_dict(read_json(path), str(path), gpus=gpus, nodes=nodes)
 
 
-def load_workload(path: str | Path | None = None, **overrides: Any) -> Workload:
-    """Read a workload file (or start from the defaults) and apply command-line overrides."""
+def load_workload(
+    path: str | Path | None = None, options: Options | None = None, **overrides: Any
+) -> Workload:
+    """Read a workload file (or start from the defaults) and apply command-line ``options``
+    (``{field: (option, value)}``, named in errors) and ``overrides`` (fields by name)."""
     data: dict[str, Any] = {}
-    source = str(path) if path is not None else "<workload options>"
+    source = str(path) if path is not None else ""
     if path is not None:
         data = dict(_as_object(read_json(path), source))
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    check_finite(data, source)
-    return validate(Workload, data, source)
+    given = dict(options or {})
+    given.update({k: (k, v) for k, v in overrides.items()})
+    return validate_options(Workload, given, data, source)

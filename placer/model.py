@@ -22,6 +22,18 @@ from pydantic import Field, PositiveInt, model_validator
 
 from placer._base import Bool, Frozen, Int, PosInt
 from placer.dtypes import WeightDtype
+from placer.limits import (
+    MAX_EXPERTS,
+    MAX_EXTRA_NORMS,
+    MAX_GPU_BYTES,
+    MAX_HEADS,
+    MAX_LAYERS,
+    MAX_MODULE_KV_ELEMENTS,
+    MAX_MODULE_PARAMS,
+    MAX_POSITIONS,
+    MAX_VOCAB,
+    MAX_WIDTH,
+)
 
 BlockKind = Literal[
     "embedding",
@@ -34,6 +46,8 @@ BlockKind = Literal[
     "router",
     "norm",
 ]
+#: Module kinds that belong to no decoder layer (they sit before or after the stack).
+LAYERLESS_KINDS = frozenset({"embedding", "lm_head", "norm"})
 ShardRule = Literal["tp", "kv_heads", "vocab", "replicated", "expert"]
 ModelFormat = Literal["hf-config", "placer", "module-list"]
 
@@ -52,22 +66,32 @@ class AttentionSpec(Frozen):
     kind: Literal["mha", "gqa", "mla"] = Field(
         description="Multi-head, grouped-query or multi-head latent attention (DeepSeek)."
     )
-    num_heads: PosInt = Field(description="Query heads.")
-    num_kv_heads: PosInt = Field(description="Key/value heads (equal to num_heads for MHA).")
-    head_dim: PosInt = Field(description="Width of one query/key head (non-MLA).")
+    num_heads: PosInt = Field(le=MAX_HEADS, description="Query heads.")
+    num_kv_heads: PosInt = Field(
+        le=MAX_HEADS, description="Key/value heads (equal to num_heads for MHA)."
+    )
+    head_dim: PosInt = Field(le=MAX_WIDTH, description="Width of one query/key head (non-MLA).")
     q_lora_rank: PosInt | None = Field(
-        default=None, description="MLA: rank of the query down-projection (None: full q_proj)."
+        default=None,
+        le=MAX_WIDTH,
+        description="MLA: rank of the query down-projection (None: full q_proj).",
     )
     kv_lora_rank: PosInt | None = Field(
-        default=None, description="MLA: width of the compressed KV latent."
+        default=None, le=MAX_WIDTH, description="MLA: width of the compressed KV latent."
     )
     qk_nope_head_dim: PosInt | None = Field(
-        default=None, description="MLA: per-head query/key width without rotary part."
+        default=None,
+        le=MAX_WIDTH,
+        description="MLA: per-head query/key width without rotary part.",
     )
     qk_rope_head_dim: PosInt | None = Field(
-        default=None, description="MLA: rotary width, shared by all heads in the cache."
+        default=None,
+        le=MAX_WIDTH,
+        description="MLA: rotary width, shared by all heads in the cache.",
     )
-    v_head_dim: PosInt | None = Field(default=None, description="MLA: per-head value width.")
+    v_head_dim: PosInt | None = Field(
+        default=None, le=MAX_WIDTH, description="MLA: per-head value width."
+    )
     qkv_bias: Bool = Field(default=False, description="Biases on the q, k and v projections.")
     o_bias: Bool = Field(default=False, description="Bias on the output projection.")
     qk_norm: Literal["none", "head", "full"] = Field(
@@ -104,12 +128,19 @@ class AttentionSpec(Frozen):
 class MoESpec(Frozen):
     """The Mixture-of-Experts block of an MoE layer."""
 
-    num_experts: PosInt = Field(description="Routed experts per MoE layer.")
+    num_experts: PosInt = Field(le=MAX_EXPERTS, description="Routed experts per MoE layer.")
     top_k: PosInt = Field(description="Routed experts each token is sent to.")
-    expert_intermediate_size: PosInt = Field(description="Hidden width of one expert.")
-    num_shared_experts: Int = Field(default=0, ge=0, description="Always-on shared experts.")
+    expert_intermediate_size: PosInt = Field(
+        le=MAX_WIDTH, description="Hidden width of one expert."
+    )
+    num_shared_experts: Int = Field(
+        default=0, ge=0, le=MAX_EXPERTS, description="Always-on shared experts."
+    )
     shared_intermediate_size: Int = Field(
-        default=0, ge=0, description="Total hidden width of all shared experts together."
+        default=0,
+        ge=0,
+        le=MAX_WIDTH,
+        description="Total hidden width of all shared experts together.",
     )
     shared_expert_gate: Bool = Field(
         default=False, description="A sigmoid gate (hidden x 1) on the shared expert (Qwen2-MoE)."
@@ -143,10 +174,10 @@ class MoESpec(Frozen):
 class MambaSpec(Frozen):
     """A Mamba (selective state-space) mixer, as in Jamba."""
 
-    d_state: PosInt = Field(description="SSM state width per channel.")
-    d_conv: PosInt = Field(description="Causal convolution width.")
-    expand: PosInt = Field(description="Inner width = expand x hidden_size.")
-    dt_rank: PosInt = Field(description="Rank of the time-step projection.")
+    d_state: PosInt = Field(le=MAX_WIDTH, description="SSM state width per channel.")
+    d_conv: PosInt = Field(le=MAX_WIDTH, description="Causal convolution width.")
+    expand: PosInt = Field(le=MAX_WIDTH, description="Inner width = expand x hidden_size.")
+    dt_rank: PosInt = Field(le=MAX_WIDTH, description="Rank of the time-step projection.")
     conv_bias: Bool = Field(default=True, description="Bias on the convolution.")
     proj_bias: Bool = Field(default=False, description="Biases on in/out projections.")
     inner_norms: Bool = Field(
@@ -160,7 +191,9 @@ class LayerSpec(Frozen):
     mixer: Literal["attention", "mamba"] = Field(description="Token mixer of the layer.")
     ffn: Literal["dense", "moe"] = Field(description="Feed-forward part of the layer.")
     window: PosInt | None = Field(
-        default=None, description="Sliding attention window in tokens (KV cache is capped by it)."
+        default=None,
+        le=MAX_POSITIONS,
+        description="Sliding attention window in tokens (KV cache is capped by it).",
     )
 
 
@@ -170,13 +203,30 @@ class ModuleSpec(Frozen):
     name: str = Field(min_length=1, description="Unique module name.")
     kind: BlockKind = Field(description="What the module is; decides how it is sharded.")
     layer: Int | None = Field(
-        default=None, ge=0, description="Layer index (None: not in a layer)."
+        default=None, ge=0, lt=MAX_LAYERS, description="Layer index (None: not in a layer)."
     )
-    params: PosInt = Field(description="Parameter count (from the file's bytes and dtype).")
-    flops_per_token: Int = Field(ge=0, description="FLOPs for one token passing through it.")
+    params: PosInt = Field(
+        le=MAX_MODULE_PARAMS, description="Parameter count (from the file's bytes and dtype)."
+    )
+    flops_per_token: Int = Field(
+        ge=0, le=MAX_MODULE_PARAMS, description="FLOPs for one token passing through it."
+    )
     kv_elements_per_token: Int = Field(
-        default=0, ge=0, description="KV-cache elements one token stores in this module."
+        default=0,
+        ge=0,
+        le=MAX_MODULE_KV_ELEMENTS,
+        description="KV-cache elements one token stores in this module.",
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> ModuleSpec:
+        if self.layer is None and self.kind not in LAYERLESS_KINDS:
+            # Without a layer the module has no stage, and its bytes would be counted nowhere.
+            raise ValueError(
+                f"'layer' is missing: only {', '.join(sorted(LAYERLESS_KINDS))} modules sit "
+                f"outside the layers, not a {self.kind} module"
+            )
+        return self
 
 
 class Block(Frozen):
@@ -208,12 +258,16 @@ class ModelSpec(Frozen):
     format: ModelFormat = Field(description="Which input format the model was read from.")
     dtype: WeightDtype = Field(description="Dtype of the published (non-expert) weights.")
     expert_dtype: WeightDtype = Field(description="Dtype of the published routed-expert weights.")
-    num_layers: PosInt = Field(description="Decoder layers.")
-    hidden_size: PosInt = Field(description="Model width (activation elements per token).")
-    vocab_size: Int = Field(default=0, ge=0, description="Vocabulary (0: no embeddings modeled).")
+    num_layers: PosInt = Field(le=MAX_LAYERS, description="Decoder layers.")
+    hidden_size: PosInt = Field(
+        le=MAX_WIDTH, description="Model width (activation elements per token)."
+    )
+    vocab_size: Int = Field(
+        default=0, ge=0, le=MAX_VOCAB, description="Vocabulary (0: no embeddings modeled)."
+    )
     tie_word_embeddings: Bool = Field(default=False, description="LM head shares embeddings.")
     max_position_embeddings: PosInt | None = Field(
-        default=None, description="Longest context the model supports."
+        default=None, le=MAX_POSITIONS, description="Longest context the model supports."
     )
     attention: AttentionSpec | None = Field(
         default=None, description="Attention of every attention layer (None for module lists)."
@@ -221,12 +275,17 @@ class ModelSpec(Frozen):
     moe: MoESpec | None = Field(default=None, description="The MoE block of MoE layers.")
     mamba: MambaSpec | None = Field(default=None, description="Mamba mixer (hybrid models).")
     dense_intermediate_size: PosInt | None = Field(
-        default=None, description="Hidden width of dense (non-MoE) MLP layers."
+        default=None, le=MAX_WIDTH, description="Hidden width of dense (non-MoE) MLP layers."
     )
     gated_mlp: Bool = Field(default=True, description="MLPs have gate, up and down matrices.")
-    layers: tuple[LayerSpec, ...] = Field(description="One entry per decoder layer.")
+    layers: tuple[LayerSpec, ...] = Field(
+        max_length=MAX_LAYERS, description="One entry per decoder layer."
+    )
     extra_norms_per_layer: Int = Field(
-        default=0, ge=0, description="RMSNorms per layer beyond the usual two (Grok-1 has four)."
+        default=0,
+        ge=0,
+        le=MAX_EXTRA_NORMS,
+        description="RMSNorms per layer beyond the usual two (Grok-1 has four).",
     )
     modules: tuple[ModuleSpec, ...] | None = Field(
         default=None, description="Explicit module list (module-list format only)."
@@ -235,7 +294,9 @@ class ModelSpec(Frozen):
         default=(), description="Data-flow edges between modules (module-list format)."
     )
     top_k: PosInt | None = Field(
-        default=None, description="Experts per token for module lists (else moe.top_k)."
+        default=None,
+        le=MAX_EXPERTS,
+        description="Experts per token for module lists (else moe.top_k).",
     )
     assumed: tuple[Assumption, ...] = Field(
         default=(), description="Values the loader defaulted rather than read."
@@ -253,7 +314,20 @@ class ModelSpec(Frozen):
             )
         if self.modules is not None:
             self._check_module_graph()
-            return self
+        else:
+            self._check_layer_specs()
+        # Fields are bounded one by one; their product, the weights, is bounded here so that
+        # every byte count fits in 64 bits (see docs/inputs.md).
+        weight_bytes = 4 * self.total_params()
+        if weight_bytes > MAX_GPU_BYTES:
+            raise ValueError(
+                f"the model has {self.total_params():.3g} parameters, whose "
+                f"{weight_bytes:.3g} bytes exceed the {MAX_GPU_BYTES:.3g} placer can count; "
+                "check hidden_size, the intermediate sizes, num_experts and num_layers"
+            )
+        return self
+
+    def _check_layer_specs(self) -> None:
         kinds = {(layer.mixer, layer.ffn) for layer in self.layers}
         if any(m == "attention" for m, _ in kinds) and self.attention is None:
             raise ValueError("attention layers present but 'attention' is missing")
@@ -264,8 +338,7 @@ class ModelSpec(Frozen):
         if any(f == "dense" for _, f in kinds) and self.dense_intermediate_size is None:
             raise ValueError("dense layers present but 'dense_intermediate_size' is missing")
         if self.vocab_size == 0:
-            raise ValueError("vocab_size must be positive")
-        return self
+            raise ValueError("'vocab_size' is missing or 0: a model with attention needs one")
 
     def _check_module_graph(self) -> None:
         assert self.modules is not None

@@ -144,6 +144,13 @@ class SolverInfo(Frozen):
     ortools_version: str = Field(description="OR-Tools version.")
     placer_version: str = Field(description="placer version.")
     wall_time_s: float = Field(description="Elapsed wall time of the search.")
+    deterministic_time_s: float = Field(
+        default=0.0, description="CP-SAT deterministic time the search used."
+    )
+    wall_clock_stop: bool = Field(
+        default=False,
+        description="The wall clock stopped a deterministic search (its answer may vary).",
+    )
     extra_params: dict[str, float | int | bool | str] = Field(description="Passed to CP-SAT.")
     interrupted: Bool = Field(default=False, description="The search was stopped by Ctrl-C.")
     max_gpus: PlanCount | None = Field(

@@ -19,16 +19,17 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from placer._base import Frozen
+from placer._base import Frozen, Int, NonNegInt, PosFloat, PosInt
 from placer.calibration import Calibration, default_calibration
-from placer.cluster import ClusterSpec
+from placer.cluster import MAX_GPUS, ClusterSpec
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError, PlacerError
-from placer.io import read_json, write_atomic
+from placer.io import one_line, read_json, write_atomic
+from placer.limits import MAX_SEED, MAX_SWEEP_CASES, MAX_TIME_LIMIT_S
 from placer.model import ModelSpec
 from placer.plan import digest
 from placer.workload import Workload
@@ -371,7 +372,7 @@ class SweepSpec(Frozen):
     name: str = Field(default="sweep", description="Name of the sweep.")
     models: tuple[str, ...] = Field(min_length=1, description="Model files.")
     hardware: tuple[str, ...] = Field(min_length=1, description="Hardware files.")
-    gpus: tuple[int, ...] | dict[str, int] | None = Field(
+    gpus: tuple[Annotated[PosInt, Field(le=MAX_GPUS)], ...] | dict[str, Int] | None = Field(
         default=None,
         description="GPU counts: a list, or {from, to, step}; default each file's own count.",
     )
@@ -382,8 +383,10 @@ class SweepSpec(Frozen):
     objective: Literal["throughput", "latency", "gpus"] = Field(
         default="throughput", description="Objective."
     )
-    time_limit: float = Field(default=10.0, gt=0, description="Seconds per case.")
-    seed: int = Field(default=0, ge=0, description="CP-SAT seed.")
+    time_limit: PosFloat = Field(
+        default=10.0, le=MAX_TIME_LIMIT_S, description="Seconds per case."
+    )
+    seed: NonNegInt = Field(default=0, le=MAX_SEED, description="CP-SAT seed.")
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -418,6 +421,8 @@ def load_sweep(
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InvalidInputError("file not found", source=path) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(one_line(f"cannot read: {exc}"), source=path) from None
         except yaml.YAMLError as exc:
             raise InvalidInputError(
                 f"not valid YAML: {exc}".splitlines()[0], source=path
@@ -457,9 +462,11 @@ def load_sweep(
         if not {"from", "to"} <= keys or keys - {"from", "to", "step"}:
             raise InvalidInputError("a GPU range is {from, to, step}", source=path, field="gpus")
         lo, hi, step = spec.gpus["from"], spec.gpus["to"], spec.gpus.get("step", 1)
-        if lo <= 0 or hi < lo or step <= 0:
+        if lo <= 0 or hi < lo or step <= 0 or hi > MAX_GPUS:
             raise InvalidInputError(
-                f"bad range from {lo} to {hi} step {step}", source=path, field="gpus"
+                f"bad range from {lo} to {hi} step {step} (GPU counts are 1 to {MAX_GPUS})",
+                source=path,
+                field="gpus",
             )
         counts = list(range(lo, hi + 1, step))
     elif spec.gpus is not None:
@@ -471,4 +478,20 @@ def load_sweep(
                     f"must be positive, got {n}", source=path, field=f"gpus.{i}"
                 )
         counts = list(spec.gpus)
+    if counts is not None:
+        for i, cluster in enumerate(clusters):
+            if len(cluster.groups) != 1:
+                raise InvalidInputError(
+                    "a cluster of several GPU types cannot be resized by 'gpus'; give each "
+                    "size as its own hardware file, or drop 'gpus'",
+                    source=path,
+                    field=f"hardware.{i}",
+                )
+    cases = len(models) * len(clusters) * len(workloads) * len(spec.profiles) * len(counts or [1])
+    if cases > MAX_SWEEP_CASES:
+        raise InvalidInputError(
+            f"the grid has {cases} cases, more than the {MAX_SWEEP_CASES} a sweep runs; split it",
+            source=path,
+            field="gpus" if counts else "models",
+        )
     return spec, models, clusters, workloads, counts

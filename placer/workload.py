@@ -8,12 +8,9 @@ from pydantic import Field, model_validator
 
 from placer._base import Float, Frozen, Int, PosFloat, PosInt
 from placer.dtypes import KVDtype, WeightDtype
+from placer.limits import MAX_BATCH, MAX_TOKENS, MIN_MEMORY_UTILIZATION
 
 GIB = 1024**3
-
-#: Bounds far beyond any real deployment; they keep byte counts inside 64-bit integers.
-MAX_BATCH = 10_000_000
-MAX_TOKENS = 100_000_000
 
 
 class Workload(Frozen):
@@ -51,7 +48,7 @@ class Workload(Frozen):
     )
     memory_utilization: Float = Field(
         default=0.9,
-        gt=0,
+        ge=MIN_MEMORY_UTILIZATION,
         le=1,
         description="Fraction of each GPU's memory placer may plan for (vLLM's default 0.9).",
     )

@@ -39,7 +39,9 @@ from hypothesis import strategies as st
 
 from placer.dtypes import BYTES_PER_ELEMENT
 from placer.hf_config import FAMILIES, detect_family
+from placer.limits import MIN_MEMORY_UTILIZATION
 from placer.load import model_from_dict
+from placer.model import LAYERLESS_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -132,12 +134,6 @@ WORKLOAD_FILES: dict[str, dict[str, Any]] = {
     p.stem: _read(p) for p in sorted(WORKLOADS_DIR.glob("*.json"))
 }
 
-#: Fields that size loops over layers: huge values there are kept below this bound, since
-#: a config with 10^7 layers makes placer build 10^7 layer records (minutes and gigabytes;
-#: see the fuzzing report), which a property test cannot afford.
-LOOP_FIELDS = {"num_hidden_layers", "n_layers", "num_layers", "gpus", "nodes", "count"}
-LOOP_LIMIT = 5000
-
 #: Values a fuzzed field may take instead of its own.
 ODD_VALUES: list[Any] = [
     None,
@@ -171,15 +167,16 @@ def odd_values(current: Any, key: str | int | None = None) -> st.SearchStrategy[
     """A wrong, extreme or merely different value for a field holding ``current``."""
     options: list[st.SearchStrategy[Any]] = [st.sampled_from(ODD_VALUES)]
     if isinstance(current, int) and not isinstance(current, bool):
-        options.append(
-            st.sampled_from(
-                [current + 1, current - 1, -current, 2 * current, current // 2, current * 1000,
-                 str(current), float(current), current + 0.5]
-            )
-        )
+        near: list[Any] = [current + 1, current - 1, -current, 2 * current, current // 2,
+                           current * 1000, str(current)]
+        if abs(current) < 2**1000:  # an earlier mutation may have made it too big for a float
+            near += [float(current), current + 0.5]
+        options.append(st.sampled_from(near))
+        options.append(magnitudes())
     elif isinstance(current, float):
         options.append(st.sampled_from([-current, current * 1e300, current / 1e300, 0.0,
                                         int(current) if math.isfinite(current) else 0]))
+        options.append(magnitudes())
     elif isinstance(current, str):
         options.append(
             st.sampled_from([current.upper(), current + "x", *sorted(FAMILIES), "placer-model",
@@ -191,14 +188,17 @@ def odd_values(current: Any, key: str | int | None = None) -> st.SearchStrategy[
         )
     # A copy, so that a later edit inside a drawn [] or {} never changes ODD_VALUES (which
     # would make the strategy draw differently on replay).
-    strategy = st.one_of(*options).map(copy.deepcopy)
-    if key in LOOP_FIELDS:
-        strategy = strategy.map(
-            lambda v: LOOP_LIMIT
-            if isinstance(v, int) and not isinstance(v, bool) and v > LOOP_LIMIT
-            else v
-        )
-    return strategy
+    return st.one_of(*options).map(copy.deepcopy)
+
+
+def magnitudes() -> st.SearchStrategy[int | float]:
+    """A number anywhere in the representable range: an integer of 0 to 400 digits (JSON has
+    no limit), of either sign, or any float (subnormals, the largest, infinities, NaN)."""
+    whole = st.tuples(st.integers(0, 400), st.integers(1, 9), st.booleans()).map(
+        lambda t: (-1 if t[2] else 1) * t[1] * 10 ** t[0]
+    )
+    powers = st.integers(0, 130).map(lambda k: 2**k - 1)
+    return st.one_of(whole, powers, st.floats())
 
 
 # ------------------------------------------------------------------ JSON surgery
@@ -625,7 +625,10 @@ def module_list_dicts(draw: st.DrawFn, tidy: bool = False) -> dict[str, Any]:
                 mod["bytes"] = _whole_bytes(draw, dtype)
             else:
                 mod["params"] = draw(st.integers(1, 512))
-            layer = draw(st.one_of(st.none(), st.integers(0, n - 1)))
+            # Only embeddings, LM heads and norms may sit outside the layers.
+            layerless = mod["kind"] in LAYERLESS_KINDS
+            layer = draw(st.one_of(st.none(), st.integers(0, n - 1)) if layerless else
+                         st.integers(0, n - 1))
             if layer is not None or draw(st.booleans()):
                 mod["layer"] = layer
             if draw(st.booleans()):
@@ -723,7 +726,8 @@ def module_list_cases(draw: st.DrawFn) -> Case:
         expect = Expect(False, f"modules.{j}.layer", "layers")
         # An earlier module's layer is fine, so the first error is this one.
     elif how == "no-top-k":
-        mods.append({"name": "extra-expert", "kind": "expert", "params": 4, "flops_per_token": 1})
+        mods.append({"name": "extra-expert", "kind": "expert", "layer": 0, "params": 4,
+                     "flops_per_token": 1})
         data.pop("top_k", None)
         expect = Expect(False, "top_k", "required field is missing")
     elif how == "no-hidden":
@@ -951,7 +955,7 @@ def workload_dicts(draw: st.DrawFn, small: bool = False) -> dict[str, Any]:
         "expert_dtype": st.sampled_from([None, *DTYPES]),
         "kv_dtype": st.sampled_from(["fp32", "bf16", "fp16", "fp8"]),
         "activation_dtype": st.sampled_from(["bf16", "fp16"]),
-        "memory_utilization": st.sampled_from([1, 1.0, 0.9, 0.5, 1e-9]),
+        "memory_utilization": st.sampled_from([1, 1.0, 0.9, 0.5, MIN_MEMORY_UTILIZATION]),
         "runtime_reserve_bytes": st.sampled_from([0, 64, 2**30]) if not small
         else st.sampled_from([0, 64]),
         "max_batched_tokens": st.integers(1, 16384),
@@ -994,7 +998,7 @@ def workload_cases(draw: st.DrawFn) -> Case:
         data[where] = draw(st.sampled_from([0, -1, True, "8", 2.5, [], {}]))
         expect = Expect(False, where)
     elif how == "utilization":
-        data["memory_utilization"] = draw(st.sampled_from([0, 0.0, -0.5, 1.0000001, 2, "0.9",
+        data["memory_utilization"] = draw(st.sampled_from([0, 0.0, -0.5, 1e-9, 1.0000001, 2, "0.9",
                                                            True]))
         expect = Expect(False, "memory_utilization")
     elif how == "choice":

@@ -32,6 +32,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,11 +211,18 @@ MISNAMED: dict[tuple[str, str], str] = {
 }
 
 
+#: ModelSpec fields a published config does not hold but placer derives (head_dim from
+#: hidden_size / num_heads or from the MLA widths, Grok's expert width from emb_size): an
+#: error on one names the derived field (a known limitation: the file's fields behind it
+#: are in the message's numbers, not named).
+DERIVED_FIELDS = {"head_dim", "attention.head_dim", "expert_intermediate_size",
+                  "moe.expert_intermediate_size"}
+
 #: Messages of errors where no single field applies (the file as a whole is wrong).
 NO_FIELD_APPLIES = ("expected a JSON object at the top level", "not valid JSON",
                     "file not found", "cannot read", "is a directory")
 #: Messages of the cross-field checks that name no field (a known bug).
-SPEC_CHECKS = ("entries but num_layers is", "layers present but", "vocab_size must be positive",
+SPEC_CHECKS = ("entries but num_layers is", "layers present but", "'vocab_size' is missing or 0",
                "must divide one another", "'node_link' is missing", "must fill whole nodes")
 
 
@@ -236,6 +244,8 @@ def known_load_bug(case: S.Case, exc: BaseException) -> str | None:
             return "hf-field-misnamed"
         if fam == "grok1" and exc.field == "expert_intermediate_size":
             return "grok-widening-factor"
+        if exc.field in DERIVED_FIELDS:
+            return "hf-derived-field"
     if (
         isinstance(exc, OverflowError)
         and fam == "grok1"
@@ -870,15 +880,76 @@ def test_bug_subnormal_bandwidth_does_not_crash_evaluate(tmp_path: Path) -> None
 
 
 def test_bug_solve_respects_time_limit_on_1024_gpus() -> None:
-    """Mixtral on 1024 A100s with --time-limit 0.5 returns within 10 times the limit (exit 4:
-    no plan yet, and an honest 'unknown')."""
+    """Mixtral on 1024 A100s with --time-limit 0.5 ends with a plan or an honest 'unknown'
+    (exit 4), never 'infeasible'. The timeout only catches a hang; it measures nothing (the
+    stop itself is tested on an injected clock in test_limits.py)."""
     result = subprocess.run(
         [sys.executable, "-m", "placer.cli", "solve", str(S.MODELS_DIR / "mixtral-8x7b.json"),
          str(S.HARDWARE_DIR / "dgx-a100-80gb.json"), "--gpus", "1024", "--time-limit", "0.5",
          "--quiet"],
-        capture_output=True, timeout=5, check=False,
+        capture_output=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode in (0, 4), result.stderr
+
+
+# ------------------------------------------------------------------ property: CLI options
+
+#: Options of each command that take a value, drawn one at a time over the whole range.
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "solve": ("--batch", "--prompt-len", "--output-len", "--context", "--mem-util",
+              "--time-limit", "--seed", "--workers", "--gpus", "--nodes", "--compare"),
+    "evaluate": ("--tp", "--pp", "--ep", "--etp", "--dp-attn", "--layers-per-stage",
+                 "--redundant-experts", "--batch", "--context", "--mem-util", "--gpus"),
+    "min-gpus": ("--time-limit", "--batch", "--context", "--mem-util"),
+}  # fmt: skip
+#: Time limit of a drawn solve or min-gpus run unless the drawn option is --time-limit.
+OPTION_TIME_LIMIT = 2.0
+#: Text a user might type for any option.
+ODD_OPTION_TEXT = ["nan", "inf", "-inf", "1e400", "-0", "", "abc", "²", "0x10", "1_000",
+                   "tp=²", "tp=0", "tp=4,pp=99999999", "dp=2", "1,2,3", "0,1", "-1,-1"]
+
+
+@st.composite
+def option_runs(draw: st.DrawFn) -> tuple[str, str, str]:
+    """(command, option, value as typed): any magnitude as text, or odd text."""
+    command = draw(st.sampled_from(sorted(OPTIONS)))
+    option = draw(st.sampled_from(OPTIONS[command]))
+    number = draw(S.magnitudes())
+    text = draw(st.one_of(st.just(str(number)), st.just(repr(number)),
+                          st.sampled_from(ODD_OPTION_TEXT)))
+    return command, option, text
+
+
+def check_cli_option(run: tuple[str, str, str], folder: Path) -> str:
+    """``placer COMMAND TINY SEED-HW OPTION VALUE``: exit 0, 2, 3 or 4, no traceback, one
+    line on exit 2. Returns the exit code, and notes a run past its limit + 2 s (the campaign
+    reports those; a test does not assert on speed)."""
+    command, option, value = run
+    log(f"{command} {option}={value!r}")
+    model = folder / "tiny.json"
+    model.write_text(json.dumps(TINY_MODEL))
+    args = [command, str(model), str(S.HARDWARE_DIR / "seed-16x32gb.json"), f"{option}={value}"]
+    limit = OPTION_TIME_LIMIT
+    if command != "evaluate" and option != "--time-limit":
+        args += ["--time-limit", str(limit)]
+    elif option == "--time-limit":
+        with contextlib.suppress(ValueError):
+            limit = float(value)
+    if command == "solve":
+        args.append("--quiet")
+    start = time.monotonic()
+    result = invoke(*args)
+    elapsed = time.monotonic() - start
+    assert_clean_exit(result, {0, 2, 3, 4})
+    late = command != "evaluate" and result.exit_code != 2 and elapsed > limit + 2
+    return f"exit {result.exit_code}" + (" (past the limit + 2 s)" if late else "")
+
+
+@examples(60)
+@given(option_runs())
+def test_cli_options_exit_cleanly(tmp_path: Path, run: tuple[str, str, str]) -> None:
+    """Any value of any option: exit 0, 2, 3 or 4 with one error line, never a traceback."""
+    tally(check_cli_option(run, tmp_path))
 
 
 def _inspect_drawn(x: tuple[S.Case, bytes, bool], folder: Path) -> str:
@@ -904,5 +975,6 @@ PROPERTIES: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any, Path], str], 
     "round-trip": (S.any_cases(), check_round_trip, 0.17),
     "solve-vs-brute-force": (S.solve_instances(), _solve_drawn, 0.08),
     "cli-solve-verify": (S.solve_instances(), check_cli_solve_verify, 0.02),
+    "cli-options": (option_runs(), check_cli_option, 0.05),
 }
 

@@ -336,7 +336,7 @@ def test_cli_tp_larger_than_cluster() -> None:
 def test_cli_zero_degree(option: str) -> None:
     """A parallel degree of 0 exits 2 naming the option."""
     line = assert_one_line_error(run_placer("evaluate", *SEED, option, "0"))
-    assert line == f"placer: error: field '{option}': must be positive, got 0"
+    assert line == f"placer: error: field '{option}': Input should be greater than 0"
 
 
 def test_cli_layers_per_stage_not_integers() -> None:
@@ -365,8 +365,8 @@ def test_cli_ep_not_dividing_stage() -> None:
 @pytest.mark.parametrize(
     ("args", "field", "fragment"),
     [
-        (["--mem-util", "1.5"], "memory_utilization", "less than or equal to 1"),
-        (["--batch", "0"], "batch", "greater than 0"),
+        (["--mem-util", "1.5"], "--mem-util", "less than or equal to 1"),
+        (["--batch", "0"], "--batch", "greater than 0"),
         (["--gpus", "0"], "--gpus", "must be positive, got 0"),
     ],
     ids=["mem-util-1.5", "batch-0", "gpus-0"],

@@ -21,7 +21,6 @@ The brute force reuses the numpy reference functions of :mod:`placer.search.tabl
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 from unittest import mock
 
@@ -30,6 +29,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from placer.budget import Budget
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.layout import Layout
@@ -276,7 +276,9 @@ def check_instance(
             assert lower_bound_ns(t, objective) <= mine, layout.describe()
             need, have = memory_lower_bound(t)
             assert need <= have, layout.describe()
-        status, split, counts, value, _, _ = solve_layout(t, objective, config, 5.0)
+        status, split, counts, value, _ = solve_layout(
+            t, objective, config, Budget(5.0, config.deterministic), 5.0
+        )
         log(f"{layout.describe()}: brute force {mine}, CP-SAT {status} {value}")
         if status == "infeasible":
             assert mine is None, f"{layout.describe()}: CP-SAT infeasible, brute force {mine}"
@@ -424,7 +426,8 @@ def test_deterministic_mode_reproduces_the_plan() -> None:
 
 
 def test_infeasible_solve_respects_time_limit() -> None:
-    """A tiny infeasible instance (activations alone exceed a GPU) returns within 10x the limit."""
+    """A tiny infeasible instance (activations alone exceed a GPU): the search for fixes stops
+    when the time limit passes (on an injected clock)."""
     model = model_from_dict(
         {
             "format": "placer-modules",
@@ -448,14 +451,20 @@ def test_infeasible_solve_respects_time_limit() -> None:
         batch=1, prompt_len=1, output_len=1, runtime_reserve_bytes=0, memory_utilization=1.0
     )
     limit = 0.2
-    deadline = time.monotonic() + 10 * limit
+    # Each fix candidate costs 10 ms on an injected clock: the budget must stop the fix
+    # search after about limit / 10 ms of them, whatever the machine's speed.
+    clock = [0.0]
+    calls = [0]
     real = fitting_layout
 
-    def guarded(*args: Any, **kwargs: Any) -> Layout | None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"solve ran past 10 x its time limit of {limit} s")
+    def counted(*args: Any, **kwargs: Any) -> Layout | None:
+        calls[0] += 1
+        clock[0] += 0.01
         return real(*args, **kwargs)
 
-    with mock.patch.object(fixes, "fitting_layout", guarded):
-        plan = solve(model, make_cluster(1, 50, 1), workload, SolveConfig(time_limit_s=limit))
+    budget = Budget(limit, clock=lambda: clock[0])
+    config = SolveConfig(time_limit_s=limit)
+    with mock.patch.object(fixes, "fitting_layout", counted):
+        plan = solve(model, make_cluster(1, 50, 1), workload, config, budget=budget)
     assert plan.status == "infeasible"
+    assert calls[0] <= limit / 0.01 + 1

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
+from placer.exceptions import InvalidInputError
 from placer.search.tables import LayoutTables, objective_ns, stage_times
+
+#: CP-SAT's integer domains and the sums it checks must stay inside 2^62 (its overflow check
+#: on linear constraints); the objective is at most pp x the horizon.
+MAX_DOMAIN = 2**62
 
 
 @dataclass
@@ -51,6 +56,20 @@ def create_variables(model: cp_model.CpModel, t: LayoutTables) -> PlacementVars:
     """All decision variables with tight domains."""
     v = PlacementVars()
     n_layers, pp, ep = len(t.base), t.layout.pp, t.layout.ep
+    # Summed as Python integers: an int64 sum of extreme entries would wrap silently.
+    horizon = (
+        sum(int(x) for x in t.time_layer.flat)
+        + sum(int(x) * int(n) for row, n in zip(t.time_slot, t.slots, strict=True) for x in row)
+        + sum(int(x) for x in t.handoff)
+        + sum(int(x) for x in t.time_last)
+        + 1
+    )
+    if horizon * max(pp, 1) > MAX_DOMAIN:
+        # CP-SAT would reject the model ("Possible integer overflow"); say why instead.
+        raise InvalidInputError(
+            f"the step time of {t.layout.describe()} can reach {horizon / 1e9:.3g} s, beyond "
+            "what the solver represents; check the hardware's rates and the workload"
+        )
     for i in range(n_layers):
         for s in range(pp):
             v.ge[i, s] = model.new_bool_var(f"ge[{i},{s}]")
@@ -73,15 +92,6 @@ def create_variables(model: cp_model.CpModel, t: LayoutTables) -> PlacementVars:
         for s in range(pp):
             top = int(t.time_slot[i, s]) * -(-slots // ep)
             v.v[i, s] = model.new_int_var(0, top, f"v[{i},{s}]")
-    horizon = (
-        int(
-            t.time_layer.sum()
-            + (t.time_slot * t.slots[:, None]).sum()
-            + t.handoff.sum()
-            + t.time_last.sum()
-        )
-        + 1
-    )
     for s in range(pp):
         v.t[s] = model.new_int_var(0, horizon, f"t[{s}]")
     v.objective = model.new_int_var(0, horizon * max(pp, 1), "objective")

@@ -10,11 +10,11 @@ guide asks for core extraction.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 from ortools.sat.python import cp_model
 
+from placer.budget import Budget
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.dtypes import BYTES_PER_ELEMENT
@@ -38,11 +38,11 @@ def min_gpus(
     workload: Workload,
     profile: RulesProfile,
     above: int | None = None,
-    deadline: float | None = None,
+    budget: Budget | None = None,
 ) -> tuple[int, Layout] | None:
     """The fewest GPUs of the cluster's type, more than ``above`` (default: the cluster's
     own count), on which a layout fits with balanced expert slots (a witness). Gives up
-    (None) at ``deadline`` (a ``time.monotonic()`` value)."""
+    (None) when ``budget`` runs out."""
     if len(cluster.groups) != 1:
         return None
     cap = math.floor(cluster.groups[0].gpu.memory_bytes * workload.memory_utilization)
@@ -56,7 +56,7 @@ def min_gpus(
     if cap <= workload.runtime_reserve_bytes:
         return None  # the reserve alone fills a GPU: no count helps
     for g in range(start, MAX_GPUS_SEARCHED + 1):
-        if deadline is not None and time.monotonic() > deadline:
+        if budget is not None and budget.expired():
             return None
         bigger = cluster.with_gpus(g)
         layout = fitting_layout(model, bigger, workload, profile, g)
@@ -69,14 +69,14 @@ def _largest_fitting(
     lo: int,
     hi: int,
     fits: Callable[[int], bool],
-    deadline: float | None = None,
+    budget: Budget | None = None,
 ) -> int | None:
     """Largest value in [lo, hi] for which the monotone predicate holds (None if none does,
-    or the deadline passes first)."""
-    if not fits(lo):
+    or the budget runs out first)."""
+    if (budget is not None and budget.expired()) or not fits(lo):
         return None
     while lo < hi:
-        if deadline is not None and time.monotonic() > deadline:
+        if budget is not None and budget.expired():
             return None
         mid = (lo + hi + 1) // 2
         if fits(mid):
@@ -86,15 +86,26 @@ def _largest_fitting(
     return lo
 
 
-def explain_layout(t: LayoutTables, config: SolveConfig) -> list[str]:
-    """Names of the constraint families in CP-SAT's core for an infeasible layout."""
+#: Share of the time left that extracting CP-SAT's infeasibility core may take; the rest is
+#: for searching fixes.
+EXPLAIN_SHARE = 1 / 2
+
+
+def explain_layout(t: LayoutTables, config: SolveConfig, budget: Budget) -> list[str]:
+    """Names of the constraint families in CP-SAT's core for an infeasible layout (empty
+    when ``budget`` leaves no time to find it)."""
+    if budget.expired():
+        return []
     model, v = cpsat.build_model(t, "throughput")
     cpsat.enforce_all(model, v, explain=True)
     solver = cp_model.CpSolver()
+    # The OR-Tools guide asks for one worker when extracting an assumptions core.
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = config.seed
-    solver.parameters.max_time_in_seconds = min(10.0, config.time_limit_s)
-    if solver.solve(model) != cp_model.INFEASIBLE:
+    budget.limit_cpsat(solver.parameters, budget.share(EXPLAIN_SHARE))
+    status = solver.solve(model)
+    budget.charge(solver.deterministic_time)
+    if status != cp_model.INFEASIBLE:
         return []
     names = {lit.index: name for name, lit in v.families.items()}
     return sorted(
@@ -108,10 +119,11 @@ def explain_infeasible(
     workload: Workload,
     config: SolveConfig,
     entries: list[SearchEntry],
-    deadline: float | None = None,
+    budget: Budget | None = None,
 ) -> Infeasibility:
     """Why no legal layout fits, and the smallest changes that would fit (each fix searched
-    until ``deadline``, a ``time.monotonic()`` value)."""
+    while ``budget``, by default ``config``'s limit, lasts)."""
+    budget = budget or Budget(config.time_limit_s, config.deterministic)
     profile = get_profile(config.profile)
     n = cluster.num_gpus
     if not entries:
@@ -137,9 +149,9 @@ def explain_infeasible(
     if ratio > 1:
         conflicts = ["memory (aggregate: the layout's GPUs hold less than it needs)"]
     else:
-        conflicts = explain_layout(tables, config) or ["memory"]
+        conflicts = explain_layout(tables, config, budget) or ["memory"]
     fixes: list[str] = []
-    found = min_gpus(model, cluster, workload, profile, deadline=deadline)
+    found = min_gpus(model, cluster, workload, profile, budget=budget)
     if found is not None:
         g, lay = found
         fixes.append(
@@ -148,7 +160,7 @@ def explain_infeasible(
         )
     current = BYTES_PER_ELEMENT[weight_dtypes(model, workload)[0]]
     for dt in ("fp8", "int4"):
-        if BYTES_PER_ELEMENT[dt] >= current:
+        if BYTES_PER_ELEMENT[dt] >= current or budget.expired():
             continue
         smaller = workload.model_copy(update={"weight_dtype": dt, "expert_dtype": dt})
         lay2 = fitting_layout(model, cluster, smaller, profile, n)
@@ -168,7 +180,7 @@ def explain_infeasible(
             smaller = workload.model_copy(update={name: v})
             return fitting_layout(model, cluster, smaller, profile, n) is not None
 
-        best_value = _largest_fitting(1, now - 1, fits, deadline)
+        best_value = _largest_fitting(1, now - 1, fits, budget)
         if best_value is not None:
             fixes.append(text.format(best_value, now))
     reason = (

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -25,6 +24,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from placer.balance.loads import LoadStats
+from placer.budget import Budget
 from placer.calibration import Calibration, active_calibration, use_calibration
 from placer.cluster import ClusterSpec
 from placer.collectives import use_engine
@@ -33,6 +33,7 @@ from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError, SolverError
 from placer.layout import Layout
 from placer.ledger import ExpertMap
+from placer.limits import check_scale
 from placer.model import ModelSpec
 from placer.plan import (
     Certificate,
@@ -64,6 +65,11 @@ from placer.search.tables import (
 from placer.workload import Workload
 
 log = logging.getLogger("placer")
+
+#: Share of the time left that one layout's solve may take when others wait (the rest keep
+#: a chance), and the least it is given.
+LAYOUT_SHARE = 1 / 3
+MIN_LAYOUT_S = 1.0
 
 #: Called after each layout: (layouts done, total, incumbent ns or None, global bound ns).
 ProgressFn = Callable[[int, int, int | None, int | None], None]
@@ -145,21 +151,18 @@ def _entry(
     return _layout_entry(c.layout, status, reason, c.bound, value, solver_bound)
 
 
-def _solver(config: SolveConfig, limit: float, explain: bool = False) -> cp_model.CpSolver:
+def _solver(config: SolveConfig, budget: Budget, seconds: float) -> cp_model.CpSolver:
+    """A CP-SAT solver for ``seconds`` of ``budget`` (deterministic seconds in deterministic
+    mode, with the budget's wall clock as the hard stop; see placer/budget.py)."""
     solver = cp_model.CpSolver()
     p = solver.parameters
     # placer handles Ctrl-C itself (see _interruptible_solve).
     p.catch_sigint_signal = False
     p.random_seed = config.seed
     p.relative_gap_limit = config.relative_gap_limit
-    if config.deterministic or explain:
-        # One worker with a fixed seed is CP-SAT's reproducible mode; the OR-Tools guide
-        # also asks for one worker when extracting an assumptions core.
-        p.num_workers = 1
-        p.max_deterministic_time = max(limit, 0.01)
-    else:
-        p.num_workers = config.workers
-        p.max_time_in_seconds = max(limit, 0.01)
+    # One worker with a fixed seed is CP-SAT's reproducible mode.
+    p.num_workers = 1 if config.deterministic else config.workers
+    budget.limit_cpsat(p, seconds)
     for key, value in config.extra_params.items():
         try:
             setattr(p, key, value)
@@ -191,9 +194,10 @@ def _interruptible_solve(solver: cp_model.CpSolver, model: cp_model.CpModel) -> 
 
 
 def solve_layout(
-    t: LayoutTables, objective: str, config: SolveConfig, limit: float
-) -> tuple[str, tuple[int, ...] | None, np.ndarray | None, int | None, int | None, float]:
-    """Solve one layout: (status, split, counts, value ns, bound ns, seconds used)."""
+    t: LayoutTables, objective: str, config: SolveConfig, budget: Budget, seconds: float
+) -> tuple[str, tuple[int, ...] | None, np.ndarray | None, int | None, int | None]:
+    """Solve one layout within ``seconds`` of ``budget`` (charged with what CP-SAT used):
+    (status, split, counts, value ns, bound ns)."""
     counts0 = balanced_counts(t)
     split0 = best_split(t, counts0)
     model, v = cpsat.build_model(t, "latency" if objective == "latency" else "throughput")
@@ -203,9 +207,9 @@ def solve_layout(
     invalid = model.validate()
     if invalid:
         raise SolverError(f"CP-SAT rejected the placement model: {invalid}")
-    solver = _solver(config, limit)
+    solver = _solver(config, budget, seconds)
     status = _interruptible_solve(solver, model)
-    used = solver.deterministic_time if config.deterministic else solver.wall_time
+    budget.charge(solver.deterministic_time)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         split, counts = cpsat.extract(solver, v, t)
         value = objective_ns(t, split, counts, objective)
@@ -216,16 +220,15 @@ def solve_layout(
             counts,
             value,
             min(bound, value),
-            used,
         )
     if status == cp_model.INFEASIBLE:
-        return "infeasible", None, None, None, None, used
+        return "infeasible", None, None, None, None
     if status == cp_model.MODEL_INVALID:  # pragma: no cover - validate() catches these first
         raise SolverError("CP-SAT reports MODEL_INVALID for the placement model")
     if split0 is not None:
         value = objective_ns(t, split0, counts0, objective)
-        return "feasible", split0, counts0, value, None, used
-    return "unresolved", None, None, None, None, used
+        return "feasible", split0, counts0, value, None
+    return "unresolved", None, None, None, None
 
 
 def _better(a: _Incumbent, b: _Incumbent | None, objective: str) -> bool:
@@ -240,6 +243,7 @@ def solve(
     progress: ProgressFn | None = None,
     loads: LoadStats | None = None,
     calibration: Calibration | None = None,
+    budget: Budget | None = None,
 ) -> Plan:
     """:func:`solve_plan` priced with ``calibration`` (default: the one in force, else the
     shipped one), which the plan records and ``verify`` uses, and with the collectives of
@@ -249,7 +253,7 @@ def solve(
         use_calibration(calibration if calibration is not None else active_calibration()),
         use_engine(profile),
     ):
-        return solve_plan(model, cluster, workload, config, progress, loads)
+        return solve_plan(model, cluster, workload, config, progress, loads, budget)
 
 
 def solve_plan(
@@ -259,6 +263,7 @@ def solve_plan(
     config: SolveConfig | None = None,
     progress: ProgressFn | None = None,
     loads: LoadStats | None = None,
+    budget: Budget | None = None,
 ) -> Plan:
     """Find the best layout and placement of ``model`` on ``cluster``, with a certificate.
 
@@ -270,6 +275,9 @@ def solve_plan(
         Objective, rules profile, time limit, seed, workers, determinism.
     progress
         Optional callback after each layout.
+    budget
+        The time of the call (default: ``config``'s limit and mode on the real clock); tests
+        pass one with an injected clock.
 
     Returns
     -------
@@ -288,20 +296,15 @@ def solve_plan(
         # Latency targets ask the serving question: layout x concurrency x instances.
         from placer.serving.solve import solve_serving
 
-        return solve_serving(model, cluster, workload, config)
+        return solve_serving(model, cluster, workload, config, budget)
     try:
         profile = get_profile(config.profile)
     except KeyError as exc:
         raise InvalidInputError(str(exc.args[0]), field="profile") from None
-    start = time.monotonic()
+    check_scale(model, workload)
+    budget = budget or Budget(config.time_limit_s, config.deterministic)
     objective = config.objective
-    space = enumerate_layouts(
-        model,
-        cluster,
-        profile,
-        config.max_gpus,
-        deadline=None if config.deterministic else start + config.time_limit_s,
-    )
+    space = enumerate_layouts(model, cluster, profile, config.max_gpus, budget=budget)
     entries: list[SearchEntry] = []
     cands: list[_Candidate] = []
     cache: dict[object, object] = {}
@@ -309,7 +312,7 @@ def solve_plan(
     # few for the gpus objective.
     order = sorted(space.legal, key=lambda lay: lay.gpus if objective == "gpus" else -lay.gpus)
     for n, layout in enumerate(order):
-        if not config.deterministic and time.monotonic() - start > config.time_limit_s:
+        if budget.expired():
             # Out of time while tabulating: the rest stays unresolved, with no bound.
             entries.extend(
                 _layout_entry(
@@ -339,15 +342,11 @@ def solve_plan(
     else:
         cands.sort(key=lambda c: (c.bound, c.layout.gpus, c.layout.describe()))
 
-    budget = config.time_limit_s
-    spent = 0.0
     best: _Incumbent | None = None
     interrupted = False
     before = len(entries)  # the loop appends exactly one entry per candidate
     try:
         for k, cand in enumerate(cands):
-            elapsed = spent if config.deterministic else time.monotonic() - start
-            remaining = budget - elapsed
             if best is not None and _cannot_beat(cand, best, objective):
                 reason = (
                     f"bound {cand.bound / TIME_SCALE:.6g} s cannot beat the plan's "
@@ -356,15 +355,15 @@ def solve_plan(
                     else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}"
                 )
                 entries.append(_entry(cand, "pruned", reason))
-            elif remaining <= 0:
+            elif budget.expired():
                 entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
             else:
                 # No single layout may take the whole budget: later ones still need a chance.
-                share = remaining if k == len(cands) - 1 else max(1.0, remaining / 3)
-                status, split, counts, value, bound, used = solve_layout(
-                    cand.tables, objective, config, min(remaining, share)
+                last = k == len(cands) - 1
+                seconds = budget.share(1.0 if last else LAYOUT_SHARE, at_least=MIN_LAYOUT_S)
+                status, split, counts, value, bound = solve_layout(
+                    cand.tables, objective, config, budget, seconds
                 )
-                spent += used
                 if status == "infeasible":
                     entries.append(
                         _entry(cand, "infeasible", "CP-SAT proved no split fits memory")
@@ -395,8 +394,7 @@ def solve_plan(
         interrupted = True
         for cand in cands[len(entries) - before :]:
             entries.append(_entry(cand, "unresolved", "interrupted"))
-    wall = time.monotonic() - start
-    plan = _assemble(model, cluster, workload, config, space, entries, best, wall, interrupted)
+    plan = _assemble(model, cluster, workload, config, space, entries, best, budget, interrupted)
     return plan if loads is None else with_loads(plan, model, cluster, workload, loads)
 
 
@@ -496,7 +494,7 @@ def _assemble(
     space: LayoutSpace,
     entries: list[SearchEntry],
     best: _Incumbent | None,
-    wall: float,
+    budget: Budget,
     interrupted: bool = False,
 ) -> Plan:
     objective = config.objective
@@ -528,7 +526,9 @@ def _assemble(
         objective=objective,
         ortools_version=version("ortools"),
         placer_version=version("placer"),
-        wall_time_s=round(wall, 3),
+        wall_time_s=round(budget.elapsed(), 3),
+        deterministic_time_s=round(budget.deterministic_used, 3),
+        wall_clock_stop=budget.wall_clock_stop,
         extra_params=dict(config.extra_params),
         interrupted=interrupted,
         max_gpus=config.max_gpus,
@@ -542,11 +542,12 @@ def _assemble(
     )
     unit = "GPUs" if objective == "gpus" else "s"
     if best is None:
-        proven = all(e.status == "infeasible" for e in entries)
-        # Explaining gets what is left of the time limit, and at least a second.
-        deadline = time.monotonic() + max(1.0, config.time_limit_s - wall)
+        # Infeasible only with a proof for every layout: a search the time limit cut short
+        # (layouts never enumerated or never solved) proves nothing, and is "unknown".
+        proven = space.complete and all(e.status == "infeasible" for e in entries)
+        # Explaining gets what is left of the time limit.
         why = (
-            explain_infeasible(model, cluster, workload, config, entries, deadline)
+            explain_infeasible(model, cluster, workload, config, entries, budget)
             if proven
             else None
         )

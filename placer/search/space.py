@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
+from placer.budget import Budget
 from placer.cluster import ClusterSpec
 from placer.layout import Layout
 from placer.model import ModelSpec
@@ -24,7 +24,7 @@ class LayoutSpace:
     legal: tuple[Layout, ...]
     candidates: int
     rejected: dict[str, int]
-    complete: bool = True  # False when the deadline stopped the enumeration
+    complete: bool = True  # False when the time limit stopped the enumeration
 
 
 def enumerate_layouts(
@@ -33,7 +33,7 @@ def enumerate_layouts(
     profile: RulesProfile,
     max_gpus: int | None = None,
     only_gpus: int | None = None,
-    deadline: float | None = None,
+    budget: Budget | None = None,
 ) -> LayoutSpace:
     """Every (tp, pp, ep, etp, dp_attn) on 1..N GPUs that the profile accepts.
 
@@ -48,7 +48,7 @@ def enumerate_layouts(
     candidates = 0
     counts = range(1, limit + 1) if only_gpus is None else [only_gpus]
     for gpus in counts:
-        if deadline is not None and time.monotonic() > deadline:
+        if budget is not None and budget.expired():
             return LayoutSpace(
                 legal=tuple(legal), candidates=candidates, rejected=rejected, complete=False
             )

@@ -13,6 +13,7 @@ import numpy as np
 
 from placer.cluster import ClusterSpec
 from placer.cost import CostTables, cost_tables, steps
+from placer.exceptions import InvalidInputError, LayoutError
 from placer.layout import Layout
 from placer.ledger import (
     activation_bytes,
@@ -22,6 +23,7 @@ from placer.ledger import (
     expert_bytes,
     layer_bytes,
 )
+from placer.limits import MAX_ENTRY_NS
 from placer.model import ModelSpec
 from placer.workload import Workload
 
@@ -51,13 +53,18 @@ class LayoutTables:
     handoff: np.ndarray  # (pp,) ns, send to the next stage
 
 
-#: Largest time entry, in ns (about 13 days). Only absurd hardware figures reach it; the cap
-#: keeps sums of entries inside CP-SAT's 2^62 domain limit.
-MAX_ENTRY_NS = 2**50
-
-
 def _ns(values: np.ndarray) -> np.ndarray:
-    return np.minimum(np.ceil(np.asarray(values) * TIME_SCALE), MAX_ENTRY_NS).astype(np.int64)
+    """Seconds as integer nanoseconds, rounded up. An entry past :data:`MAX_ENTRY_NS` (only
+    absurd hardware rates or workloads reach it) is refused rather than capped: a capped
+    time would be a wrong estimate the solver optimises and the verifier agrees with."""
+    ns = np.ceil(np.asarray(values, dtype=np.float64) * TIME_SCALE)
+    if ns.size and not ns.max() <= MAX_ENTRY_NS:
+        raise InvalidInputError(
+            f"one layer's estimated time ({ns.max() / TIME_SCALE:.3g} s) exceeds the "
+            f"{MAX_ENTRY_NS / TIME_SCALE:.3g} s placer models; check the hardware's rates "
+            "and the workload's batch and context"
+        )
+    return ns.astype(np.int64)
 
 
 def objective_step(workload: Workload, layout: Layout, objective: str) -> str:
@@ -79,7 +86,17 @@ def build_tables(
 ) -> LayoutTables:
     """Tabulate ``layout`` (see :class:`LayoutTables`); ``with_costs=False`` leaves the time
     tables zero, for memory-only feasibility checks (:func:`add_costs` fills them later).
-    ``cache`` shares per-degree results between the layouts of one search."""
+    ``cache`` shares per-degree results between the layouts of one search.
+
+    Raises
+    ------
+    LayoutError
+        When the layout needs more GPUs than the cluster has.
+    """
+    if layout.gpus > cluster.num_gpus:
+        raise LayoutError(
+            f"{layout.describe()} needs {layout.gpus} GPUs, the cluster has {cluster.num_gpus}"
+        )
     n = model.num_layers
     ekey = ("expert_bytes", layout.expert_tp)
     if cache is not None and ekey in cache:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from placer.budget import Budget
 from placer.cluster import ClusterSpec
 from placer.layout import Layout
+from placer.limits import MAX_BATCH
 from placer.model import ModelSpec
 from placer.serving.probe import LayoutProbe, Point
 from placer.serving.record import Leaf, ServingEntry
@@ -38,7 +39,7 @@ from placer.serving.timing import (
     tpot_ns,
     ttft_ns,
 )
-from placer.workload import MAX_BATCH, Workload
+from placer.workload import Workload
 
 #: Relative slack under which two tokens/s figures count as equal (float noise only).
 TIE = 1e-12
