@@ -1231,6 +1231,7 @@ def export_cmd(
     """
     from pathlib import Path
 
+    from placer.engine_facts import release
     from placer.export import export_plan
     from placer.verify import read_verified_plan
 
@@ -1240,6 +1241,7 @@ def export_cmd(
         )
     if out_dir is not None and not Path(out_dir).is_dir():
         raise InvalidInputError("the output folder does not exist", source=out_dir)
+    release(engine, engine_version)  # an unknown release is a usage error, before any work
     # Nothing is exported from a plan that does not verify (exit 5 names the failed check).
     plan = read_verified_plan(plan_path)
     exp = export_plan(

@@ -280,11 +280,11 @@ def test_forged_optimum_relabelled_infeasible(monkeypatch: pytest.MonkeyPatch) -
     optimum = ORIGINAL["objective"]["value_units"]
     honest = search_solve.solve_layout
 
-    def lying(t, objective, config, limit):  # type: ignore[no-untyped-def]
+    def lying(t, objective, config, budget, seconds):  # type: ignore[no-untyped-def]
         # Every layout that reaches the optimum (there may be ties) is declared infeasible.
-        answer = honest(t, objective, config, limit)
+        answer = honest(t, objective, config, budget, seconds)
         if answer[3] is not None and answer[3] <= optimum:
-            return "infeasible", None, None, None, None, 0.0
+            return "infeasible", None, None, None, None
         return answer
 
     monkeypatch.setattr(search_solve, "solve_layout", lying)
