@@ -1,6 +1,6 @@
 """Derive the block list (weights, sharding rule, FLOPs) from a :class:`ModelSpec`.
 
-Sharding rules follow what vLLM and SGLang do at inference (DESIGN.md, memory
+Sharding rules follow what vLLM and SGLang do at inference (docs/design.md, memory
 ledger): column/row-parallel projections split over TP; key/value projections
 split by KV head and replicate when TP exceeds the KV heads (vLLM
 ``QKVParallelLinear``); MLA down-projections (``q_a_proj``,

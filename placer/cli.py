@@ -1,6 +1,6 @@
 """The ``placer`` command: a thin shell over the library.
 
-Exit codes (DESIGN.md): 0 success, 2 bad input or usage, 3 infeasible (or a
+Exit codes (docs/design.md): 0 success, 2 bad input or usage, 3 infeasible (or a
 layout that violates a constraint), 4 no plan within the time limit, 5
 verification failed. Errors print one line on stderr, never a traceback.
 """

@@ -6,7 +6,7 @@ documented exit code by :mod:`placer.cli`; library callers catch the classes.
 
 from __future__ import annotations
 
-#: Exit codes shared by every command (DESIGN.md).
+#: Exit codes shared by every command (docs/design.md).
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_INFEASIBLE = 3

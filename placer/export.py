@@ -9,7 +9,7 @@ on the nodes the plan uses. A plan an engine cannot run as planned raises
 slots, ...); a plan it can run with a difference the plan did not assume (a
 default expert placement, a different GPU order) exports with a note saying so.
 
-How placer's layout maps onto each engine (ENGINE_RULES.md, section 6):
+How placer's layout maps onto each engine (docs/engine-rules.md):
 
 - placer: a stage of ``tp x dp_attn`` GPUs; attention TP ``tp`` in ``dp_attn``
   groups; experts over ``ep`` ranks of ``etp`` GPUs, ``edp`` copies.
@@ -364,12 +364,12 @@ def _check_fp8_block(c: _Ctx, engine: str, per_rank: int, source: str) -> None:
 def _common_notes(c: _Ctx) -> None:
     model, workload = c.specs.model, c.specs.workload
     if workload.kv_dtype == "fp32":
-        raise ExportError("the engines take no fp32 KV cache (ENGINE_RULES lists none)")
+        raise ExportError("the engines take no fp32 KV cache (docs/engine-rules.md lists none)")
     w = workload.weight_dtype
     if w is not None and w != model.dtype:
         c.notes.append(
             f"The plan assumes {w} weights but the checkpoint is {model.dtype}: serve a {w} "
-            "checkpoint (no quantization flag is emitted: ENGINE_RULES lists none)."
+            "checkpoint (no quantization flag is emitted: docs/engine-rules.md lists none)."
         )
     ex = workload.expert_dtype
     if ex is not None and ex != model.expert_dtype and ex != w:

@@ -1,6 +1,6 @@
 """The memory ledger: exact bytes on every GPU for a layout (numpy, no solver).
 
-Rules (DESIGN.md, "Memory ledger"), applied block by block (see :mod:`placer.blocks`):
+Rules (docs/design.md, "Memory ledger"), applied block by block (see :mod:`placer.blocks`):
 
 - ``tp`` blocks (attention projections, dense MLP, shared experts, Mamba): 1/tp each,
   rounded up. Attention-DP groups each hold their own copy.

@@ -1,7 +1,7 @@
 """Engine rules profiles as data, and the check of a layout against one.
 
 Each profile says which degree combinations an engine accepts. The rules and
-their sources are listed in the project's engine notes (ENGINE_RULES.md, drawn
+their sources are listed in the project's engine notes (docs/engine-rules.md, drawn
 from vLLM ``vllm/config/parallel.py``, ``fused_moe/config.py``; SGLang
 ``server_args.py``, ``parallel_state.py``; Megatron-Core ``parallel_state.py``,
 ``arguments.py``). Paraphrased here:
