@@ -69,6 +69,20 @@ class PlanLayout(Frozen):
         default=0, description="Extra expert slots per MoE layer."
     )
 
+    @classmethod
+    def of(cls, layout: Layout, layers_per_stage: tuple[int, ...]) -> PlanLayout:
+        """The record of ``layout`` with the split ``layers_per_stage``."""
+        return cls(
+            tp=layout.tp,
+            pp=layout.pp,
+            ep=layout.ep,
+            etp=layout.expert_tp,
+            dp_attn=layout.dp_attn,
+            gpus_used=layout.gpus,
+            layers_per_stage=layers_per_stage,
+            redundant_experts=layout.redundant_experts,
+        )
+
     def to_layout(self) -> Layout:
         """The :class:`~placer.layout.Layout` these degrees and this split describe."""
         return Layout(

@@ -580,16 +580,7 @@ def _assemble(
     constraints = list(ev.constraints) + placement_constraints(best.cand.tables, best.counts)
     return Plan(
         status=status,
-        layout=PlanLayout(
-            tp=lay.tp,
-            pp=lay.pp,
-            ep=lay.ep,
-            etp=lay.expert_tp,
-            dp_attn=lay.dp_attn,
-            gpus_used=lay.gpus,
-            layers_per_stage=best.split,
-            redundant_experts=lay.redundant_experts,
-        ),
+        layout=PlanLayout.of(lay, best.split),
         objective=ObjectiveRecord(
             name=objective,
             unit=unit,

@@ -404,16 +404,7 @@ def _assemble(
     )
     return Plan(
         status="optimal" if optimal else "feasible",
-        layout=PlanLayout(
-            tp=lay.tp,
-            pp=lay.pp,
-            ep=lay.ep,
-            etp=lay.expert_tp,
-            dp_attn=lay.dp_attn,
-            gpus_used=lay.gpus,
-            layers_per_stage=p.split,
-            redundant_experts=lay.redundant_experts,
-        ),
+        layout=PlanLayout.of(lay, p.split),
         objective=ObjectiveRecord(
             name=objective,
             unit=unit,
