@@ -8,11 +8,14 @@ The public API, re-exported here (PyVRP style):
 - search: :func:`solve` -> :class:`Plan`, :func:`verify` -> :class:`VerifyReport`,
   :class:`SolveConfig`; serving: :func:`frontier` (docs/serving.md).
 
-``solve`` and ``frontier`` are imported on first use so that ``placer.verify`` never loads
-OR-Tools.
+``solve`` and ``frontier`` import the solver on first use, so that ``placer.verify`` never
+loads OR-Tools.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from placer.cluster import ClusterSpec, GPUType, Link
 from placer.config import SolveConfig
@@ -34,6 +37,12 @@ from placer.plan import Plan
 from placer.rules import PROFILES, RulesProfile, get_profile
 from placer.verify import VerifyReport, load_plan, verify
 from placer.workload import Workload
+
+if TYPE_CHECKING:
+    from placer.balance.loads import LoadStats
+    from placer.budget import Budget
+    from placer.calibration import Calibration
+    from placer.serving.frontier import Frontier
 
 __version__ = "0.1.0"
 
@@ -75,13 +84,38 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "solve":
-        from placer.search.solve import solve
+def solve(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload | None = None,
+    config: SolveConfig | None = None,
+    *,
+    progress: Callable[[int, int, int | None, int | None], None] | None = None,
+    loads: LoadStats | None = None,
+    calibration: Calibration | None = None,
+    budget: Budget | None = None,
+) -> Plan:
+    """The best layout and placement of ``model`` on ``cluster`` for ``workload``, with its
+    certificate (:class:`Plan`); with latency targets in the workload, the serving search.
 
-        return solve
-    if name == "frontier":
-        from placer.serving.frontier import frontier
+    ``progress`` is called after each layout with (layouts done, total, incumbent ns, bound
+    ns); ``loads`` are expert-load statistics; ``calibration`` prices the estimates (default:
+    the shipped one); ``budget`` is the call's clock (default: from ``config``). OR-Tools is
+    imported here, on first use, so that :func:`verify` never loads it.
+    """
+    from placer.search.solve import solve as search
 
-        return frontier
-    raise AttributeError(f"module 'placer' has no attribute {name!r}")
+    return search(model, cluster, workload, config, progress, loads, calibration, budget)
+
+
+def frontier(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    config: SolveConfig | None = None,
+) -> Frontier:
+    """The non-dominated (tokens/s per user, tokens/s per GPU) deployments of ``model`` on
+    ``cluster`` within the workload's targets (docs/serving.md); OR-Tools loads on first use."""
+    from placer.serving.frontier import frontier as search
+
+    return search(model, cluster, workload, config)

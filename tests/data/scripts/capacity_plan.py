@@ -1,0 +1,32 @@
+"""A short capacity-planning script written against placer's public API only; the tests run
+it and type-check it with ``mypy --strict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import placer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def best_step_per_gpu_count(counts: list[int]) -> dict[int, tuple[str, float | None]]:
+    """Status and step time of the seed's toy model on each count of its GPUs."""
+    model = placer.load_model(ROOT / "models" / "seed-moe-8x4.json")
+    workload = placer.load_workload(ROOT / "instances" / "workloads" / "seed.json")
+    config = placer.SolveConfig(deterministic=True, time_limit_s=30.0)
+    hardware = ROOT / "instances" / "hardware" / "seed-16x32gb.json"
+    out: dict[int, tuple[str, float | None]] = {}
+    for gpus in counts:
+        cluster = placer.load_cluster(hardware, gpus=gpus)
+        plan: placer.Plan = placer.solve(model, cluster, workload, config)
+        report: placer.VerifyReport = placer.verify(plan)
+        if not report.ok:
+            raise SystemExit(f"{gpus} GPUs: plan does not verify: {report.violations}")
+        out[gpus] = (plan.status, plan.objective.value)
+    return out
+
+
+if __name__ == "__main__":
+    for gpus, (status, step) in best_step_per_gpu_count([4, 8, 16]).items():
+        print(gpus, status, step)
