@@ -819,7 +819,13 @@ def calibrate_cmd(measurements_path: str, output_path: str) -> None:
     default=None,
     help="Check the plan was made with this load file.",
 )
-# A --calibration FILE option joins these when plans record a calibration input.
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check the plan was priced with this calibration file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
 def verify_cmd(
@@ -830,6 +836,7 @@ def verify_cmd(
     nodes: int | None,
     workload_path: str | None,
     loads_path: str | None,
+    calibration_path: str | None,
     as_json: bool,
 ) -> None:
     """Re-check PLAN from the plan and its inputs alone (no solver).
@@ -853,6 +860,8 @@ def verify_cmd(
 
         stats = load_loads(loads_path)
         given["loads"] = dict(zip(stats.layers, stats.array(), strict=True))
+    if calibration_path:
+        given["calibration"] = load_calibration(calibration_path)
     report = verify(plan, given)
     if as_json:
         click.echo(report.model_dump_json(indent=2))

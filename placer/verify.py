@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from placer._base import Frozen
-from placer.calibration import Calibration, use_calibration
+from placer.calibration import Calibration, default_calibration, use_calibration
 from placer.cluster import ClusterSpec
 from placer.collectives import use_engine
 from placer.cost import estimate
@@ -166,13 +166,23 @@ class _Findings:
 def compare_inputs(plan: Plan, files: dict[str, Any]) -> list[str]:
     """Differences between the plan's input copies and the given inputs, by content.
 
-    ``files`` maps ``model``, ``cluster`` and ``workload`` to specs, and ``loads`` to the
-    loads by layer; the path a file was given by is not part of its content.
+    ``files`` maps ``model``, ``cluster``, ``workload`` and ``calibration`` to specs, and
+    ``loads`` to the loads by layer; the path a file was given by is not part of its content.
     """
     out = []
     copies = {"model": plan.inputs.model, "cluster": plan.inputs.cluster}
     copies["workload"] = plan.inputs.workload
     for name, spec in files.items():
+        if name == "calibration":
+            # A plan from before calibrations were recorded was priced with the default.
+            stored_cal = plan.inputs.calibration
+            if stored_cal is None:
+                stored_cal = default_calibration().model_dump(mode="json")
+            if digest(spec.model_dump(mode="json")) != digest(stored_cal):
+                out.append(
+                    "input hash differs: calibration (the given file is not the plan's input)"
+                )
+            continue
         if name == "loads":
             given = {str(k): [float(x) for x in v] for k, v in spec.items()}
             stored = (

@@ -453,3 +453,17 @@ def test_loads_option_compares_the_load_file(tmp_path: Path) -> None:
     res = run_cli("verify", str(out), "--loads", str(loads / "olmoe-c4.json"))
     assert res.exit_code == 5
     assert "input hash differs: loads" in res.stdout
+
+
+def test_verify_compares_a_given_calibration_by_content(tmp_path: Path) -> None:
+    """--calibration: the plan's own calibration passes; another one exits 5 naming it."""
+    shipped = ROOT / "placer" / "data" / "calibration.json"
+    same = run_cli("verify", str(PLAN), "--calibration", str(shipped))
+    assert same.exit_code == 0, same.stdout
+    other = json.loads(shipped.read_text(encoding="utf-8"))
+    other["name"] = str(other.get("name", "")) + " (edited)"
+    edited = tmp_path / "calibration.json"
+    edited.write_text(json.dumps(other), encoding="utf-8")
+    res = run_cli("verify", str(PLAN), "--calibration", str(edited))
+    assert res.exit_code == 5
+    assert "input hash differs: calibration" in res.stdout
