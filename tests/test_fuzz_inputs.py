@@ -952,6 +952,103 @@ def test_cli_options_exit_cleanly(tmp_path: Path, run: tuple[str, str, str]) -> 
     tally(check_cli_option(run, tmp_path))
 
 
+# ------------------------------------------------------------------ property: balance options
+
+#: Options of ``placer balance`` that take a value.
+BALANCE_OPTIONS = ("--gpus", "--nodes", "--slots", "--groups", "--workers", "--time-limit",
+                   "--seed")  # fmt: skip
+BALANCE_LOADS = S.ROOT / "instances" / "loads" / "mixtral-c4.json"
+
+
+@st.composite
+def balance_runs(draw: st.DrawFn) -> tuple[str, str]:
+    """(option, value as typed) of ``placer balance``: any magnitude as text, or odd text."""
+    option = draw(st.sampled_from(BALANCE_OPTIONS))
+    number = draw(S.magnitudes())
+    text = draw(st.one_of(st.just(str(number)), st.just(repr(number)),
+                          st.sampled_from(ODD_OPTION_TEXT)))
+    return option, text
+
+
+def check_balance_option(run: tuple[str, str], folder: Path) -> str:
+    """``placer balance LOADS --gpus 4 OPTION=VALUE``: exit 0 or 2, no traceback, one line on
+    exit 2; deterministic time keeps a drawn run short on any machine."""
+    option, value = run
+    log(f"balance {option}={value!r}")
+    args = ["balance", str(BALANCE_LOADS), "--quiet", "--deterministic"]
+    if option != "--gpus":
+        args += ["--gpus", "4"]
+    if option != "--time-limit":
+        args += ["--time-limit", str(OPTION_TIME_LIMIT)]
+    result = invoke(*args, f"{option}={value}")
+    assert_clean_exit(result, {0, 2})
+    return f"exit {result.exit_code}"
+
+
+@examples(20)
+@given(balance_runs())
+def test_balance_options_exit_cleanly(tmp_path: Path, run: tuple[str, str]) -> None:
+    """Any value of any balance option: exit 0 or 2 with one error line, never a traceback."""
+    tally(check_balance_option(run, tmp_path))
+
+
+# ------------------------------------------------------------------ property: plan files
+
+#: A plan as ``placer solve`` wrote it (the tamper table's starting point, docs/certificate.md).
+STORED_PLAN = S.ROOT / "tests" / "data" / "plans" / "seed-toy-8gpus.plan.json"
+
+
+def _plan_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every field of a plan (first and last item of each list) as a path of keys."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _plan_paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i in sorted({0, len(value) - 1}) if value else []:
+            out += _plan_paths(value[i], (*prefix, i))
+    return out
+
+
+_PLAN = json.loads(STORED_PLAN.read_text(encoding="utf-8"))
+PLAN_FIELDS = [p for p in _plan_paths(_PLAN) if p]
+
+
+@st.composite
+def plan_mutations(draw: st.DrawFn) -> tuple[tuple[Any, ...], Any, bool]:
+    """(field, new value, delete instead): any magnitude, type or shape."""
+    where = draw(st.sampled_from(PLAN_FIELDS))
+    value = draw(st.one_of(S.magnitudes(), st.booleans(), st.none(), st.text(max_size=4),
+                           st.lists(st.integers(-3, 40), max_size=3), st.just({})))
+    return where, value, draw(st.booleans())
+
+
+def check_plan_mutation(run: tuple[tuple[Any, ...], Any, bool], folder: Path) -> str:
+    """``placer verify`` and ``placer export`` on a mutated plan: verify exits 0, 2 or 5;
+    export exits 0 only when verify does, never a traceback."""
+    where, value, delete = run
+    log(f"plan {where} {'deleted' if delete else repr(value)[:60]}")
+    plan: Any = json.loads(STORED_PLAN.read_text(encoding="utf-8"))
+    parent = plan
+    for key in where[:-1]:
+        parent = parent[key]
+    if delete and isinstance(parent, dict):
+        del parent[where[-1]]
+    else:
+        parent[where[-1]] = value
+    path = folder / "plan.json"
+    try:
+        path.write_text(json.dumps(plan), encoding="utf-8")
+    except ValueError:  # a float json cannot write (nan stays writable): nothing to check
+        return "not writable"
+    checked = invoke("verify", str(path))
+    assert_clean_exit(checked, {0, 2, 5})
+    exported = invoke("export", str(path), "--engine", "vllm")
+    assert_clean_exit(exported, {0, 2, 5})
+    assert exported.exit_code != 0 or checked.exit_code == 0, "exported a plan that fails verify"
+    return f"verify {checked.exit_code}, export {exported.exit_code}"
+
+
 def _inspect_drawn(x: tuple[S.Case, bytes, bool], folder: Path) -> str:
     return check_cli_inspect(x[0], x[1], x[2], folder)
 
@@ -976,5 +1073,7 @@ PROPERTIES: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any, Path], str], 
     "solve-vs-brute-force": (S.solve_instances(), _solve_drawn, 0.08),
     "cli-solve-verify": (S.solve_instances(), check_cli_solve_verify, 0.02),
     "cli-options": (option_runs(), check_cli_option, 0.05),
+    "balance-options": (balance_runs(), check_balance_option, 0.02),
+    "plan-mutations": (plan_mutations(), check_plan_mutation, 0.03),
 }
 
