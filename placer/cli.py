@@ -33,6 +33,7 @@ from placer.exceptions import (
 from placer.inspect import ModelReport, inspect_model
 from placer.io import check_output, one_line, validate_options, write_atomic
 from placer.layout import Layout
+from placer.limits import MAX_PROCESSES, MAX_SEED
 from placer.load import load_cluster, load_model, load_workload
 from placer.rules import PROFILES
 
@@ -947,8 +948,10 @@ def sweep_cmd(
         if not output.endswith((".csv", ".json")):
             raise InvalidInputError("the output must end in .csv or .json", source=output)
         check_output(output, [spec_path])
-    if workers is not None and workers <= 0:
-        raise InvalidInputError(f"must be positive, got {workers}", field="--workers")
+    if workers is not None and not 0 < workers <= MAX_PROCESSES:
+        raise InvalidInputError(
+            f"must be from 1 to {MAX_PROCESSES}, got {workers}", field="--workers"
+        )
     spec, models, clusters, workloads, counts = load_sweep(spec_path)
     calibration = load_calibration(calibration_path) if calibration_path else None
     config = SolveConfig(objective=spec.objective, time_limit_s=spec.time_limit, seed=spec.seed)
@@ -1630,11 +1633,13 @@ def balance_cmd(
     """Replicate and place experts of LOADS on --gpus GPUs to even out load, with the lower
     bound and gap of every layer (see docs/balance.md)."""
     from placer.balance.loads import load_loads
-    from placer.balance.solve import MAX_SEED, MAX_TIME_LIMIT_S, balance
+    from placer.balance.solve import MAX_TIME_LIMIT_S, balance
 
     n_workers = _whole_number(workers, "--workers")
-    if n_workers <= 0:
-        raise InvalidInputError(f"must be positive, got {n_workers}", field="--workers")
+    if not 0 < n_workers <= MAX_PROCESSES:
+        raise InvalidInputError(
+            f"must be from 1 to {MAX_PROCESSES}, got {n_workers}", field="--workers"
+        )
     try:
         time_limit = float(balance_time_limit)
     except ValueError:

@@ -58,6 +58,9 @@ MAX_SEED = 2**31 - 1
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 #: CP-SAT search workers.
 MAX_WORKERS = 1024
+#: Local worker processes (balance layers, sweep cases): each costs about 90 MB, and more
+#: processes than cores only cost memory; thousands of them exhaust a machine.
+MAX_PROCESSES = 64
 
 #: Cases of one sweep (models x hardware x GPU counts x workloads x profiles).
 MAX_SWEEP_CASES = 100_000

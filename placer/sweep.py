@@ -29,7 +29,7 @@ from placer.cluster import MAX_GPUS, ClusterSpec
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError, PlacerError
 from placer.io import one_line, read_json, write_atomic
-from placer.limits import MAX_SEED, MAX_SWEEP_CASES, MAX_TIME_LIMIT_S
+from placer.limits import MAX_PROCESSES, MAX_SEED, MAX_SWEEP_CASES, MAX_TIME_LIMIT_S
 from placer.model import ModelSpec
 from placer.plan import digest
 from placer.workload import Workload
@@ -317,7 +317,7 @@ def sweep(
     if backend == "ray":
         _run_ray(todo, finish, ray_address)
     elif backend == "local":
-        n = workers or os.cpu_count() or 1
+        n = min(workers or os.cpu_count() or 1, len(todo), MAX_PROCESSES)
         if n == 1 or len(todo) <= 1:
             for i, case in todo:
                 finish(i, run_case(case))

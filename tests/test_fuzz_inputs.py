@@ -1077,3 +1077,16 @@ PROPERTIES: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any, Path], str], 
     "plan-mutations": (plan_mutations(), check_plan_mutation, 0.03),
 }
 
+
+
+@pytest.mark.parametrize("command", ["balance", "sweep"])
+def test_worker_processes_are_bounded(command: str) -> None:
+    """A huge --workers is refused before any process starts (a fuzz run once spawned
+    thousands of balance processes and exhausted the machine's memory)."""
+    if command == "balance":
+        args = ["balance", str(BALANCE_LOADS), "--gpus", "4", "--workers", "100000"]
+    else:
+        args = ["sweep", str(S.ROOT / "instances" / "sweeps" / "tiny.json"), "--workers", "100000"]
+    result = invoke(*args)
+    assert_clean_exit(result, {2})
+    assert "'--workers'" in result.stderr

@@ -36,6 +36,7 @@ from placer.balance.eplb import rebalance_experts
 from placer.balance.loads import LoadStats
 from placer.budget import Budget
 from placer.exceptions import InvalidInputError
+from placer.limits import MAX_PROCESSES
 
 Policy = Literal["global", "node"]
 
@@ -57,8 +58,6 @@ MAX_EXPERTS = 4096
 #: Largest ``--time-limit`` of ``balance``, seconds (a day).
 MAX_TIME_LIMIT_S = 86_400.0
 
-#: Largest CP-SAT random seed (its parameter is a signed 32-bit integer).
-MAX_SEED = 2**31 - 1
 
 #: CP-SAT seconds per layer when no budget says otherwise (deterministic seconds).
 DEFAULT_LAYER_SECONDS = 0.5
@@ -648,7 +647,8 @@ def balance(
     start = time.perf_counter()
     layers = w_all.shape[0]
     in_process = workers <= 1 or layers <= 2
-    parallel = 1 if in_process else min(workers, layers)
+    # Never more processes than MAX_PROCESSES (each costs memory), whatever a caller asks.
+    parallel = 1 if in_process else min(workers, layers, MAX_PROCESSES)
     seconds = (
         layer_seconds
         if layer_seconds is not None
@@ -679,7 +679,7 @@ def balance(
     if in_process:
         results = [_run_job(job, budget) for job in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=parallel) as pool:
             results = list(pool.map(_run_job, jobs, chunksize=1))
         budget.charge(sum(r[3] for r in results))
     rows = [r[0] for r in results]
