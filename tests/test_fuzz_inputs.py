@@ -1090,3 +1090,11 @@ def test_worker_processes_are_bounded(command: str) -> None:
     result = invoke(*args)
     assert_clean_exit(result, {2})
     assert "'--workers'" in result.stderr
+
+
+@pytest.mark.parametrize("duplicates", [[], ["--allow-duplicates"]])
+def test_balance_refuses_more_slots_than_experts_times_gpus(duplicates: list[str]) -> None:
+    """--slots 100 for 8 experts on 4 GPUs (found by the campaign: an IndexError) exits 2."""
+    result = invoke("balance", str(BALANCE_LOADS), "--gpus", "4", "--slots", "100", *duplicates)
+    assert_clean_exit(result, {2})
+    assert "'--slots'" in result.stderr

@@ -644,6 +644,14 @@ def balance(
     check_sizes(experts, gpus, slots)
     slots = slots if slots is not None else experts + (-experts) % gpus
     check_shape(experts, gpus, nodes, slots, groups, policy)
+    if slots > experts * gpus:
+        # Without duplicates a GPU holds at most one copy of an expert, so no map fills more
+        # slots; the replica counts are water-filled under that same cap with duplicates too.
+        raise InvalidInputError(
+            f"{slots} slots exceed {experts} experts x {gpus} GPUs: at most one copy of each "
+            "expert per GPU is counted, so at most experts x GPUs slots can be filled",
+            field="--slots",
+        )
     start = time.perf_counter()
     layers = w_all.shape[0]
     in_process = workers <= 1 or layers <= 2
