@@ -1098,3 +1098,10 @@ def test_balance_refuses_more_slots_than_experts_times_gpus(duplicates: list[str
     result = invoke("balance", str(BALANCE_LOADS), "--gpus", "4", "--slots", "100", *duplicates)
     assert_clean_exit(result, {2})
     assert "'--slots'" in result.stderr
+
+
+def test_balance_on_a_thousand_gpus_does_not_overflow() -> None:
+    """--gpus 1023 (found by the campaign: the exact-scaling lcm overflowed a float)."""
+    result = invoke("balance", str(BALANCE_LOADS), "--gpus", "1023", "--quiet",
+                    "--deterministic", "--time-limit", "2")  # fmt: skip
+    assert_clean_exit(result, {0, 2})

@@ -86,7 +86,8 @@ def _scale(w: np.ndarray, max_count: int) -> tuple[int | float, bool]:
         return 1, True
     lcm = math.lcm(*range(1, max_count + 1))
     whole = bool(np.all(w == np.round(w)))
-    if whole and total * lcm <= MAX_SCALED_TOTAL:
+    # In integers: the lcm of 1..1024 counts has hundreds of digits and overflows a float.
+    if whole and round(total) * lcm <= MAX_SCALED_TOTAL:
         return lcm, True
     return MAX_SCALED_TOTAL / total, False
 
