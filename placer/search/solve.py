@@ -486,6 +486,30 @@ def _global_bound(
     return min(bounds) if bounds else None
 
 
+def solver_record(
+    config: SolveConfig, objective: str, budget: Budget, interrupted: bool = False
+) -> SolverInfo:
+    """What a plan records about its search: seed, workers, limits, versions, the time used
+    and whether the wall clock stopped a deterministic run."""
+    return SolverInfo(
+        seed=config.seed,
+        workers=1 if config.deterministic else config.workers,
+        deterministic=config.deterministic,
+        time_limit_s=config.time_limit_s,
+        relative_gap_limit=config.relative_gap_limit,
+        profile=config.profile,
+        objective=objective,
+        ortools_version=version("ortools"),
+        placer_version=version("placer"),
+        wall_time_s=round(budget.elapsed(), 3),
+        deterministic_time_s=round(budget.deterministic_used, 3),
+        wall_clock_stop=budget.wall_clock_stop,
+        extra_params=dict(config.extra_params),
+        interrupted=interrupted,
+        max_gpus=config.max_gpus,
+    )
+
+
 def _assemble(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -516,23 +540,7 @@ def _assemble(
         entries=tuple(entries),
         complete=space.complete,
     )
-    solver_info = SolverInfo(
-        seed=config.seed,
-        workers=1 if config.deterministic else config.workers,
-        deterministic=config.deterministic,
-        time_limit_s=config.time_limit_s,
-        relative_gap_limit=config.relative_gap_limit,
-        profile=config.profile,
-        objective=objective,
-        ortools_version=version("ortools"),
-        placer_version=version("placer"),
-        wall_time_s=round(budget.elapsed(), 3),
-        deterministic_time_s=round(budget.deterministic_used, 3),
-        wall_clock_stop=budget.wall_clock_stop,
-        extra_params=dict(config.extra_params),
-        interrupted=interrupted,
-        max_gpus=config.max_gpus,
-    )
+    solver_info = solver_record(config, objective, budget, interrupted)
     inputs = plan_inputs(model, cluster, workload)
     # Layouts never enumerated (time ran out) are unknown: no bound can be claimed.
     bound = (

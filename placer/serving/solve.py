@@ -6,7 +6,6 @@ See :mod:`placer.serving.search` for the search and docs/serving.md for the mode
 from __future__ import annotations
 
 import math
-from importlib.metadata import version
 
 from placer.budget import Budget
 from placer.cluster import ClusterSpec
@@ -23,11 +22,10 @@ from placer.plan import (
     PlanInputs,
     PlanLayout,
     SearchRecord,
-    SolverInfo,
     digest,
 )
 from placer.rules import get_profile
-from placer.search.solve import expert_map_from_counts, placement_constraints
+from placer.search.solve import expert_map_from_counts, placement_constraints, solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingEntry, ServingRecord
@@ -289,19 +287,7 @@ def _assemble(
         unresolved=count["unresolved"],
         entries=(),
     )
-    solver_info = SolverInfo(
-        seed=config.seed,
-        workers=1 if config.deterministic else config.workers,
-        deterministic=config.deterministic,
-        time_limit_s=config.time_limit_s,
-        relative_gap_limit=config.relative_gap_limit,
-        profile=config.profile,
-        objective=objective,
-        ortools_version=version("ortools"),
-        placer_version=version("placer"),
-        wall_time_s=round(budget.elapsed(), 3),
-        extra_params=dict(config.extra_params),
-    )
+    solver_info = solver_record(config, objective, budget)
     inputs = serving_inputs(model, cluster, workload)
     unit = "tokens/s/GPU" if objective == "throughput" else "GPUs"
     # Instances larger than the cap were not searched: nothing is proven about them.
