@@ -119,6 +119,11 @@ def use_engine(name: str | None) -> Iterator[None]:
         _ENGINE.reset(token)
 
 
+def active_engine() -> str | None:
+    """The engine profile name in force (see :func:`use_engine`), None outside any."""
+    return _ENGINE.get()
+
+
 def engine_comm(name: str | None) -> EngineComm:
     """The profile named ``name`` (None: the one in force, see :func:`use_engine`); an
     engine without its own profile (e.g. Megatron) is priced as ``generic``."""

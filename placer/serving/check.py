@@ -181,7 +181,7 @@ def _check_plan(
     )
     step = objective_ns(probe.tables(c), split, counts, "throughput")
     pre = objective_ns(probe.prefill_tables, split, counts, "latency")
-    tpot, ttft = tpot_ns(workload, c, step, pre), ttft_ns(workload, step, pre)
+    tpot, ttft = tpot_ns(workload, c, step, pre), ttft_ns(workload, c, step, pre)
     rate = tokens_per_s(workload, c, step, pre)
     for name, mine_s, theirs in (
         ("step", step / NS, s.step_s),

@@ -348,7 +348,7 @@ def _assemble(
     full = lay.model_copy(update={"layers_per_stage": p.split})
     ev = evaluate(model, cluster, wl_c, full, get_profile(config.profile), emap)
     rate = tokens_per_s(workload, c, p.step_ns, p.prefill_ns)
-    ttft = ttft_ns(workload, p.step_ns, p.prefill_ns)
+    ttft = ttft_ns(workload, c, p.step_ns, p.prefill_ns)
     tpot = tpot_ns(workload, c, p.step_ns, p.prefill_ns)
     constraints = list(ev.constraints) + placement_constraints(tables, probe.counts)
     constraints += serving_constraints(workload, k, lay.gpus, n, tpot, ttft, rate)
@@ -486,7 +486,7 @@ def _unreachable(
             continue
         fits_any = True
         best_tpot = min(best_tpot, tpot_ns(workload, 1, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
-        best_ttft = min(best_ttft, ttft_ns(workload, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
+        best_ttft = min(best_ttft, ttft_ns(workload, 1, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
     where = f"every layout of {n} x {gpu}"
     if not fits_any:
         reason = f"no layout holds the model and one request's KV cache on {n} x {gpu}"
