@@ -25,6 +25,11 @@ throughput the batch is split into ``pp`` micro-batches so stages overlap: a
 cycle is ``max(pp x slowest stage, sum of stages)`` and each request gains one
 token per cycle. Costs are tabulated per (layer, stage) so the solver and the
 verifier add up exactly the same numbers.
+
+The parts: :mod:`placer.cost_env` (the step and what a stage is priced with),
+:mod:`placer.cost_layer` (one layer's blocks and collectives), :mod:`placer.cost_tables`
+(the tables and per-stage costs), :mod:`placer.cost_terms` (the fit's roofline terms);
+this module assembles the estimates and re-exports the API.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ integer tables of :mod:`placer.search.tables`, so a calibrated cost model plugs 
 - TTFT(c): a new request waits for the prompts queued ahead of it (a closed loop of ``c``
   clients), the steps of the running batch its prompt's ``ceil(prompt /
   max_batched_tokens)`` chunks ride on, and a fixed wait outside the steps:
-  ``fixed + a x prefill + (steps + chunks) x step(c) + queue x (c - 1) x prefill``, with
-  the calibration's bounded, non-negative TTFT parameters of the engine
+  ``fixed + prefill_factor x prefill + (steps + chunks) x step(c) + queue x (c - 1) x
+  prefill``, with the calibration's bounded, non-negative TTFT parameters of the engine
   (:class:`placer.calibration.TTFTModel`; uncalibrated: ``prefill + (chunks + 1) x
   step(c)``).
 - Output tokens/s of an instance: ``c / TPOT(c)``; per user ``1 / TPOT(c)``.
