@@ -178,3 +178,42 @@ def test_ttft_fit_is_deterministic_bounded_and_closer() -> None:
 
     assert err(a) < err(plain)
 
+
+
+# --- solve and verify under a TTFT model that binds ----------------------------------------
+
+
+def test_serving_solve_agrees_with_brute_force_under_a_binding_ttft_model() -> None:
+    """With a calibration whose TTFT model queues every other client's prompt, the TTFT
+    target (not TPOT or memory) limits the concurrency: the proven plan matches the brute
+    force over every layout, split and concurrency, states the TTFT the formula gives at its
+    concurrency, and passes the independent verifier with the calibration it records."""
+    from placer import load_workload, verify
+    from placer.config import SolveConfig
+    from placer.plan import Plan
+    from placer.search.solve import solve
+    from tests.serving_brute import best_per_layout, meets
+
+    model = load_model(ROOT / "models" / "olmoe-1b-7b-0924.json")
+    cluster = load_cluster(ROOT / "instances" / "hardware" / "dgx-a100-40gb.json", gpus=2)
+    queued = TTFTModel(fixed_ms=5.0, prefill_factor=1.5, steps=4.0, queue=1.0)
+    calib = default_calibration().model_copy(update={"ttft": {"default": queued}})
+    workload = load_workload(
+        None, prompt_len=4000, output_len=1000, ttft_ms=300.0, tpot_ms=1000.0
+    )
+    with use_calibration(calib):
+        plan = solve(model, cluster, workload, SolveConfig(), calibration=calib)
+        per_layout = best_per_layout(model, cluster, workload, 400)
+    again = Plan.model_validate_json(plan.model_dump_json())
+    report = verify(again)
+    assert report.ok, report.violations
+    assert plan.status == "optimal" and plan.objective.gap == 0.0
+    s = plan.serving
+    assert s is not None and meets(workload, s.tpot_s, s.ttft_s)
+    assert s.ttft_s == pytest.approx(
+        ttft_s(workload, s.concurrency, s.step_s, s.prefill_s, queued), rel=1e-6
+    )
+    # The TTFT target binds: one more request per instance would break it.
+    assert ttft_s(workload, s.concurrency + 1, s.step_s, s.prefill_s, queued) > 0.3 * 0.9
+    best = max(rate for rate, _ in per_layout.values())
+    assert s.tokens_per_s_instance == pytest.approx(best, rel=1e-3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from placer.budget import Budget
+from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
@@ -60,11 +61,12 @@ def serving_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -
     m["format"] = "placer"
     c = cluster.model_dump(mode="json")
     w = workload.model_dump(mode="json", exclude={"batch"})
+    # The calibration prices every step and holds the TTFT model: verify must use this one.
+    cal = active_calibration().model_dump(mode="json")
+    copies = {"model": m, "cluster": c, "workload": w, "calibration": cal}
     return PlanInputs(
-        model=m,
-        cluster=c,
-        workload=w,
-        hashes={"model": digest(m), "cluster": digest(c), "workload": digest(w)},
+        **copies,
+        hashes={name: digest(copy) for name, copy in copies.items()},
         sources={"model": model.source, "cluster": cluster.source},
     )
 
