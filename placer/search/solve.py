@@ -32,7 +32,6 @@ from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError, SolverError
 from placer.layout import Layout
-from placer.ledger import ExpertMap
 from placer.limits import check_scale
 from placer.model import ModelSpec
 from placer.plan import (
@@ -62,6 +61,7 @@ from placer.search.tables import (
     memory_lower_bound,
     objective_ns,
 )
+from placer.topology import ExpertMap, contiguous_slots
 from placer.workload import Workload
 
 log = logging.getLogger("placer")
@@ -100,19 +100,11 @@ class _Incumbent:
 
 def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMap:
     """Fill each rank's slots with logical experts contiguously (slot p holds p % E)."""
-    out: ExpertMap = {}
-    for i, slots in enumerate(tables.slots):
-        if slots == 0:
-            continue
-        experts = int(tables.experts[i])
-        ranks = []
-        start = 0
-        for r in range(tables.layout.ep):
-            n = int(counts[i, r])
-            ranks.append(tuple(p % experts for p in range(start, start + n)))
-            start += n
-        out[i] = tuple(ranks)
-    return out
+    return {
+        i: contiguous_slots(int(tables.experts[i]), (int(n) for n in counts[i]))
+        for i, slots in enumerate(tables.slots)
+        if slots != 0
+    }
 
 
 def _layout_entry(
