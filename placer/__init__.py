@@ -28,11 +28,11 @@ from placer.exceptions import (
     PlacerError,
     SolverError,
 )
-from placer.inspect import ModelReport, inspect_model
 from placer.layout import Layout
 from placer.ledger import Ledger, memory_ledger
 from placer.load import load_cluster, load_model, load_workload, model_from_dict
 from placer.model import ModelSpec
+from placer.model_report import ModelReport, inspect_model
 from placer.plan import Plan
 from placer.rules import PROFILES, RulesProfile, get_profile
 from placer.verify import VerifyReport, load_plan, verify

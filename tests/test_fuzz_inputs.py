@@ -50,9 +50,9 @@ from placer.cluster import ClusterSpec
 from placer.collectives import use_engine
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError
-from placer.inspect import inspect_model
 from placer.load import cluster_from_dict, load_cluster, load_model, load_workload, model_from_dict
 from placer.model import ModelSpec
+from placer.model_report import inspect_model
 from placer.rules import get_profile
 from placer.search import fixes
 from placer.search.solve import solve

@@ -7,8 +7,8 @@ import click
 from placer.cli.app import handle_errors, main
 from placer.cli.options import json_option, model_argument
 from placer.cli.render import print_model_report
-from placer.inspect import inspect_model
 from placer.load import load_model
+from placer.model_report import inspect_model
 
 
 @main.command(name="inspect")

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from placer.balance.solve import BalanceResult
     from placer.check import CheckReport
     from placer.evaluate import Evaluation
-    from placer.inspect import ModelReport
     from placer.layout import Layout
+    from placer.model_report import ModelReport
     from placer.plan import Plan
     from placer.search.fewest import FewestGpus
     from placer.serving.frontier import Frontier
