@@ -198,18 +198,6 @@ class Ledger:
         """One column of the breakdown."""
         return self.bytes[:, COLUMNS.index(name)]
 
-    def as_rows(self) -> list[dict[str, int]]:
-        """One dict per GPU: id, stage, each column, used, capacity_bytes, memory_bytes."""
-        rows = []
-        for i, gid in enumerate(self.gpu_ids):
-            row = {"id": int(gid), "stage": int(self.stage[i])}
-            row.update({c: int(self.bytes[i, j]) for j, c in enumerate(COLUMNS)})
-            row["used_bytes"] = int(self.used[i])
-            row["capacity_bytes"] = int(self.capacity[i])
-            row["memory_bytes"] = int(self.memory[i])
-            rows.append(row)
-        return rows
-
 
 def capacity_bytes(memory: np.ndarray, workload: Workload) -> np.ndarray:
     """What placer may plan on each GPU: memory x utilization, rounded down."""

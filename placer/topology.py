@@ -28,11 +28,6 @@ ExpertMap = dict[int, tuple[tuple[int, ...], ...]]
 
 
 # ------------------------------------------------------------------ ranks
-def stage_and_position(rank: int, width: int) -> tuple[int, int]:
-    """(pipeline stage, position inside the stage) of GPU rank ``rank``."""
-    return divmod(rank, width)
-
-
 def ep_rank(position: int, ep: int, etp: int) -> int:
     """Expert-parallel rank of position ``position`` of a stage (placer's numbering)."""
     return (position // etp) % ep
@@ -55,14 +50,6 @@ def contiguous_slots(experts: int, counts: Iterable[int]) -> tuple[tuple[int, ..
         ranks.append(tuple(p % experts for p in range(start, start + n)))
         start += n
     return tuple(ranks)
-
-
-def contiguous_expert_map(
-    experts: int, slots: int, ranks: int, layers: Iterable[int]
-) -> ExpertMap:
-    """The default expert map: balanced slot counts, filled contiguously, for every layer."""
-    row = contiguous_slots(experts, balanced_counts(slots, ranks))
-    return dict.fromkeys(layers, row)
 
 
 # ------------------------------------------------------------------ groups
