@@ -8,7 +8,6 @@ import pytest
 
 import placer
 from placer import Plan, SolveConfig
-from placer.search.fewest import fewest_gpus
 from tests.conftest import INSTANCES, INVALID_INSTANCES, Instance, load_instance
 from tests.helpers import run_cli
 
@@ -50,7 +49,7 @@ def test_fewest_gpus_of_cramped_twin_comes_with_its_proof(tiny_moe_cramped: Inst
     """The minimum is claimed with a verified plan on it and a verified proof on one fewer;
     the plain solve above proves one GPU infeasible, so the minimum is at least two."""
     inst = tiny_moe_cramped
-    found = fewest_gpus(inst.model, inst.cluster, inst.workload, CONFIG)
+    found = placer.min_gpus(inst.model, inst.cluster, inst.workload, CONFIG)
     assert found.proven and found.min_gpus == found.gpus
     assert found.plan.status in ("optimal", "feasible")
     assert found.plan.layout is not None and found.plan.layout.gpus_used <= found.gpus
