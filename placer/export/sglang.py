@@ -31,7 +31,16 @@ from placer.report import (
 
 # ------------------------------------------------------------------ SGLang
 def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
-    lay, model, workload = c.lay, c.specs.model, c.specs.workload
+    _sglang_checks(c)
+    head, flags = _sglang_flags(c)
+    files = _sglang_files(c, flags)
+    command, env = _sglang_commands(c, head, flags)
+    return command, env, files
+
+
+def _sglang_checks(c: _Ctx) -> None:
+    """What SGLang cannot run as planned raises ExportError [S1-S12]."""
+    lay, model = c.lay, c.specs.model
     w, edp = c.width, c.edp
     if c.experts:
         if edp > 1 and not c.rel.expert_dp:
@@ -65,6 +74,11 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             f"has {lay.redundant_experts} redundant slots"
         )
 
+
+def _sglang_flags(c: _Ctx) -> tuple[list[list[object]], list[list[object]]]:
+    """The command head and the flags of every node [S1, S2, S5, S10]."""
+    lay, model, workload = c.lay, c.specs.model, c.specs.workload
+    w = c.width
     head: list[list[object]] = [
         ["python", "-m", "sglang.launch_server"],  # [S1]
         c.flag("--model-path", c.model_ref),  # [S1]
@@ -117,7 +131,14 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         flags.append(c.flag("--kv-cache-dtype", "fp8_e4m3"))  # [S1] (SGLang's name for fp8)
     if lay.redundant_experts:
         flags.append(c.flag("--ep-num-redundant-experts", lay.redundant_experts))  # [S1]
+    return head, flags
 
+
+def _sglang_files(c: _Ctx, flags: list[list[object]]) -> dict[str, str]:
+    """The expert-location file (and its flag) when the plan's map is not the default [S7]."""
+    lay, model = c.lay, c.specs.model
+    arch = c.arch
+    takes_map = arch is not None and c.rel.architectures[arch].expert_map
     files: dict[str, str] = {}
     if c.experts and c.plan.expert_map and not _is_default_map(c):
         if arch is not None and not takes_map:
@@ -147,6 +168,14 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             "TP-split dense weights. Check the start-up log for the fused count."
         )
 
+    return files
+
+
+def _sglang_commands(
+    c: _Ctx, head: list[list[object]], flags: list[list[object]]
+) -> tuple[str, dict[str, str]]:
+    """The environment and one command, or one per node [S1, S8, S10]."""
+    lay, model = c.lay, c.specs.model
     env: dict[str, str] = {}
     if lay.pp > 1:
         if tuple(lay.layers_per_stage) != sglang_default_split(model.num_layers, lay.pp):
@@ -179,7 +208,7 @@ def _sglang(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             f"runs {c.gpus // nodes} GPUs on each of {nodes} nodes (GPU order stage by stage "
             "assumed)",
         )
-    return "\n\n".join(commands), env, files
+    return "\n\n".join(commands), env
 
 
 def _sglang_map_file(c: _Ctx, files: dict[str, str], flags: list[list[object]]) -> None:

@@ -47,7 +47,15 @@ def _yaml(data: dict[str, Any], indent: int = 0) -> list[str]:
 
 
 def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
-    lay, model, workload = c.lay, c.specs.model, c.specs.workload
+    _trtllm_checks(c)
+    head, flags, frac = _trtllm_flags(c)
+    files = {TRTLLM_CONFIG_FILE: "\n".join(_yaml(_trtllm_config(c, frac))) + "\n"}
+    return _trtllm_command(c, head, flags), {}, files
+
+
+def _trtllm_checks(c: _Ctx) -> None:
+    """What TensorRT-LLM cannot run as planned raises ExportError [T1, T3]."""
+    lay = c.lay
     w = c.width
     attention_dp = lay.dp_attn > 1
     if attention_dp and lay.tp != 1:
@@ -63,6 +71,11 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         )
     _check_attention(c, "TensorRT-LLM", 1 if attention_dp else lay.tp, "[T3]", "[T3]")
 
+
+def _trtllm_flags(c: _Ctx) -> tuple[list[list[object]], list[list[object]], float]:
+    """The command head, its flags and the KV memory fraction [T5]."""
+    lay, workload = c.lay, c.specs.workload
+    w = c.width
     keys = c.rel.trtllm
     assert keys is not None, f"{c.rel.label} records no TensorRT-LLM YAML keys"
     head: list[list[object]] = [["trtllm-serve", c.model_ref]]  # [T5]
@@ -87,7 +100,15 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         "planned but KV) on the tightest GPU, rounded down (section 5)."
     )
     flags.append(c.flag("--config", TRTLLM_CONFIG_FILE))  # [T5] alias --extra_llm_api_options
+    return head, flags, frac
 
+
+def _trtllm_config(c: _Ctx, frac: float) -> dict[str, Any]:
+    """The ``--config`` YAML as a mapping [T2, T4, T7]."""
+    lay, model, workload = c.lay, c.specs.model, c.specs.workload
+    attention_dp = lay.dp_attn > 1
+    keys = c.rel.trtllm
+    assert keys is not None
     # Every key below is a field of the release's llm_args.py (placer/engine_facts.json,
     # checked by tests/test_export.py).
     extra: dict[str, Any] = {
@@ -142,9 +163,12 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
                 "(static, layer_updates_per_iter 0) [T7]; moe_config.backend is left at the "
                 "release's default (AUTO), which chooses the MoE backend for the GPU and EP size."
             )
-    yaml_lines = _yaml(extra)
-    files = {TRTLLM_CONFIG_FILE: "\n".join(yaml_lines) + "\n"}
+    return extra
 
+
+def _trtllm_command(c: _Ctx, head: list[list[object]], flags: list[list[object]]) -> str:
+    """One command, or one srun line over every node (section 3) [T5]."""
+    w = c.width
     counts = c.counts
     if len(counts) == 1:
         command = _args(head + flags)
@@ -176,4 +200,4 @@ def _trtllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         True,
         "numbers EP ranks tp_rank % moe_ep [T1] (expert-TP groups strided)",
     )
-    return command, {}, files
+    return command

@@ -23,7 +23,14 @@ from placer.export.common import (
 
 # ------------------------------------------------------------------ vLLM
 def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
-    lay, model, workload = c.lay, c.specs.model, c.specs.workload
+    _vllm_checks(c)
+    head, flags, env = _vllm_flags(c)
+    return "\n\n".join(_vllm_commands(c, head, flags)), env, {}
+
+
+def _vllm_checks(c: _Ctx) -> None:
+    """What vLLM cannot run as planned raises ExportError [V1-V8]."""
+    lay, model = c.lay, c.specs.model
     w = c.width
     if c.experts:
         fills = lay.ep == w and lay.etp == 1
@@ -52,6 +59,11 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
         width_i = model.moe.expert_intermediate_size
         _check_fp8_block(c, "vLLM", width_i if lay.ep > 1 else width_i // w, "[V7]")
 
+
+def _vllm_flags(c: _Ctx) -> tuple[list[list[object]], list[list[object]], dict[str, str]]:
+    """The command head, flags and environment of every node [V1, V4, V6, V9, V11]."""
+    lay, model, workload = c.lay, c.specs.model, c.specs.workload
+    r = lay.redundant_experts
     head: list[list[object]] = [["vllm", "serve", c.model_ref]]  # [V11]
     flags: list[list[object]] = [
         c.flag("--tensor-parallel-size", lay.tp),  # [V11] attention TP in each DP rank [V1]
@@ -90,6 +102,12 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             "online [V11]; the plan's static placement is only its starting point."
         )
 
+    return head, flags, env
+
+
+def _vllm_commands(c: _Ctx, head: list[list[object]], flags: list[list[object]]) -> list[str]:
+    """One command, or one per node, as vLLM's launcher starts them [V11]."""
+    lay = c.lay
     host, _, port = c.addr.rpartition(":") if ":" in c.addr else (c.addr, "", "")
     _check_launch(c, lay.tp, lay.dp_attn)
     counts = c.counts
@@ -166,4 +184,4 @@ def _vllm(c: _Ctx) -> tuple[str, dict[str, str], dict[str, str]]:
             False,
             f"places whole data-parallel engines (tp x pp = {e} GPUs) on each node",
         )
-    return "\n\n".join(commands), env, {}
+    return commands
