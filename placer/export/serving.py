@@ -34,6 +34,11 @@ from placer.rules import get_profile
 from placer.serving.disagg import layout_from_text
 from placer.serving.timing import instance_workload
 
+#: Said in every serving export: the plan's concurrency is a figure to watch, not a flag.
+_CONCURRENCY_NOTE = (
+    "The plan serves {} concurrent requests per (decode) instance; no cap is written: how the "
+    "engines' caps count requests per data-parallel rank is not in placer's facts."
+)
 #: Where the router listens (it runs on the head node, beside instance 0).
 ROUTER_PORT = 8000
 
@@ -179,6 +184,7 @@ def _replicated(plan: Plan, engine: str, model_ref: str, head: str, rel: EngineR
         f"each ({s.idle_gpus} of {s.cluster_gpus} GPUs idle), ports {sf.first_port}.."
         f"{sf.first_port + s.instances - 1}.",
     )
+    notes.append(_CONCURRENCY_NOTE.format(s.concurrency))
     if not router:
         notes.append(
             f"{rel.label} ships no request router ({sf.sources.get('router', '')}): put an "
@@ -283,6 +289,7 @@ def _disaggregated(
         "Each kind uses the engine's default expert placement (contiguous slots): the "
         "disaggregated search costs balanced slot counts, not a placement.",
     ]
+    notes.append(_CONCURRENCY_NOTE.format(d.concurrency))
     router_items: list[list[object]] = []
     for kind, text, split, conc, _, _ in kinds:
         sub = instance_plan(plan, text, split, conc)
