@@ -248,15 +248,23 @@ def decode_group(
     layouts: Sequence[Layout],
     cap_ns: int | None,
     cache: dict[object, object],
+    floor: Callable[[int], float] = lambda g: 0.0,
+    found: Callable[[Group, int], None] = lambda group, g: None,
 ) -> Group:
-    """The decode branch and bound of every layout in ``layouts`` under ``cap_ns``."""
+    """The decode branch and bound of every layout in ``layouts`` under ``cap_ns``.
+
+    ``floor(g)``: the rate a decode instance of ``g`` GPUs must exceed to matter (ranges at
+    or below it are closed); ``found(group, g)`` is told of each new candidate of size g."""
     wl = decode_workload(workload, cap_ns)
     group = Group()
     best_rate: dict[int, float] = {}
     for lay in layouts:
         g = lay.gpus
         probe = DecodeProbe(model, cluster, wl, lay, cache)
-        res = best_concurrency(probe, lambda g=g: best_rate.get(g, 0.0))  # type: ignore[misc]
+        res = best_concurrency(
+            probe,
+            lambda g=g: max(best_rate.get(g, 0.0), floor(g)),  # type: ignore[misc]
+        )
         if res.concurrency is None:
             status = "infeasible" if res.cap == 0 else "pruned"
         else:
@@ -268,7 +276,23 @@ def decode_group(
             )
             best_rate[g] = max(best_rate.get(g, 0.0), res.rate)
         group.entries.append(entry(lay, status, res, probe.exact))
+        if res.concurrency is not None:
+            found(group, g)
     return group
+
+
+def decode_floor(n: int, out: int, sizes: dict[int, PrefillSize], value: float, g_d: int) -> float:
+    """The decode rate an instance of ``g_d`` GPUs must exceed for any split to beat
+    ``value``: the split needs ``x`` prefill instances whose bound capacity beats it, and the
+    fewest such ``x`` leaves the most room for decode instances (finite: a huge number when
+    no split can beat ``value``, so that no range is closed on an infinite ceiling)."""
+    if value <= 0:
+        return 0.0
+    most = 0
+    for g_p, size in sizes.items():
+        x = math.floor(value * n * size.bound_ns / (NS * out)) + 1
+        most = max(most, (n - x * g_p) // g_d)
+    return value * n / most if most >= 1 else 1e300
 
 
 Split = tuple[int, int, int, int, int]  # g_p, x, g_d, y, transfer ns
@@ -351,7 +375,6 @@ def disaggregated(
     prefill, prefill_splits = prefill_entries(model, cluster, workload, legal)
     sizes = prefill_sizes(prefill)
     cache: dict[object, object] = {}
-    tpot_group = decode_group(model, cluster, workload, legal, None, cache)
     space = SplitSpace(model, cluster, workload)
     splits: list[Split] = [
         (g_p, x, g_d, y, t)
@@ -360,8 +383,19 @@ def disaggregated(
         for x, y, t in space.splits(g_p, g_d)
     ]
     best = _Incumbent(n=n)
-    for sp in splits:
-        best.offer(sp, sizes[sp[0]], tpot_group, workload)
+
+    def floor(g: int) -> float:
+        return decode_floor(n, workload.output_len, sizes, best.value, g)
+
+    def found(group: Group, g: int) -> None:
+        for sp in splits:
+            if sp[2] == g:
+                best.offer(sp, sizes[sp[0]], group, workload)
+
+    # Larger decode instances first: they usually decode the most per GPU, so the
+    # incumbent, and with it the floor, rises early.
+    order = sorted(legal, key=lambda lay: (-lay.gpus, lay.describe()))
+    tpot_group = decode_group(model, cluster, workload, order, None, cache, floor, found)
 
     def relaxed(sp: Split) -> float:
         return split_value(
@@ -378,7 +412,7 @@ def disaggregated(
         key = (sp[2], cap)
         if key not in capped:
             same = [lay for lay in legal if lay.gpus == sp[2]]
-            capped[key] = decode_group(model, cluster, workload, same, cap, cache)
+            capped[key] = decode_group(model, cluster, workload, same, cap, cache, floor, found)
         best.offer(sp, sizes[sp[0]], capped[key], workload)
     if best.split is None or best.prefill is None or best.decode is None:
         return None
