@@ -162,6 +162,39 @@ class DisaggRecord(Frozen):
             + (f", bound {self.bound:,.1f}" if self.bound is not None else ""),
         ]
 
+    def markdown_rows(self) -> list[tuple[str, str]]:
+        """The report's rows for the disaggregated split."""
+        rows = [
+            (
+                "disaggregated",
+                f"{self.prefill_instances} x prefill {self.prefill_layout} + "
+                f"{self.decode_instances} x decode {self.decode_layout} (concurrency "
+                f"{self.concurrency}), {self.idle_gpus} GPUs idle",
+            ),
+            (
+                "disaggregated figures",
+                f"{self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, TTFT "
+                f"{self.ttft_s * 1e3:.1f} ms, TPOT {self.step_s * 1e3:.3f} ms: {self.verdict()}",
+            ),
+            (
+                "deployed",
+                ("disaggregated" if self.deployed else "aggregated")
+                + f" (split {self.status}"
+                + (f", bound {self.bound:,.1f}" if self.bound is not None else "")
+                + ")",
+            ),
+        ]
+        if self.search is not None:
+            s = self.search
+            rows.append(
+                (
+                    "split search",
+                    f"{s.splits} splits: {s.pruned} pruned, {s.capped} settled by a TTFT-capped "
+                    f"decode search, {s.excluded} excluded by TTFT, {s.open} open",
+                )
+            )
+        return rows
+
     def verdict(self) -> str:
         """Which wins, and by how much."""
         agg, dis = self.aggregated_tokens_per_s_per_gpu, self.tokens_per_s_per_gpu
@@ -274,6 +307,8 @@ class ServingRecord(Frozen):
                 f"{settled['unresolved']} unresolved",
             ),
         ]
+        if self.disagg is not None:
+            rows += self.disagg.markdown_rows()
         out = ["| item | value |", "| --- | --- |"]
         out += [f"| {k} | {v} |" for k, v in rows]
         return out
