@@ -360,6 +360,18 @@ class _Incumbent:
                 self.value, self.split, self.prefill, self.decode = v, sp, size, cand
 
 
+def all_splits(
+    space: SplitSpace, sizes: dict[int, PrefillSize], legal: Sequence[Layout]
+) -> list[Split]:
+    """Every undominated split: prefill sizes that may fit x decode sizes x instance counts."""
+    return [
+        (g_p, x, g_d, y, t)
+        for g_p in sorted(sizes)
+        for g_d in sorted({lay.gpus for lay in legal})
+        for x, y, t in space.splits(g_p, g_d)
+    ]
+
+
 def disaggregated(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -375,13 +387,7 @@ def disaggregated(
     prefill, prefill_splits = prefill_entries(model, cluster, workload, legal)
     sizes = prefill_sizes(prefill)
     cache: dict[object, object] = {}
-    space = SplitSpace(model, cluster, workload)
-    splits: list[Split] = [
-        (g_p, x, g_d, y, t)
-        for g_p in sorted(sizes)
-        for g_d in sorted({lay.gpus for lay in legal})
-        for x, y, t in space.splits(g_p, g_d)
-    ]
+    splits = all_splits(SplitSpace(model, cluster, workload), sizes, legal)
     best = _Incumbent(n=n)
 
     def floor(g: int) -> float:

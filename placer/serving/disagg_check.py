@@ -25,8 +25,8 @@ from placer.rules import RulesProfile
 from placer.search.space import enumerate_layouts
 from placer.serving.disagg import (
     DecodeProbe,
-    Split,
     SplitSpace,
+    all_splits,
     decode_workload,
     prefill_sizes,
     settle,
@@ -181,15 +181,8 @@ def check_disagg_search(
     groups = _groups(search, model, cluster, workload, legal, bad)
     if not groups or len(bad) > before:
         return
-    space = SplitSpace(model, cluster, workload)
     sizes = prefill_sizes(search.prefill)
-    decode_sizes = sorted({lay.gpus for lay in legal})
-    splits: list[Split] = [
-        (g_p, x, g_d, y, t)
-        for g_p in sorted(sizes)
-        for g_d in decode_sizes
-        for x, y, t in space.splits(g_p, g_d)
-    ]
+    splits = all_splits(SplitSpace(model, cluster, workload), sizes, legal)
     tpot = groups[(None, None)]
     counts, top = settle(
         workload,
