@@ -343,6 +343,9 @@ def check_serving_without_record(
     if plan.status != "infeasible":
         bad.append(f"serving: status '{plan.status}' without a serving record")
         return bad, [], []
+    if plan.certificate.solver.objective == "latency":
+        # The concurrency asked for is recorded with a plan's serving record only.
+        return bad, [], ["serving: objective latency declared infeasible (not re-proven)"]
     n = cluster.num_gpus
     need = (workload.request_rate or 0.0) * workload.output_len
     space = enumerate_layouts(model, cluster, profile)
