@@ -182,7 +182,7 @@ def _search_sizes(
             space = enumerate_layouts(model, cluster, profile, more)
             search.run(tuple(lay for lay in space.legal if lay.gpus > limit))
             limit = more
-            tail = tail_bound(model, cluster, workload, profile, limit)
+            tail = tail_bound(model, cluster, workload, profile, limit) if limit < n else None
     return space, limit, tail
 
 
