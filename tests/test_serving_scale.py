@@ -156,9 +156,8 @@ def test_latency_beyond_searched_instances_has_a_tail_floor(olmoe4):
     """With instances capped, the tail's TPOT floor bounds larger ones and verify agrees."""
     model, cluster = olmoe4
     workload = load_workload(None, prompt_len=4000, output_len=1000, tpot_ms=50.0)
-    plan = checked(
-        solve(model, cluster, workload, SolveConfig(objective="latency", concurrency=8, max_gpus=2))
-    )
+    config = SolveConfig(objective="latency", concurrency=8, max_gpus=2)
+    plan = checked(solve(model, cluster, workload, config))
     s, o = plan.serving, plan.objective
     assert s is not None and s.tail is not None and s.tail.tpot_floor_s is not None
     floor = tpot_floor_ns(s.tail, workload, 8, 4) / 1e9

@@ -171,11 +171,12 @@ def _search_sizes(
     search.run(space.legal)
     if limit >= n:
         return space, limit, None
-    tail = tail_bound(model, cluster, workload, profile, limit)
+    first = tail_bound(model, cluster, workload, profile, limit)
+    tail: TailBound | None = first
     best = search.best
     if config.max_gpus is None and best.layout is not None and not search.budget.expired():
         if search.objective == "throughput":
-            more = needed_above(tail, best.value, min(n, AUTO_INSTANCE_LIMIT))
+            more = needed_above(first, best.value, min(n, AUTO_INSTANCE_LIMIT))
         else:
             more = min(n, AUTO_INSTANCE_LIMIT, int(best.value) - 1)
         if more > limit:
