@@ -64,6 +64,25 @@ def test_tail_bound_covers_every_larger_layout(olmoe4):
     assert checked_layouts > 0
 
 
+def test_tail_floors_hold_across_nodes():
+    """On two nodes (stages and TP groups at every offset), every sampled layout's bound
+    figures at concurrency 1 are no lower than its attention-TP degree's floors."""
+    model = load_model(MODELS / "qwen3-30b-a3b.json")
+    cluster = load_cluster(HARDWARE / "dgx-h200.json", gpus=16)
+    workload = load_workload(None, **TARGETS)
+    profile = get_profile("generic")
+    tail = tail_bound(model, cluster, workload, profile, 4)
+    floors = {t.tp: t for t in tail.terms}
+    cache: dict[object, object] = {}
+    legal = [lay for lay in enumerate_layouts(model, cluster, profile).legal if lay.gpus > 4]
+    for lay in legal[::9]:
+        one = LayoutProbe(model, cluster, workload, lay, cache).loose(1)
+        t = floors[lay.tp]
+        assert one.step_bound_ns >= t.step_floor_s * 1e9 * (1 - 1e-12), lay.describe()
+        assert one.prefill_bound_ns >= t.prefill_floor_s * 1e9 * (1 - 1e-12), lay.describe()
+    assert len(legal[::9]) > 10
+
+
 def test_big_cluster_is_bounded_and_verified():
     """Qwen3-30B-A3B on 96 x H200 (more than the instances searched first): the plan records
     a tail bound, its gap counts it, and verify re-derives it."""

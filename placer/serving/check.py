@@ -417,12 +417,12 @@ def check_tail(
     if not _close(mine.per_gpu, t.per_gpu):
         bad.append(f"serving: tail bound recomputed {mine.per_gpu:.6g} tokens/s per GPU")
     value = plan.objective.value
+    floor = tpot_floor_ns(mine, workload, s.carried or 1, n) / NS
+    if s.objective == "latency" and (t.tpot_floor_s is None or not _close(floor, t.tpot_floor_s)):
+        bad.append(f"serving: tail TPOT floor recomputed {floor:.6g} s")
     if plan.status == "optimal" and value is not None:
         need = (workload.request_rate or 0.0) * workload.output_len
         if s.objective == "latency":
-            floor = tpot_floor_ns(mine, workload, s.carried or 0, n) / NS
-            if t.tpot_floor_s is None or not _close(floor, t.tpot_floor_s):
-                bad.append(f"serving: tail TPOT floor recomputed {floor:.6g} s")
             beats = floor * 1e3 < value * (1 - TIE)
         elif s.objective == "throughput":
             beats = mine.per_gpu > value * (1 + TIE)

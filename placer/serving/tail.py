@@ -7,10 +7,12 @@ pipeline, expert and attention-DP degrees or size:
 
 - ``step_floor``: the decode step of one request is at least the sum over layers of each
   layer's attention, dense/shared MLP and fixed cost (``layer - comm`` in the cost tables)
-  plus the LM head and the step's fixed cost. With one request the busiest attention-DP
-  group holds that request, so these terms depend on ``tp`` (and the GPU type) alone;
-  routed experts, communication and pipeline hand-offs only add, and a pipelined cycle is
-  at least the sum of its stages.
+  and its all-reduce over the attention-TP group (every engine issues one after attention,
+  placer/cost.py ``_layer_comm``; counted when ``tp`` divides the scale-up unit, so every
+  TP group sits inside one), plus the LM head and the step's fixed cost. With one request
+  the busiest attention-DP group holds that request, so these terms depend on ``tp`` (and
+  the GPU type) alone; routed experts, the other collectives and pipeline hand-offs only
+  add, and a pipelined cycle is at least the sum of its stages.
 - ``prefill_floor``: the same sum for one request's whole prompt.
 
 Then, as for :func:`placer.serving.timing.tokens_per_s_ceiling`, no concurrency gives one
@@ -59,13 +61,20 @@ def floors_ns(
     """(decode step of one request, prefill of one prompt) no layout with attention TP
     ``tp`` beats, in ns (module docstring)."""
     lay = Layout(tp=tp)
+    # With one attention-TP group per stage (dp 1, the stage is the group) a layer's
+    # communication is two equal all-reduces over it, one of which (after attention) every
+    # layout with this tp pays too, on the same links when its TP groups cannot straddle a
+    # scale-up unit (tp divides the unit; stages start at multiples of tp).
+    span = max(cluster.gpus_per_node, cluster.scale_up_domain)
+    kept = 0.5 if span % tp == 0 else 0.0
     out = []
     for wl, kind in (
         (instance_workload(workload, 1), "decode"),
         (prefill_workload(workload), "prefill"),
     ):
         t = cost_tables(model, cluster, wl, lay, steps(wl, lay)[kind])
-        out.append(float((t.layer[:, 0] - t.comm[:, 0]).sum() + t.last[0]) * NS)
+        layers = t.layer[:, 0] - (1.0 - kept) * t.comm[:, 0]
+        out.append(float(layers.sum() + t.last[0]) * NS)
     return out[0], out[1]
 
 
