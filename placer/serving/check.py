@@ -236,6 +236,27 @@ def _beats(s: ServingRecord, plan: Plan, e: ServingEntry, bound: float, need: fl
     return e.gpus * math.ceil(need / bound * (1 - TIE)) < value
 
 
+def _check_floors_entry(
+    s: ServingRecord,
+    plan: Plan,
+    e: ServingEntry,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    need: float,
+    bad: list[str],
+) -> None:
+    """A layout pruned by its attention-TP floors: the rate bound recomputed, and unable to
+    beat the plan."""
+    from placer.serving.tail import floors_ns, instance_rate_bound
+
+    rate = instance_rate_bound(workload, *floors_ns(model, cluster, workload, e.tp))
+    if e.status != "pruned" or e.ceiling is None or not _close(rate, e.ceiling):
+        bad.append(f"serving: {e.layout}: floors rate recomputed {rate:.6g}")
+    elif _beats(s, plan, e, rate, need):
+        bad.append(f"serving: {e.layout} was pruned by floors that could beat the plan")
+
+
 def _check_record(
     plan: Plan,
     s: ServingRecord,
@@ -257,6 +278,9 @@ def _check_record(
     for lay in space.legal:
         e = by_name.get(lay.describe())
         if e is None:
+            continue
+        if e.by_floors:
+            _check_floors_entry(s, plan, e, model, cluster, workload, need, bad)
             continue
         if not e.leaves:
             if e.status == "pruned" and s.objective == "gpus" and plan.objective.value is not None:

@@ -14,6 +14,7 @@ from placer.model import ModelSpec
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingEntry, ServingObjective
 from placer.serving.search import TIE, LayoutResult, best_concurrency, cap_check, entry
+from placer.serving.tail import floors_ns, instance_rate_bound
 from placer.serving.timing import tokens_per_s_ceiling
 from placer.workload import Workload
 
@@ -49,6 +50,22 @@ class LayoutSearch:
         self.cache: dict[object, object] = {}
         self.entries: list[ServingEntry] = []
         self.probes: dict[Layout, LayoutProbe] = {}
+        self._rate_bounds: dict[int, float] = {}
+
+    def floors_rate(self, tp: int) -> float:
+        """Output tokens/s no instance with attention TP ``tp`` beats (its floors,
+        :mod:`placer.serving.tail`)."""
+        if tp not in self._rate_bounds:
+            step, pre = floors_ns(self.model, self.cluster, self.workload, tp)
+            self._rate_bounds[tp] = instance_rate_bound(self.workload, step, pre)
+        return self._rate_bounds[tp]
+
+    def floors_prune(self, lay: Layout) -> float | None:
+        """The layout's floors rate when it cannot beat the incumbent (no probe needed)."""
+        if self.best.layout is None or self.objective not in ("throughput", "gpus"):
+            return None
+        rate = self.floors_rate(lay.tp)
+        return rate if rate <= self.floor_for(lay.gpus) * (1 + TIE) else None
 
     def floor_for(self, g: int) -> float:
         """Output tokens/s one instance of ``g`` GPUs must exceed to beat the incumbent."""
@@ -65,6 +82,8 @@ class LayoutSearch:
         for lay in layouts:
             if self.budget.expired():
                 break
+            if self.floors_prune(lay) is not None:
+                continue  # settled without a probe
             probe = LayoutProbe(self.model, self.cluster, self.workload, lay, self.cache)
             self.probes[lay] = probe
             one = probe.loose(1)
@@ -91,6 +110,11 @@ class LayoutSearch:
     def settle(self, lay: Layout) -> ServingEntry:
         """Search one layout's concurrencies against the incumbent; update it."""
         g = lay.gpus
+        rate = self.floors_prune(lay) if lay not in self.probes else None
+        if rate is not None:
+            why = "its attention-TP floors cannot beat the plan"
+            out = entry(lay, "pruned", None, False, reason=why)
+            return out.model_copy(update={"ceiling": rate, "by_floors": True})
         if self.budget.expired() or lay not in self.probes:
             return entry(lay, "unresolved", None, False, reason="time limit")
         if self.objective == "gpus" and math.isinf(self.floor_for(g)):

@@ -69,6 +69,11 @@ class ServingEntry(Frozen):
         "(placer.serving.timing.tokens_per_s_ceiling).",
     )
     reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
+    by_floors: bool = Field(
+        default=False,
+        description="Pruned without a probe: ceiling is the instance rate bound of the "
+        "layout's attention-TP floors (placer.serving.tail), which cannot beat the plan.",
+    )
     tpot_floor_s: float | None = Field(
         default=None,
         description="Objective latency: no split or expert map of the layout gives a lower "
