@@ -106,8 +106,9 @@ def _tampered(tmp_path: Path, plan: Plan, edit) -> int:
 
 
 def test_forged_tail_bound_exits_5(tmp_path: Path, olmoe4):
-    """A tail bound lowered (so that larger instances seem unable to win), dropped, or with
-    a degree left out: verify exits 5."""
+    """A tail bound lowered (so that larger instances seem unable to win), dropped, with a
+    degree left out or a floor changed, and a layout claimed pruned by floors it does not
+    have: verify exits 5."""
     model, cluster = olmoe4
     workload = load_workload(None, prompt_len=4000, output_len=1000, tpot_ms=6.0)
     plan = solve(model, cluster, workload, SolveConfig(max_gpus=2))
@@ -129,7 +130,11 @@ def test_forged_tail_bound_exits_5(tmp_path: Path, olmoe4):
     def floor(d):
         d["serving"]["tail"]["terms"][0]["prefill_floor_s"] *= 10
 
-    for edit in (lower, drop, degree, floor):
+    def by_floors(d):
+        e = next(e for e in d["serving"]["entries"] if e["status"] != "solved")
+        e.update(status="pruned", by_floors=True, ceiling=0.0, leaves=[])
+
+    for edit in (lower, drop, degree, floor, by_floors):
         assert _tampered(tmp_path, plan, edit) == 5, edit.__name__
 
 
