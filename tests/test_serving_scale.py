@@ -131,7 +131,7 @@ def test_forged_tail_bound_exits_5(tmp_path: Path, olmoe4):
         d["serving"]["tail"]["terms"][0]["prefill_floor_s"] *= 10
 
     def by_floors(d):
-        e = next(e for e in d["serving"]["entries"] if e["status"] != "solved")
+        e = d["serving"]["entries"][-1]
         e.update(status="pruned", by_floors=True, ceiling=0.0, leaves=[])
 
     for edit in (lower, drop, degree, floor, by_floors):
