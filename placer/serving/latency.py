@@ -30,9 +30,6 @@ from placer.serving.tail import tail_bound, tpot_floor_ns
 from placer.serving.timing import NS, tpot_ns
 from placer.workload import Workload
 
-#: Largest instance the latency search enumerates on a larger cluster (beyond: tail bound).
-LATENCY_INSTANCE_LIMIT = 64
-
 
 def share(cluster_gpus: int, gpus: int, carried: int) -> tuple[int, int]:
     """(instances, concurrency of the busiest) when ``carried`` requests spread over as many
@@ -141,11 +138,16 @@ def solve_latency(
     budget: Budget,
 ) -> Plan:
     """The lowest TPOT carrying ``config.concurrency`` requests (module docstring)."""
-    from placer.serving.solve import _search_record, objective_record, serving_inputs
+    from placer.serving.solve import (
+        instance_cap,
+        objective_record,
+        search_record,
+        serving_inputs,
+    )
 
     assert config.concurrency is not None
     n, carried = cluster.num_gpus, config.concurrency
-    limit = min(n, config.max_gpus or LATENCY_INSTANCE_LIMIT)
+    limit = instance_cap(n, config)
     space = enumerate_layouts(model, cluster, profile, limit)
     entries, best = _search(model, cluster, workload, space, carried, budget)
     tail = None
@@ -155,7 +157,7 @@ def solve_latency(
         tail = tail.model_copy(update={"tpot_floor_s": floor / NS})
     certificate = Certificate(
         constraints=(),
-        search=_search_record(space, entries),
+        search=search_record(space, entries),
         solver=solver_record(config, "latency", budget),
     )
     inputs = serving_inputs(model, cluster, workload)

@@ -44,7 +44,16 @@ AUTO_INSTANCE_LIMIT = 64
 
 
 def instance_cap(cluster_gpus: int, config: SolveConfig) -> int:
-    """GPUs of the largest instance layout searched."""
+    """GPUs of the largest instance layout the serving search may enumerate (the frontier
+    and the disaggregated search enumerate up to it)."""
+    if config.max_gpus is not None:
+        return min(cluster_gpus, config.max_gpus)
+    return min(cluster_gpus, AUTO_INSTANCE_LIMIT)
+
+
+def first_cap(cluster_gpus: int, config: SolveConfig) -> int:
+    """GPUs of the largest instance the serving search enumerates before the tail bound
+    decides whether larger ones are worth searching."""
     if config.max_gpus is not None:
         return min(cluster_gpus, config.max_gpus)
     return min(cluster_gpus, AUTO_INSTANCE_CAP)
@@ -152,7 +161,12 @@ def solve_serving(
         from placer.serving.disagg import disaggregated
 
         rec = disaggregated(
-            model, cluster, workload, config, plan.serving.tokens_per_s_per_gpu, limit
+            model,
+            cluster,
+            workload,
+            config,
+            plan.serving.tokens_per_s_per_gpu,
+            instance_cap(cluster.num_gpus, config),
         )
         plan = plan.model_copy(update={"serving": plan.serving.model_copy(update={"disagg": rec})})
     return plan
@@ -166,7 +180,7 @@ def _search_sizes(
     Returns the layouts searched, the largest instance searched and the tail bound."""
     model, cluster, workload = search.model, search.cluster, search.workload
     n = cluster.num_gpus
-    limit = instance_cap(n, config)
+    limit = first_cap(n, config)
     space = enumerate_layouts(model, cluster, profile, limit)
     search.run(space.legal)
     if limit >= n:
@@ -176,9 +190,9 @@ def _search_sizes(
     best = search.best
     if config.max_gpus is None and best.layout is not None and not search.budget.expired():
         if search.objective == "throughput":
-            more = needed_above(first, best.value, min(n, AUTO_INSTANCE_LIMIT))
+            more = needed_above(first, best.value, instance_cap(n, config))
         else:
-            more = min(n, AUTO_INSTANCE_LIMIT, int(best.value) - 1)
+            more = min(instance_cap(n, config), int(best.value) - 1)
         if more > limit:
             space = enumerate_layouts(model, cluster, profile, more)
             search.run(tuple(lay for lay in space.legal if lay.gpus > limit))
@@ -223,7 +237,8 @@ def _larger_excluded(search: LayoutSearch, tail: TailBound | None) -> bool:
     return gpus_for_rate(tail, search.need) > search.n
 
 
-def _search_record(space: LayoutSpace, entries: list[ServingEntry]) -> SearchRecord:
+def search_record(space: LayoutSpace, entries: list[ServingEntry]) -> SearchRecord:
+    """The certificate's count of layouts by how the serving search settled them."""
     count = {
         s: sum(1 for e in entries if e.status == s)
         for s in ("solved", "pruned", "infeasible", "unresolved")
@@ -319,7 +334,7 @@ def _assemble(
     """The plan of the incumbent, its figures, constraints and proof record."""
     certificate = Certificate(
         constraints=(),
-        search=_search_record(space, search.entries),
+        search=search_record(space, search.entries),
         solver=solver_record(config, search.objective, search.budget),
     )
     best = search.best
