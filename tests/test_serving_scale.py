@@ -230,3 +230,16 @@ def test_latency_bad_input(args, field):
     )  # fmt: skip
     assert res.exit_code == 2, res.stdout + res.stderr
     assert field in res.stdout + res.stderr
+
+
+def test_infeasible_beyond_searched_instances(olmoe4):
+    """Targets no instance meets: with instances capped below the cluster, infeasibility is
+    proven for the searched ones layout by layout and for larger ones by the tail floors,
+    and verify re-proves both."""
+    model, cluster = olmoe4
+    workload = load_workload(None, prompt_len=4000, output_len=1000, tpot_ms=0.05)
+    plan = checked(solve(model, cluster, workload, SolveConfig(max_gpus=2)))
+    assert plan.status == "infeasible" and plan.infeasibility is not None
+    assert "tpot" in plan.infeasibility.conflicts
+    tail = tail_bound(model, cluster, workload, get_profile("generic"), 2)
+    assert tail.per_gpu == 0.0

@@ -372,7 +372,8 @@ def check_serving_without_record(
         return bad, [], ["serving: objective latency declared infeasible (not re-proven)"]
     n = cluster.num_gpus
     need = (workload.request_rate or 0.0) * workload.output_len
-    space = enumerate_layouts(model, cluster, profile)
+    limit = _larger_excluded(plan, model, cluster, workload, profile, bad)
+    space = enumerate_layouts(model, cluster, profile, limit)
     cache: dict[object, object] = {}
     trusted: list[str] = []
     for lay in space.legal:
@@ -458,3 +459,35 @@ def check_tail(
         f"serving: tail bound on instances of more than {t.above_gpus} GPUs "
         f"({len(t.terms)} attention TP degrees)"
     )
+
+
+def _larger_excluded(
+    plan: Plan,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    bad: list[str],
+) -> int:
+    """The largest instance an ``infeasible`` claim is re-proven for layout by layout (the
+    search's first cap, placer.serving.solve.first_cap); larger instances must be excluded
+    by the tail bound (placer/serving/tail.py), else the claim is a violation."""
+    from placer.serving.solve import AUTO_INSTANCE_CAP
+    from placer.serving.tail import gpus_for_rate, tail_bound
+
+    n = cluster.num_gpus
+    limit = min(n, plan.certificate.solver.max_gpus or AUTO_INSTANCE_CAP)
+    if limit >= n:
+        return limit
+    tail = tail_bound(model, cluster, workload, profile, limit)
+    need = (workload.request_rate or 0.0) * workload.output_len
+    if workload.request_rate is not None:
+        excluded = gpus_for_rate(tail, need) > n
+    else:
+        excluded = tail.per_gpu <= 0.0
+    if not excluded:
+        bad.append(
+            f"serving: declared infeasible, but the tail bound does not exclude instances of "
+            f"more than {limit} GPUs"
+        )
+    return limit
