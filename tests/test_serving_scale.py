@@ -205,7 +205,11 @@ def test_latency_forged_floor_exits_5(tmp_path: Path):
     def carried(d):
         d["serving"]["carried"] = 1
 
-    for edit in (raise_floor, carried):
+    def forged_floors(d):
+        e = d["serving"]["entries"][-1]
+        e.update(status="pruned", by_floors=True, tpot_floor_s=1.0)
+
+    for edit in (raise_floor, carried, forged_floors):
         assert _tampered(tmp_path, plan, edit) == 5, edit.__name__
 
 

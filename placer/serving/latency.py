@@ -26,7 +26,7 @@ from placer.serving.figures import figures_at, serving_constraints
 from placer.serving.probe import LayoutProbe, Point
 from placer.serving.record import ServingEntry, TailBound
 from placer.serving.search import TIE, cap_check
-from placer.serving.tail import tail_bound, tpot_floor_ns
+from placer.serving.tail import floors_ns, tail_bound, tpot_floor_ns
 from placer.serving.timing import NS, tpot_ns
 from placer.workload import Workload
 
@@ -102,6 +102,15 @@ def _settle(
     return _entry(lay, status, k, c, floor, True, reason="the DP split misses a target")
 
 
+def floors_tpot_ns(
+    workload: Workload, floors: tuple[float, float], cluster_gpus: int, gpus: int, carried: int
+) -> float:
+    """TPOT no layout with these attention-TP floors (step, prefill in ns;
+    :func:`placer.serving.tail.floors_ns`) beats at its share of the requests."""
+    c = share(cluster_gpus, gpus, carried)[1]
+    return floors[0] + c * floors[1] / workload.output_len
+
+
 def _search(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -110,22 +119,30 @@ def _search(
     carried: int,
     budget: Budget,
 ) -> tuple[list[ServingEntry], _Best]:
-    """Every layout, lowest loose floor first."""
+    """Every layout, lowest floors first; once the floors cannot beat the plan, the rest
+    (whose floors are no lower) are settled without a probe."""
     n = cluster.num_gpus
     cache: dict[object, object] = {}
-    probes: list[tuple[float, str, LayoutProbe]] = []
     entries: list[ServingEntry] = []
+    floors: dict[int, tuple[float, float]] = {}
+    ranked = []
     for lay in space.legal:
-        if budget.expired():
-            k, c = share(n, lay.gpus, carried)
-            entries.append(_entry(lay, "unresolved", k, c, None, False, reason="time limit"))
-            continue
-        probe = LayoutProbe(model, cluster, workload, lay, cache)
-        point = probe.loose(share(n, lay.gpus, carried)[1])
-        probes.append((tpot_floor(workload, point), lay.describe(), probe))
+        if lay.tp not in floors:
+            floors[lay.tp] = floors_ns(model, cluster, workload, lay.tp)
+        floor = floors_tpot_ns(workload, floors[lay.tp], n, lay.gpus, carried)
+        ranked.append((floor, lay.describe(), lay))
     best = _Best()
-    for _, _, probe in sorted(probes, key=lambda t: (t[0], t[1])):
-        entries.append(_settle(probe, workload, n, carried, best))
+    for floor, _, lay in sorted(ranked, key=lambda t: (t[0], t[1])):
+        k, c = share(n, lay.gpus, carried)
+        if floor >= best.tpot * (1 - TIE):
+            why = "its attention-TP floors cannot beat the plan"
+            out = _entry(lay, "pruned", k, c, floor, False, reason=why)
+            entries.append(out.model_copy(update={"by_floors": True}))
+        elif budget.expired():
+            entries.append(_entry(lay, "unresolved", k, c, None, False, reason="time limit"))
+        else:
+            probe = LayoutProbe(model, cluster, workload, lay, cache)
+            entries.append(_settle(probe, workload, n, carried, best))
     return entries, best
 
 

@@ -10,10 +10,11 @@ from placer.model import ModelSpec
 from placer.plan import Plan
 from placer.rules import RulesProfile
 from placer.search.space import enumerate_layouts
-from placer.serving.latency import share, tpot_floor
+from placer.serving.latency import floors_tpot_ns, share, tpot_floor
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingRecord
 from placer.serving.search import TIE, cap_check
+from placer.serving.tail import floors_ns
 from placer.serving.timing import NS
 from placer.workload import Workload
 
@@ -48,6 +49,7 @@ def check_latency_record(
     space = enumerate_layouts(model, cluster, profile, s.max_instance_gpus)
     by_name = {e.layout: e for e in s.entries}
     cache: dict[object, object] = {}
+    pairs: dict[int, tuple[float, float]] = {}
     value = plan.objective.value
     beaten = 0
     for lay in space.legal:
@@ -57,6 +59,16 @@ def check_latency_record(
             continue
         if e.status == "unresolved" and e.tpot_floor_s is None:
             beaten += 1
+            continue
+        if e.by_floors:
+            if lay.tp not in pairs:
+                pairs[lay.tp] = floors_ns(model, cluster, workload, lay.tp)
+            pair = pairs[lay.tp]
+            floor = floors_tpot_ns(workload, pair, n, lay.gpus, carried) / NS
+            if e.status != "pruned" or e.tpot_floor_s is None or not _close(floor, e.tpot_floor_s):
+                bad.append(f"serving: {e.layout}: floors TPOT recomputed {floor:.6g} s")
+            elif value is not None and floor * 1e3 < value * (1 - TIE):
+                beaten += 1
             continue
         probe = LayoutProbe(model, cluster, workload, lay, cache)
         c = share(n, lay.gpus, carried)[1]
