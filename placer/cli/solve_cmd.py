@@ -56,8 +56,9 @@ if TYPE_CHECKING:
     type=click.Choice(["throughput", "latency", "gpus", "step"]),
     default="throughput",
     show_default=True,
-    help="With --ttft/--tpot: throughput (tokens/s per GPU) or gpus (fewest for "
-    "--request-rate); with a fixed batch: throughput or step (pipelined step), latency, gpus.",
+    help="With --ttft/--tpot: throughput (tokens/s per GPU), gpus (fewest for "
+    "--request-rate) or latency (lowest TPOT carrying --concurrency); with a fixed batch: "
+    "throughput or step (pipelined step), latency, gpus.",
 )
 @click.option(
     "--time-limit",
@@ -102,6 +103,13 @@ if TYPE_CHECKING:
     help="With --ttft/--tpot: also find the best split into prefill and decode instances and "
     "say whether it beats aggregated serving.",
 )
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="With --objective latency: requests in flight on the whole cluster; the plan has "
+    "the lowest TPOT carrying them within --ttft/--tpot (docs/serving.md).",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no memory bars.")
 @json_option("Print the plan as JSON.")
 @handle_errors
@@ -122,6 +130,7 @@ def solve_cmd(
     loads_path: str | None,
     calibration_path: str | None,
     disagg: bool,
+    concurrency: int | None,
     quiet: bool,
     as_json: bool,
     **kwargs: Any,
@@ -144,7 +153,14 @@ def solve_cmd(
         workers=("--workers", workers),
         deterministic=("--deterministic", deterministic),
         disagg=("--disagg", disagg),
+        concurrency=("--concurrency", concurrency),
     )
+    if concurrency is not None and kwargs.get("batch") is not None:
+        raise InvalidInputError(
+            "a fixed batch cannot be combined with --concurrency: the batch is one "
+            "instance's fixed-batch question, the concurrency the serving one",
+            field="--concurrency",
+        )
     # The time limit counts from here: importing the solver and reading the inputs are
     # part of the run.
     budget = Budget(config.time_limit_s, config.deterministic)
@@ -188,13 +204,17 @@ def _check_serving_options(workload: Workload, cluster: ClusterSpec, config: Sol
         )
     if config.disagg and config.objective != "throughput":
         raise InvalidInputError("works with the throughput objective only", field="--disagg")
-    if workload.serving:
+    if workload.serving or config.concurrency is not None:
         from placer.serving.solve import check_serving_config
 
         try:
             check_serving_config(workload, config)
         except InvalidInputError as exc:
-            flag = {"request_rate": "--request-rate", "objective": "--objective"}
+            flag = {
+                "request_rate": "--request-rate",
+                "objective": "--objective",
+                "concurrency": "--concurrency",
+            }
             raise InvalidInputError(
                 exc.detail, field=flag.get(exc.field or "", exc.field)
             ) from None

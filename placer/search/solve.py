@@ -124,8 +124,9 @@ def solve_plan(
     """
     workload = workload or Workload()
     config = config or SolveConfig()
-    if workload.serving:
-        # Latency targets ask the serving question: layout x concurrency x instances.
+    if workload.serving or config.concurrency is not None:
+        # Latency targets (or a concurrency to carry) ask the serving question: layout x
+        # concurrency x instances.
         from placer.serving.solve import solve_serving
 
         return solve_serving(model, cluster, workload, config, budget)

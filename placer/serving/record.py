@@ -9,7 +9,7 @@ from pydantic import Field
 
 from placer._base import Frozen
 
-ServingObjective = Literal["throughput", "gpus"]
+ServingObjective = Literal["throughput", "gpus", "latency"]
 ServingStatus = Literal["plan", "solved", "pruned", "infeasible", "unresolved"]
 
 
@@ -69,6 +69,51 @@ class ServingEntry(Frozen):
         "(placer.serving.timing.tokens_per_s_ceiling).",
     )
     reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
+    by_floors: bool = Field(
+        default=False,
+        description="Pruned without a probe: ceiling is the instance rate bound of the "
+        "layout's attention-TP floors (placer.serving.tail), which cannot beat the plan.",
+    )
+    tpot_floor_s: float | None = Field(
+        default=None,
+        description="Objective latency: no split or expert map of the layout gives a lower "
+        "TPOT at its concurrency (bound figures; tight: from the DP split, see leaves).",
+    )
+    tight: bool = Field(
+        default=False,
+        description="Objective latency: tpot_floor_s comes from LayoutProbe.at (else loose).",
+    )
+
+
+class TailTerm(Frozen):
+    """The bound on instances larger than the searched ones, for one attention-TP degree."""
+
+    tp: int = Field(description="Attention tensor-parallel degree.")
+    step_floor_s: float = Field(
+        description="No layout with this tp decodes one request faster (placer.serving.tail)."
+    )
+    prefill_floor_s: float = Field(
+        description="No layout with this tp prefills one prompt faster."
+    )
+    instance_rate: float = Field(description="Output tokens/s no such instance beats.")
+    per_gpu: float = Field(
+        description="Output tokens/s per GPU of the cluster no such instance of more than "
+        "above_gpus GPUs beats: instance_rate / (above_gpus + 1)."
+    )
+
+
+class TailBound(Frozen):
+    """What no instance of more GPUs than the search enumerated can reach (docs/serving.md,
+    "Large clusters")."""
+
+    above_gpus: int = Field(description="Instances of more GPUs than this are bounded here.")
+    terms: tuple[TailTerm, ...] = Field(description="One per attention-TP degree a rule allows.")
+    per_gpu: float = Field(description="The largest term: tokens/s per GPU none of them beats.")
+    tpot_floor_s: float | None = Field(
+        default=None,
+        description="Objective latency: no such instance carries its share of the concurrency "
+        "with a lower TPOT (placer.serving.tail.tpot_floor_ns).",
+    )
 
 
 class PrefillEntry(Frozen):
@@ -237,6 +282,16 @@ class ServingRecord(Frozen):
         default=None,
         description="With --disagg: the best prefill/decode split and how it compares.",
     )
+    carried: int | None = Field(
+        default=None,
+        description="Objective latency: requests in flight on the whole cluster, spread over "
+        "the instances (the busiest carries concurrency).",
+    )
+    tail: TailBound | None = Field(
+        default=None,
+        description="When instances of more than max_instance_gpus GPUs fit the cluster: the "
+        "bound that covers them (placer.serving.tail).",
+    )
 
     def summary_lines(self) -> list[str]:
         """Aligned lines for :meth:`placer.plan.Plan.summary`."""
@@ -254,10 +309,10 @@ class ServingRecord(Frozen):
             f"{self.tokens_per_s_per_user:,.1f} tokens/s per user, "
             f"{self.tokens_per_s:,.0f} tokens/s in all, {self.requests_per_s:,.2f} requests/s",
         ]
-        if self.max_instance_gpus < self.cluster_gpus:
+        if self.tail is not None:
             lines.append(
-                f"not proven  instances of more than {self.max_instance_gpus} GPUs were not "
-                "searched (docs/serving.md)"
+                f"larger      instances of more than {self.tail.above_gpus} GPUs: at most "
+                f"{self.tail.per_gpu:,.1f} tokens/s per GPU (bound, docs/serving.md)"
             )
         if self.disagg is not None:
             lines.extend(self.disagg.summary_lines())
@@ -267,6 +322,11 @@ class ServingRecord(Frozen):
         """What the objective measures, in words."""
         if self.objective == "gpus":
             return "fewest GPUs serving the request rate within the targets (docs/serving.md)"
+        if self.objective == "latency":
+            return (
+                f"lowest TPOT carrying {self.carried} requests in flight within the targets "
+                "(docs/serving.md)"
+            )
         return "output tokens/s per GPU of the whole cluster within the targets (docs/serving.md)"
 
     def markdown_lines(self) -> list[str]:
