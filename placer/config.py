@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from placer._base import Bool, Float, Frozen, NonNegInt, PosFloat, PosInt
+from placer.limits import MAX_BATCH as MAX_CONCURRENCY
 from placer.limits import MAX_SEED, MAX_TIME_LIMIT_S, MAX_WORKERS
 
 Objective = Literal["throughput", "latency", "gpus", "step"]
@@ -45,6 +46,13 @@ class SolveConfig(Frozen):
         default=False,
         description="Serving search only: also find the best split into prefill and decode "
         "instances and compare it with aggregated serving (docs/serving.md).",
+    )
+    concurrency: PosInt | None = Field(
+        default=None,
+        le=MAX_CONCURRENCY,
+        description="Serving search, objective latency: requests in flight on the whole "
+        "cluster, spread over the instances; the plan has the lowest TPOT carrying them "
+        "within the targets (docs/serving.md).",
     )
     extra_params: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="Passed through to CP-SAT's parameters."

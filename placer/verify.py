@@ -264,8 +264,10 @@ def verify_plan(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyRepor
     if sv.profile not in PROFILES:
         found.bad.append(f"certificate.solver.profile: unknown rules profile '{sv.profile}'")
         return found.report()
-    if workload.serving:
-        # A serving plan carries its own proof (docs/serving.md).
+    carries = plan.serving is not None and plan.serving.objective == "latency"
+    if workload.serving or carries:
+        # A serving plan carries its own proof (docs/serving.md); objective latency may
+        # have no target (it carries a concurrency).
         from placer.serving.check import check_serving, check_serving_without_record
 
         if plan.serving is not None:

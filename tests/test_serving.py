@@ -270,17 +270,21 @@ def test_frontier_agrees_with_brute_force(olmoe, tmp_path: Path):
     assert len(out.read_text().splitlines()) == len(front.points) + 1
 
 
-def test_capped_instances_are_not_claimed_optimal():
-    """Instances capped below the cluster (as on large clusters): the plan is feasible with
-    no gap, says so, and still passes verify."""
+def test_capped_instances_are_bounded_not_searched():
+    """Instances capped below the cluster: larger ones are covered by the tail bound, which
+    the plan records, its gap counts, and verify re-derives."""
     model = load_model(MODELS / "olmoe-1b-7b-0924.json")
     cluster = load_cluster(HARDWARE / "dgx-a100-40gb.json", gpus=4)
     fields = {"prompt_len": 4000, "output_len": 1000, "tpot_ms": 6.0}
     plan = checked(solve(model, cluster, load_workload(None, **fields), SolveConfig(max_gpus=2)))
-    assert plan.status == "feasible" and plan.objective.gap is None
-    assert plan.serving is not None and plan.serving.max_instance_gpus == 2
-    assert plan.serving.instances * plan.serving.gpus_per_instance <= 4
-    assert "not proven" in plan.summary()
+    s, o = plan.serving, plan.objective
+    assert s is not None and s.max_instance_gpus == 2 and s.tail is not None
+    assert s.tail.above_gpus == 2 and s.tail.per_gpu > 0
+    assert o.value is not None and o.bound is not None and o.gap is not None
+    assert o.bound >= max(o.value, s.tail.per_gpu) * (1 - 1e-12)
+    assert plan.status == ("optimal" if o.gap == 0 else "feasible")
+    assert s.instances * s.gpus_per_instance <= 4
+    assert "instances of more than 2 GPUs" in plan.summary()
 
 
 def test_time_limit_leaves_layouts_unresolved(olmoe):

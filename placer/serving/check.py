@@ -88,9 +88,28 @@ def check_serving(
         _check_plan(plan, s, model, cluster, workload, profile, bad, checked)
     elif plan.status in ("optimal", "feasible"):
         bad.append(f"status '{plan.status}' without a layout")
-    _check_record(plan, s, model, cluster, workload, profile, bad, checked)
+    if s.objective == "latency":
+        from placer.serving.latency_check import check_latency_record
+
+        check_latency_record(plan, s, model, cluster, workload, profile, bad, checked)
+    else:
+        _check_record(plan, s, model, cluster, workload, profile, bad, checked)
+    check_tail(plan, s, model, cluster, workload, profile, bad, checked)
     if s.disagg is not None:
         _check_disagg(s, model, cluster, workload, bad, checked)
+        from placer.serving.disagg_check import check_disagg_search
+
+        check_disagg_search(
+            s.disagg,
+            s.tokens_per_s_per_gpu,
+            s.max_instance_gpus,
+            model,
+            cluster,
+            workload,
+            profile,
+            bad,
+            checked,
+        )
     return bad, checked
 
 
@@ -119,6 +138,11 @@ def _check_disagg(
     if not p1.fits or not pc.fits:
         bad.append("disagg: an instance does not fit memory")
         return
+    if (d.prefill_split or d.decode_split) and (d.prefill_split, d.decode_split) != (
+        p1.split,
+        pc.split,
+    ):
+        bad.append("disagg: the layers per stage differ from the recomputed splits")
     transfer = kv_transfer_ns(model, cluster, workload, lp.gpus, ld.gpus, used)
     ttft = disagg_ttft_ns(p1.prefill_ns, transfer, pc.step_ns)
     reqs = min(
@@ -199,7 +223,10 @@ def _check_plan(
         bad.append(f"serving: TTFT {ttft / 1e6:.1f} ms exceeds the target {workload.ttft_ms} ms")
     checked.append("serving: step, prefill, TTFT and TPOT against the targets, throughput")
     o = plan.objective
-    if s.objective == "throughput":
+    if s.objective == "latency":
+        if o.value is None or not _close(o.value, tpot / 1e6):
+            bad.append("serving: the objective is not the recomputed TPOT")
+    elif s.objective == "throughput":
         if o.value is None or not _close(o.value, s.instances * rate / n):
             bad.append("serving: the objective is not the recomputed tokens/s per GPU")
     else:
@@ -227,6 +254,27 @@ def _beats(s: ServingRecord, plan: Plan, e: ServingEntry, bound: float, need: fl
     return e.gpus * math.ceil(need / bound * (1 - TIE)) < value
 
 
+def _check_floors_entry(
+    s: ServingRecord,
+    plan: Plan,
+    e: ServingEntry,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    need: float,
+    bad: list[str],
+) -> None:
+    """A layout pruned by its attention-TP floors: the rate bound recomputed, and unable to
+    beat the plan."""
+    from placer.serving.tail import floors_ns, instance_rate_bound
+
+    rate = instance_rate_bound(workload, *floors_ns(model, cluster, workload, e.tp))
+    if e.status != "pruned" or e.ceiling is None or not _close(rate, e.ceiling):
+        bad.append(f"serving: {e.layout}: floors rate recomputed {rate:.6g}")
+    elif _beats(s, plan, e, rate, need):
+        bad.append(f"serving: {e.layout} was pruned by floors that could beat the plan")
+
+
 def _check_record(
     plan: Plan,
     s: ServingRecord,
@@ -248,6 +296,9 @@ def _check_record(
     for lay in space.legal:
         e = by_name.get(lay.describe())
         if e is None:
+            continue
+        if e.by_floors:
+            _check_floors_entry(s, plan, e, model, cluster, workload, need, bad)
             continue
         if not e.leaves:
             if e.status == "pruned" and s.objective == "gpus" and plan.objective.value is not None:
@@ -334,9 +385,13 @@ def check_serving_without_record(
     if plan.status != "infeasible":
         bad.append(f"serving: status '{plan.status}' without a serving record")
         return bad, [], []
+    if plan.certificate.solver.objective == "latency":
+        # The concurrency asked for is recorded with a plan's serving record only.
+        return bad, [], ["serving: objective latency declared infeasible (not re-proven)"]
     n = cluster.num_gpus
     need = (workload.request_rate or 0.0) * workload.output_len
-    space = enumerate_layouts(model, cluster, profile)
+    limit = _larger_excluded(plan, model, cluster, workload, profile, bad)
+    space = enumerate_layouts(model, cluster, profile, limit)
     cache: dict[object, object] = {}
     trusted: list[str] = []
     for lay in space.legal:
@@ -362,3 +417,95 @@ def check_serving_without_record(
             )
     checked = [f"serving: infeasibility re-proven over {len(space.legal)} legal layouts"]
     return bad, checked, trusted
+
+
+def check_tail(
+    plan: Plan,
+    s: ServingRecord,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    bad: list[str],
+    checked: list[str],
+) -> None:
+    """The bound on instances larger than the searched ones (placer/serving/tail.py):
+    present whenever such instances fit the cluster, re-derived term by term, and (for
+    ``optimal``) unable to beat the plan."""
+    from placer.serving.tail import gpus_for_rate, tail_bound, tpot_floor_ns
+
+    n = cluster.num_gpus
+    t = s.tail
+    if s.max_instance_gpus >= n:
+        if t is not None:
+            bad.append("serving: a tail bound on a cluster whose every instance was searched")
+        return
+    if t is None or t.above_gpus != s.max_instance_gpus:
+        bad.append(
+            f"serving: instances of more than {s.max_instance_gpus} GPUs fit the cluster but "
+            "no tail bound covers them"
+        )
+        return
+    mine = tail_bound(model, cluster, workload, profile, t.above_gpus)
+    if [x.tp for x in mine.terms] != [x.tp for x in t.terms]:
+        bad.append("serving: the tail bound does not cover every attention TP degree")
+        return
+    for a, b in zip(mine.terms, t.terms, strict=True):
+        for name in ("step_floor_s", "prefill_floor_s", "instance_rate", "per_gpu"):
+            if not _close(getattr(a, name), getattr(b, name)):
+                bad.append(
+                    f"serving: tail bound tp {a.tp}: {name} recomputed "
+                    f"{getattr(a, name):.6g}, the record says {getattr(b, name):.6g}"
+                )
+    if not _close(mine.per_gpu, t.per_gpu):
+        bad.append(f"serving: tail bound recomputed {mine.per_gpu:.6g} tokens/s per GPU")
+    value = plan.objective.value
+    floor = tpot_floor_ns(mine, workload, s.carried or 1, n) / NS
+    if s.objective == "latency" and (t.tpot_floor_s is None or not _close(floor, t.tpot_floor_s)):
+        bad.append(f"serving: tail TPOT floor recomputed {floor:.6g} s")
+    if plan.status == "optimal" and value is not None:
+        need = (workload.request_rate or 0.0) * workload.output_len
+        if s.objective == "latency":
+            beats = floor * 1e3 < value * (1 - TIE)
+        elif s.objective == "throughput":
+            beats = mine.per_gpu > value * (1 + TIE)
+        else:
+            beats = math.ceil(gpus_for_rate(mine, need) * (1 - TIE)) < value
+        if beats:
+            bad.append("serving: status optimal but the tail bound could beat the plan")
+    checked.append(
+        f"serving: tail bound on instances of more than {t.above_gpus} GPUs "
+        f"({len(t.terms)} attention TP degrees)"
+    )
+
+
+def _larger_excluded(
+    plan: Plan,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    bad: list[str],
+) -> int:
+    """The largest instance an ``infeasible`` claim is re-proven for layout by layout (the
+    search's first cap, placer.serving.solve.first_cap); larger instances must be excluded
+    by the tail bound (placer/serving/tail.py), else the claim is a violation."""
+    from placer.serving.solve import AUTO_INSTANCE_CAP
+    from placer.serving.tail import gpus_for_rate, tail_bound
+
+    n = cluster.num_gpus
+    limit = min(n, plan.certificate.solver.max_gpus or AUTO_INSTANCE_CAP)
+    if limit >= n:
+        return limit
+    tail = tail_bound(model, cluster, workload, profile, limit)
+    need = (workload.request_rate or 0.0) * workload.output_len
+    if workload.request_rate is not None:
+        excluded = gpus_for_rate(tail, need) > n
+    else:
+        excluded = tail.per_gpu <= 0.0
+    if not excluded:
+        bad.append(
+            f"serving: declared infeasible, but the tail bound does not exclude instances of "
+            f"more than {limit} GPUs"
+        )
+    return limit

@@ -77,7 +77,12 @@ class LayoutProbe:
         self._costs = cache if cache is not None else {}
         self._points: dict[int, Point] = {}
         self._loose: dict[int, Point] = {}
-        pre = build_tables(model, cluster, prefill_workload(workload), layout, "latency", True, {})
+        # The prefill tables of every layout share one cache (one workload: the prompt).
+        shared = self._costs.setdefault(("serving prefill",), {})
+        assert isinstance(shared, dict)
+        pre = build_tables(
+            model, cluster, prefill_workload(workload), layout, "latency", True, shared
+        )
         self.prefill_tables = pre
         self.counts = balanced_counts(pre)
         self._prefill_bound = lower_bound_ns(pre, "latency")

@@ -1,6 +1,8 @@
-"""``placer solve`` with latency targets: assemble the serving search into a plan.
+"""``placer solve`` with latency targets: run the serving search and assemble its plan.
 
-See :mod:`placer.serving.search` for the search and docs/serving.md for the model.
+See :mod:`placer.serving.layouts` and :mod:`placer.serving.search` for the search,
+:mod:`placer.serving.tail` for the bound on instances larger than the searched ones, and
+docs/serving.md for the model.
 """
 
 from __future__ import annotations
@@ -11,13 +13,10 @@ from placer.budget import Budget
 from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
-from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError
-from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.plan import (
     Certificate,
-    Infeasibility,
     ObjectiveRecord,
     Plan,
     PlanInputs,
@@ -25,30 +24,37 @@ from placer.plan import (
     SearchRecord,
     digest,
 )
-from placer.rules import get_profile
-from placer.search.solve import expert_map_from_counts, placement_constraints, solver_record
+from placer.rules import RulesProfile, get_profile
+from placer.search.solve import solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
-from placer.serving.probe import LayoutProbe
-from placer.serving.record import ServingEntry, ServingRecord
-from placer.serving.search import TIE, LayoutResult, best_concurrency, cap_check, entry
-from placer.serving.timing import (
-    NS,
-    instance_workload,
-    tokens_per_s,
-    tokens_per_s_ceiling,
-    tpot_ns,
-    ttft_ns,
-)
+from placer.serving.figures import InstanceFigures, figures_at, serving_constraints
+from placer.serving.layouts import Incumbent, LayoutSearch
+from placer.serving.record import ServingEntry, ServingObjective, TailBound
+from placer.serving.search import TIE
+from placer.serving.tail import gpus_for_rate, needed_above, tail_bound
+from placer.serving.unreachable import proven_empty, rate_unreachable, unreachable
 from placer.workload import Workload
 
-#: Largest instance searched when the cluster is larger and no ``max_gpus`` is given: the
-#: search does not yet bound larger instances, and enumerating every layout of thousands of
-#: GPUs takes minutes. Such plans are ``feasible`` with no gap (docs/serving.md).
-AUTO_INSTANCE_CAP = 64
+#: Largest instance searched first when the cluster is larger and no ``max_gpus`` is given;
+#: instances of more GPUs are covered by the tail bound (placer/serving/tail.py), and searched
+#: only where that bound could still beat the plan, up to :data:`AUTO_INSTANCE_LIMIT`.
+AUTO_INSTANCE_CAP = 16
+
+#: Largest instance the search enumerates on its own; beyond it the tail bound gives the gap.
+AUTO_INSTANCE_LIMIT = 64
 
 
 def instance_cap(cluster_gpus: int, config: SolveConfig) -> int:
-    """GPUs of the largest instance layout searched."""
+    """GPUs of the largest instance layout the serving search may enumerate (the frontier
+    and the disaggregated search enumerate up to it)."""
+    if config.max_gpus is not None:
+        return min(cluster_gpus, config.max_gpus)
+    return min(cluster_gpus, AUTO_INSTANCE_LIMIT)
+
+
+def first_cap(cluster_gpus: int, config: SolveConfig) -> int:
+    """GPUs of the largest instance the serving search enumerates before the tail bound
+    decides whether larger ones are worth searching."""
     if config.max_gpus is not None:
         return min(cluster_gpus, config.max_gpus)
     return min(cluster_gpus, AUTO_INSTANCE_CAP)
@@ -83,8 +89,27 @@ def check_one_gpu_type(cluster: ClusterSpec) -> None:
         )
 
 
-def check_serving_config(workload: Workload, config: SolveConfig) -> str:
+def check_serving_config(workload: Workload, config: SolveConfig) -> ServingObjective:
     """The serving objective the workload and config ask for; bad combinations are errors."""
+    if config.objective == "latency" or config.concurrency is not None:
+        if config.objective != "latency":
+            raise InvalidInputError(
+                "a concurrency to carry is only used by the latency objective "
+                "(--objective latency)",
+                field="concurrency",
+            )
+        if config.concurrency is None:
+            raise InvalidInputError(
+                "objective latency of the serving search needs the concurrency to carry "
+                "(--concurrency N); with --batch and no targets it is the fixed-batch step",
+                field="objective",
+            )
+        if workload.request_rate is not None:
+            raise InvalidInputError(
+                "a request rate is only used by the gpus objective (--objective gpus)",
+                field="request_rate",
+            )
+        return "latency"
     if config.objective == "gpus":
         if workload.request_rate is None:
             raise InvalidInputError(
@@ -96,24 +121,13 @@ def check_serving_config(workload: Workload, config: SolveConfig) -> str:
             "a request rate is only used by the gpus objective (--objective gpus)",
             field="request_rate",
         )
-    if config.objective in ("latency", "step"):
+    if config.objective == "step":
         raise InvalidInputError(
-            f"objective {config.objective} is a fixed-batch objective: give --batch and no "
-            "--ttft/--tpot, or use throughput or gpus",
+            "objective step is a fixed-batch objective: give --batch and no --ttft/--tpot, "
+            "or use throughput, gpus or latency",
             field="objective",
         )
     return "throughput"
-
-
-class _Best:
-    """The incumbent: a layout, its search result and instance count."""
-
-    def __init__(self) -> None:
-        self.layout: Layout | None = None
-        self.probe: LayoutProbe | None = None
-        self.res: LayoutResult | None = None
-        self.instances = 0
-        self.value = 0.0  # tokens/s per GPU (throughput) or GPUs (gpus)
 
 
 def solve_serving(
@@ -124,7 +138,8 @@ def solve_serving(
     budget: Budget | None = None,
 ) -> Plan:
     """The most output tokens/s per GPU within the targets (or the fewest GPUs for the
-    request rate), over layout x concurrency x instance count, with its proof."""
+    request rate, or the lowest TPOT carrying a concurrency), over layout x concurrency x
+    instance count, with its proof."""
     objective = check_serving_config(workload, config)
     check_one_gpu_type(cluster)
     if config.disagg and (objective != "throughput" or cluster.num_gpus < 2):
@@ -137,103 +152,55 @@ def solve_serving(
     except KeyError as exc:
         raise InvalidInputError(str(exc.args[0]), field="profile") from None
     budget = budget or Budget(config.time_limit_s, config.deterministic)
-    n = cluster.num_gpus
-    limit = instance_cap(n, config)
-    space = enumerate_layouts(model, cluster, profile, limit)
-    need = (workload.request_rate or 0.0) * workload.output_len  # output tokens/s to serve
-    best = _Best()
-    cache: dict[object, object] = {}
-    entries: list[ServingEntry] = []
+    if objective == "latency":
+        from placer.serving.latency import solve_latency
 
-    def floor_for(g: int) -> float:
-        if objective == "throughput":
-            return best.value * n / (n // g) if best.layout is not None else 0.0
-        k_max = (int(best.value) - 1) // g if best.layout is not None else n // g
-        return need / k_max * (1 - 2 * TIE) if k_max > 0 else math.inf
-
-    # Most promising layouts first (by their ceiling), so the floor rises early and most
-    # layouts close on their ceiling alone.
-    probes: dict[Layout, LayoutProbe] = {}
-    promise: dict[Layout, float] = {}
-    for lay in space.legal:
-        if budget.expired():
-            break
-        probe = probes[lay] = LayoutProbe(model, cluster, workload, lay, cache)
-        one = probe.loose(1)
-        ceiling = 0.0
-        if one.fits_bound and cap_check(workload, one, bound=True) is None:
-            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
-        k = n // lay.gpus
-        if objective == "throughput":
-            promise[lay] = -k * ceiling / n
-        else:
-            promise[lay] = lay.gpus * math.ceil(need / ceiling) if ceiling > 0 else math.inf
-    order = sorted(
-        space.legal, key=lambda lay: (promise.get(lay, math.inf), lay.gpus, lay.describe())
-    )
-    for lay in order:
-        if budget.expired() or lay not in probes:
-            entries.append(entry(lay, "unresolved", None, False, reason="time limit"))
-            continue
-        g = lay.gpus
-        if objective == "gpus" and math.isinf(floor_for(g)):
-            entries.append(
-                entry(
-                    lay,
-                    "pruned",
-                    None,
-                    False,
-                    reason=f"one instance uses {g} GPUs, the plan {int(best.value)}",
-                )
-            )
-            continue
-        probe = probes[lay]
-        res = best_concurrency(probe, lambda g=g: floor_for(g), budget)  # type: ignore[misc]
-        if res.ceiling is not None:
-            entries.append(
-                entry(lay, "pruned", res, probe.exact, reason="its ceiling cannot beat the plan")
-            )
-            continue
-        if res.cap == 0:
-            entries.append(
-                entry(
-                    lay,
-                    "infeasible",
-                    res,
-                    probe.exact,
-                    reason=f"{res.cap_reason} excludes every concurrency",
-                )
-            )
-            continue
-        k = n // g
-        value: float | None = None
-        if res.concurrency is not None:
-            if objective == "throughput":
-                value = k * res.rate / n
-                if best.layout is None or value > best.value * (1 + TIE):
-                    best.layout, best.probe, best.res, best.instances = lay, probe, res, k
-                    best.value = value
-            else:
-                k = math.ceil(need / res.rate * (1 - TIE)) if need > 0 else 1
-                if k * g <= n:
-                    value = float(k * g)
-                    if best.layout is None or value < best.value:
-                        best.layout, best.probe, best.res, best.instances = lay, probe, res, k
-                        best.value = value
-        if res.open_bound > 0.0:
-            status = "unresolved"  # a range stayed open (time limit, or inexact figures)
-        else:
-            status = "solved" if res.concurrency is not None else "pruned"
-        entries.append(entry(lay, status, res, probe.exact, k, value))
-    plan = _assemble(model, cluster, workload, config, objective, space, entries, best, budget)
+        return solve_latency(model, cluster, workload, config, profile, budget)
+    search = LayoutSearch(model, cluster, workload, objective, budget)
+    space, limit, tail = _search_sizes(search, profile, config)
+    plan = _assemble(search, config, space, limit, tail)
     if config.disagg and plan.serving is not None:
         from placer.serving.disagg import disaggregated
 
         rec = disaggregated(
-            model, cluster, workload, config, plan.serving.tokens_per_s_per_gpu, limit
+            model,
+            cluster,
+            workload,
+            config,
+            plan.serving.tokens_per_s_per_gpu,
+            instance_cap(cluster.num_gpus, config),
         )
         plan = plan.model_copy(update={"serving": plan.serving.model_copy(update={"disagg": rec})})
     return plan
+
+
+def _search_sizes(
+    search: LayoutSearch, profile: RulesProfile, config: SolveConfig
+) -> tuple[LayoutSpace, int, TailBound | None]:
+    """Search instances of up to the cap; then, without a user cap, larger ones while the
+    tail bound says they could still beat the plan (up to :data:`AUTO_INSTANCE_LIMIT`).
+    Returns the layouts searched, the largest instance searched and the tail bound."""
+    model, cluster, workload = search.model, search.cluster, search.workload
+    n = cluster.num_gpus
+    limit = first_cap(n, config)
+    space = enumerate_layouts(model, cluster, profile, limit)
+    search.run(space.legal)
+    if limit >= n:
+        return space, limit, None
+    first = tail_bound(model, cluster, workload, profile, limit)
+    tail: TailBound | None = first
+    best = search.best
+    if config.max_gpus is None and best.layout is not None and not search.budget.expired():
+        if search.objective == "throughput":
+            more = needed_above(first, best.value, instance_cap(n, config))
+        else:
+            more = min(instance_cap(n, config), int(best.value) - 1)
+        if more > limit:
+            space = enumerate_layouts(model, cluster, profile, more)
+            search.run(tuple(lay for lay in space.legal if lay.gpus > limit))
+            limit = more
+            tail = tail_bound(model, cluster, workload, profile, limit) if limit < n else None
+    return space, limit, tail
 
 
 def _bounds(e: ServingEntry) -> list[float]:
@@ -241,45 +208,44 @@ def _bounds(e: ServingEntry) -> list[float]:
     return [leaf.bound for leaf in e.leaves] + ([e.ceiling] if e.ceiling is not None else [])
 
 
-def _global_bound(
-    objective: str, entries: list[ServingEntry], best: _Best, n: int, need: float
-) -> float | None:
-    """What no layout can beat: the plan itself unless a range stayed open; None if a layout
-    was never searched."""
+def _global_bound(search: LayoutSearch, tail: TailBound | None) -> float | None:
+    """What no deployment can beat: the plan itself unless a range stayed open or the tail
+    bound is larger; None if a layout was never searched."""
+    entries, best, n, need = search.entries, search.best, search.n, search.need
     if any(e.status == "unresolved" and e.bound is None for e in entries):
         return None
-    if objective == "throughput":
+    if search.objective == "throughput":
         out = best.value
         for e in entries:
             for b in _bounds(e):
                 out = max(out, (n // e.gpus) * b / n)
-        return out
+        return max(out, tail.per_gpu) if tail is not None else out
     low = best.value if best.layout is not None else math.inf
     for e in entries:
         for b in _bounds(e):
             if b > 0:
                 low = min(low, e.gpus * math.ceil(need / b * (1 - TIE)))
+    if tail is not None:
+        low = min(low, math.ceil(gpus_for_rate(tail, need) * (1 - TIE)))
     return None if math.isinf(low) else float(low)
 
 
-def _assemble(
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: Workload,
-    config: SolveConfig,
-    objective: str,
-    space: LayoutSpace,
-    entries: list[ServingEntry],
-    best: _Best,
-    budget: Budget,
-) -> Plan:
-    n = cluster.num_gpus
-    need = (workload.request_rate or 0.0) * workload.output_len
+def _larger_excluded(search: LayoutSearch, tail: TailBound | None) -> bool:
+    """Whether no instance larger than the searched ones can serve at all."""
+    if tail is None:
+        return True
+    if search.objective == "throughput":
+        return tail.per_gpu <= 0.0
+    return gpus_for_rate(tail, search.need) > search.n
+
+
+def search_record(space: LayoutSpace, entries: list[ServingEntry]) -> SearchRecord:
+    """The certificate's count of layouts by how the serving search settled them."""
     count = {
         s: sum(1 for e in entries if e.status == s)
         for s in ("solved", "pruned", "infeasible", "unresolved")
     }
-    record = SearchRecord(
+    return SearchRecord(
         candidates=space.candidates,
         legal=len(space.legal),
         rejected_by_rule=dict(sorted(space.rejected.items())),
@@ -289,239 +255,128 @@ def _assemble(
         unresolved=count["unresolved"],
         entries=(),
     )
-    solver_info = solver_record(config, objective, budget)
-    inputs = serving_inputs(model, cluster, workload)
-    unit = "tokens/s/GPU" if objective == "throughput" else "GPUs"
-    # Instances larger than the cap were not searched: nothing is proven about them.
-    complete = instance_cap(n, config) >= n
-    bound = _global_bound(objective, entries, best, n, need) if complete else None
-    if best.layout is None or best.res is None or best.probe is None:
-        proven = (
-            complete
-            and bool(entries)
-            and all(
-                e.status != "unresolved"
-                and all(leaf.bound == 0.0 or not math.isinf(leaf.bound) for leaf in e.leaves)
-                for e in entries
-            )
-        )
-        why = None
-        if proven and objective == "gpus" and any(e.status != "infeasible" for e in entries):
-            most = max((n // e.gpus) * (e.rate or 0.0) for e in entries) / workload.output_len
-            why = Infeasibility(
-                reason=f"{workload.request_rate:g} requests/s need more than {n} GPUs: no layout "
-                "serves them within the targets"
-                + (f" (best found {most:.4g} requests/s)" if most > 0 else ""),
-                conflicts=("request_rate",),
-                closest_layout=None,
-                fixes=("more GPUs, or a lower request rate",),
-                min_gpus=None,
-            )
-        elif proven:
-            why = _unreachable(model, cluster, workload, entries, space.legal)
-        return Plan(
-            status="infeasible" if proven else "unknown",
-            layout=None,
-            objective=ObjectiveRecord(
-                name=objective,
-                unit=unit,
-                value=None,
-                bound=None,
-                gap=None,
-                value_units=None,
-                bound_units=None,
-            ),
-            gpus=(),
-            expert_map={},
-            estimates=None,
-            certificate=Certificate(constraints=(), search=record, solver=solver_info),
-            infeasibility=why,
-            inputs=inputs,
-        )
-    res, probe, lay = best.res, best.probe, best.layout
-    assert res.concurrency is not None
-    c = res.concurrency
-    p = probe.at(c)
-    assert p.split is not None
-    k = best.instances
-    wl_c = instance_workload(workload, c)
-    tables = probe.tables(c)
-    emap = expert_map_from_counts(tables, probe.counts)
-    full = lay.model_copy(update={"layers_per_stage": p.split})
-    ev = evaluate(model, cluster, wl_c, full, get_profile(config.profile), emap)
-    rate = tokens_per_s(workload, c, p.step_ns, p.prefill_ns)
-    ttft = ttft_ns(workload, c, p.step_ns, p.prefill_ns)
-    tpot = tpot_ns(workload, c, p.step_ns, p.prefill_ns)
-    constraints = list(ev.constraints) + placement_constraints(tables, probe.counts)
-    constraints += serving_constraints(workload, k, lay.gpus, n, tpot, ttft, rate)
-    if objective == "throughput":
-        value, value_units = best.value, math.floor(best.value * 1000)
-        bnd = bound if bound is not None else math.inf
-        gap = (bnd - value) / bnd if bound is not None and bnd > 0 else None
-        bound_units = math.ceil(bnd * 1000) if bound is not None else None
-        optimal = bound is not None and bnd <= value * (1 + TIE)
+
+
+def _no_plan(
+    search: LayoutSearch,
+    config: SolveConfig,
+    space: LayoutSpace,
+    tail: TailBound | None,
+    certificate: Certificate,
+) -> Plan:
+    """The plan when no layout served: infeasible (with the reason) if that is proven."""
+    wl, entries = search.workload, search.entries
+    why = None
+    if proven_empty(entries, _larger_excluded(search, tail)):
+        if search.objective == "gpus" and any(e.status != "infeasible" for e in entries):
+            why = rate_unreachable(wl, search.n, entries)
+        else:
+            why = unreachable(search.model, search.cluster, wl, entries, space.legal)
+    return Plan(
+        status="infeasible" if why is not None else "unknown",
+        layout=None,
+        objective=ObjectiveRecord(
+            name=search.objective,
+            unit=_UNITS[search.objective],
+            value=None,
+            bound=None,
+            gap=None,
+            value_units=None,
+            bound_units=None,
+        ),
+        gpus=(),
+        expert_map={},
+        estimates=None,
+        certificate=certificate,
+        infeasibility=why,
+        inputs=serving_inputs(search.model, search.cluster, wl),
+    )
+
+
+_UNITS = {"throughput": "tokens/s/GPU", "gpus": "GPUs", "latency": "ms"}
+
+
+def objective_record(
+    name: str, value: float, bound: float | None, maximise: bool, scale: float
+) -> ObjectiveRecord:
+    """The objective with its bound and gap; ``optimal`` when the gap is 0. ``scale`` turns
+    values into the integer units recorded (1000 for tokens/s, 1 for GPUs)."""
+    if maximise:
+        units = math.floor(value * scale)
+        bnd_units = math.ceil(bound * scale) if bound is not None else None
+        gap = (bound - value) / bound if bound is not None and bound > 0 else None
+        optimal = bound is not None and bound <= value * (1 + TIE)
     else:
-        value, value_units = best.value, int(best.value)
-        bound_units = int(bound) if bound is not None else None
-        gap = (value - bound) / value if bound is not None else None
-        optimal = bound is not None and bound >= value
+        units = math.ceil(value * scale) if scale != 1 else int(value)
+        bnd_units = (
+            (math.floor(bound * scale) if scale != 1 else int(bound))
+            if bound is not None
+            else None
+        )
+        gap = (value - bound) / value if bound is not None and value > 0 else None
+        optimal = bound is not None and bound >= value * (1 - TIE)
     if optimal:
-        gap = 0.0
-        bound_units = value_units
-    serving = ServingRecord(
-        objective=objective,
-        ttft_ms=workload.ttft_ms,
-        tpot_ms=workload.tpot_ms,
-        request_rate=workload.request_rate,
-        cluster_gpus=n,
-        max_instance_gpus=instance_cap(n, config),
-        instances=k,
-        gpus_per_instance=lay.gpus,
-        idle_gpus=n - k * lay.gpus,
-        concurrency=c,
-        tpot_s=tpot / NS,
-        step_s=p.step_ns / NS,
-        ttft_s=ttft / NS,
-        prefill_s=p.prefill_ns / NS,
-        tokens_per_s_instance=rate,
-        tokens_per_s=k * rate,
-        tokens_per_s_per_gpu=k * rate / n,
-        tokens_per_s_per_user=rate / c,
-        requests_per_s=k * rate / workload.output_len,
-        entries=tuple(entries),
+        return ObjectiveRecord(
+            name=name, unit=_UNITS[name], value=value, bound=value, gap=0.0,
+            value_units=units, bound_units=units,
+        )  # fmt: skip
+    return ObjectiveRecord(
+        name=name, unit=_UNITS[name], value=value, bound=bound, gap=gap,
+        value_units=units, bound_units=bnd_units,
+    )  # fmt: skip
+
+
+def _assemble(
+    search: LayoutSearch,
+    config: SolveConfig,
+    space: LayoutSpace,
+    limit: int,
+    tail: TailBound | None,
+) -> Plan:
+    """The plan of the incumbent, its figures, constraints and proof record."""
+    certificate = Certificate(
+        constraints=(),
+        search=search_record(space, search.entries),
+        solver=solver_record(config, search.objective, search.budget),
+    )
+    best = search.best
+    if best.layout is None or best.res is None or best.probe is None:
+        return _no_plan(search, config, space, tail, certificate)
+    fig = instance_figures(search.model, search.cluster, search.workload, config, best)
+    k, n = best.instances, search.n
+    constraints = fig.constraints + serving_constraints(
+        search.workload, k, best.layout.gpus, n, fig.tpot, fig.ttft, fig.rate
+    )
+    bound = _global_bound(search, tail)
+    maximise = search.objective == "throughput"
+    objective = objective_record(
+        search.objective, best.value, bound, maximise, 1000.0 if maximise else 1.0
+    )
+    serving = fig.record(search.workload, search.objective, n, limit, k).model_copy(
+        update={"entries": tuple(search.entries), "tail": tail}
     )
     return Plan(
-        status="optimal" if optimal else "feasible",
-        layout=PlanLayout.of(lay, p.split),
-        objective=ObjectiveRecord(
-            name=objective,
-            unit=unit,
-            value=value,
-            bound=None if bound is None else (value if optimal else bound),
-            gap=gap,
-            value_units=value_units,
-            bound_units=bound_units,
-        ),
-        gpus=ev.gpus,
-        expert_map=emap,
-        estimates=ev.estimates,
-        certificate=Certificate(constraints=tuple(constraints), search=record, solver=solver_info),
-        inputs=inputs,
+        status="optimal" if objective.gap == 0.0 else "feasible",
+        layout=PlanLayout.of(best.layout, fig.split),
+        objective=objective,
+        gpus=fig.gpus,
+        expert_map=fig.expert_map,
+        estimates=fig.estimates,
+        certificate=certificate.model_copy(update={"constraints": tuple(constraints)}),
+        inputs=serving_inputs(search.model, search.cluster, search.workload),
         serving=serving,
     )
 
 
-def serving_constraints(
-    workload: Workload,
-    instances: int,
-    gpus: int,
-    cluster_gpus: int,
-    tpot: float,
-    ttft: int,
-    rate: float,
-) -> list[Constraint]:
-    """The targets, the instance count and (objective gpus) the request rate, as constraints."""
-    out = [
-        Constraint(
-            name="instances",
-            value=instances * gpus,
-            limit=cluster_gpus,
-            holds=instances * gpus <= cluster_gpus,
-            detail=f"{instances} instances of {gpus} GPUs",
-        )
-    ]
-    if workload.tpot_ms is not None:
-        out.append(
-            Constraint(
-                name="tpot_ms",
-                value=tpot / 1e6,
-                limit=workload.tpot_ms,
-                holds=tpot <= workload.tpot_ms * 1e6,
-                detail="decode step plus its share of interleaved prefills (docs/serving.md)",
-            )
-        )
-    if workload.ttft_ms is not None:
-        out.append(
-            Constraint(
-                name="ttft_ms",
-                value=ttft / 1e6,
-                limit=workload.ttft_ms,
-                holds=ttft <= workload.ttft_ms * 1e6,
-                detail="wait for the running step, then the prompt's chunks (docs/serving.md)",
-            )
-        )
-    if workload.request_rate is not None:
-        served = instances * rate / workload.output_len
-        out.append(
-            Constraint(
-                name="request_rate",
-                value=workload.request_rate,
-                limit=served,
-                holds=workload.request_rate <= served * (1 + TIE),
-                detail=f"{served:.4g} requests/s served by {instances} instances",
-            )
-        )
-    return out
-
-
-def _unreachable(
+def instance_figures(
     model: ModelSpec,
     cluster: ClusterSpec,
     workload: Workload,
-    entries: list[ServingEntry],
-    legal: tuple[Layout, ...],
-) -> Infeasibility:
-    """Which target no layout reaches, with the best value any layout reaches (its bound at
-    concurrency 1: every figure only grows with the concurrency)."""
-    n = cluster.num_gpus
-    gpu = cluster.gpu_types[0].name
-    best_tpot = best_ttft = math.inf
-    fits_any = False
-    cache: dict[object, object] = {}
-    reasons = {e.layout: e.cap_reason for e in entries}
-    for lay in legal:
-        if reasons.get(lay.describe()) == "memory":
-            continue
-        probe = LayoutProbe(model, cluster, workload, lay, cache)
-        p = probe.at(1)
-        if not p.fits_bound:
-            continue
-        fits_any = True
-        best_tpot = min(best_tpot, tpot_ns(workload, 1, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
-        best_ttft = min(best_ttft, ttft_ns(workload, 1, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
-    where = f"every layout of {n} x {gpu}"
-    if not fits_any:
-        reason = f"no layout holds the model and one request's KV cache on {n} x {gpu}"
-        return Infeasibility(
-            reason=reason,
-            conflicts=("memory",),
-            closest_layout=None,
-            fixes=("more GPUs, larger GPUs, fp8 weights or a shorter context",),
-            min_gpus=None,
-        )
-    if workload.tpot_ms is not None and best_tpot > workload.tpot_ms:
-        reason = f"TPOT >= {best_tpot:.3g} ms on {where} (target {workload.tpot_ms:g} ms)"
-        return Infeasibility(
-            reason=reason,
-            conflicts=("tpot",),
-            closest_layout=None,
-            fixes=(f"--tpot {best_tpot:.3g} or more",),
-            min_gpus=None,
-        )
-    if workload.ttft_ms is not None and best_ttft > workload.ttft_ms:
-        reason = f"TTFT >= {best_ttft:.4g} ms on {where} (target {workload.ttft_ms:g} ms)"
-        return Infeasibility(
-            reason=reason,
-            conflicts=("ttft",),
-            closest_layout=None,
-            fixes=(f"--ttft {best_ttft:.4g} or more",),
-            min_gpus=None,
-        )
-    reason = (
-        f"no layout of {n} x {gpu} meets TPOT {workload.tpot_ms} ms and TTFT "
-        f"{workload.ttft_ms} ms together (best alone: TPOT {best_tpot:.3g} ms, TTFT "
-        f"{best_ttft:.4g} ms)"
-    )
-    return Infeasibility(
-        reason=reason, conflicts=("tpot", "ttft"), closest_layout=None, fixes=(), min_gpus=None
-    )
+    config: SolveConfig,
+    best: Incumbent,
+) -> InstanceFigures:
+    """Evaluate the incumbent's instance at its concurrency (split and expert map of the
+    probe's DP), with the memory and placement constraints the certificate lists."""
+    assert best.layout is not None and best.probe is not None and best.res is not None
+    assert best.res.concurrency is not None
+    return figures_at(model, cluster, workload, config, best.probe, best.res.concurrency)
