@@ -65,7 +65,7 @@ class LayerSolution:
     deterministic_time: float
 
 
-def _charge(budget: Budget, solver: cp_model.CpSolver, status: Any, seconds: float) -> None:
+def charge_solve(budget: Budget, solver: cp_model.CpSolver, status: Any, seconds: float) -> None:
     """Charge the solve's deterministic time; in deterministic mode, record a stop by the
     wall clock (CP-SAT ended unproven before its deterministic limit), after which the
     answer is no longer reproducible."""
@@ -191,7 +191,7 @@ def solve_layer(
     p.relative_gap_limit = 0.0
     p.absolute_gap_limit = 0.0
     status = solver.solve(m)
-    _charge(budget, solver, status, seconds)
+    charge_solve(budget, solver, status, seconds)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     best = round(solver.objective_value)
@@ -372,7 +372,7 @@ def optimal_for_counts(
     solver.parameters.num_workers = 1
     solver.parameters.relative_gap_limit = 0.0
     status = solver.solve(m)
-    _charge(budget, solver, status, seconds)
+    charge_solve(budget, solver, status, seconds)
     if status != cp_model.OPTIMAL:
         return None
     out = np.zeros((gpus, per_gpu), dtype=np.int64)
