@@ -7,6 +7,7 @@ match its optimum exactly and every bound must stay below it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import Counter
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from placer.balance.eplb import rebalance_experts
+from placer.balance.exact import exchange, scaled, window_search
 from placer.balance.loads import LoadStats, synthetic_loads
 from placer.balance.solve import balance, balance_layer
 from placer.budget import Budget
@@ -68,9 +70,7 @@ def test_proven_claims_match_brute_force(
     slots = gpus * per_gpu
     if slots < experts:
         pytest.skip("fewer slots than experts")
-    rng = np.random.default_rng(seed)
-    w = rng.integers(1, 60, size=experts).astype(np.float64)
-    opt = brute_force_optimum(w, gpus, slots, duplicates)
+    w, opt = _small_case(experts, gpus, per_gpu, seed, duplicates)
     mean = w.sum() / gpus
     budget = Budget(600.0, deterministic=True)
     row, counts, q = balance_layer(
@@ -88,6 +88,57 @@ def test_proven_claims_match_brute_force(
     # These layers are tiny: the whole-layer model must close them within its budget.
     assert q.proven
     assert q.imbalance == pytest.approx(opt / mean, rel=1e-9)
+
+
+@functools.cache
+def _small_case(
+    experts: int, gpus: int, per_gpu: int, seed: int, duplicates: bool
+) -> tuple[np.ndarray, float]:
+    """A small random layer (whole-number loads) and its exhaustive optimum."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(1, 60, size=experts).astype(np.float64)
+    return w, brute_force_optimum(w, gpus, gpus * per_gpu, duplicates)
+
+
+def _dealt(counts: np.ndarray, gpus: int, per_gpu: int) -> np.ndarray:
+    """Replicas dealt round-robin: a poor but valid start (no duplicates for counts <= gpus)."""
+    reps = np.repeat(np.arange(counts.size), counts)
+    return reps.reshape(per_gpu, gpus).T.copy()
+
+
+@pytest.mark.parametrize(("experts", "gpus", "per_gpu", "seed"), SMALL_CASES)
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_exact_search_matches_brute_force(
+    experts: int, gpus: int, per_gpu: int, seed: int, duplicates: bool
+) -> None:
+    """The integer mean bound stays below the exhaustive optimum; the window search, started
+    from a poor placement, ends proven exactly on the optimum with a valid placement, and
+    every bound it reports is below the optimum; exchanges keep counts and the one-copy rule
+    and never raise the busiest GPU."""
+    slots = gpus * per_gpu
+    if slots < experts:
+        pytest.skip("fewer slots than experts")
+    w, opt = _small_case(experts, gpus, per_gpu, seed, duplicates)
+    sc = scaled(w, slots, gpus, duplicates)
+    assert sc is not None
+    assert w.sum() / gpus <= sc.mean_bound(gpus) / sc.q <= opt + 1e-9
+    counts = np.array(next(iter(_count_vectors(experts, slots, gpus))), dtype=np.int64)
+    start = _dealt(counts, gpus, per_gpu)
+    moved = exchange(sc, counts, start, sc.mean_bound(gpus), seed)
+    assert sorted(moved.ravel().tolist()) == sorted(start.ravel().tolist())
+    assert all(len(set(g)) == per_gpu for g in moved.tolist())
+    assert sc.peak(counts, moved) <= sc.peak(counts, start)
+    res = window_search(sc, gpus, counts, moved, Budget(600.0, deterministic=True), 30.0,
+                        allow_duplicates=duplicates)
+    assert res is not None
+    assert res.bound / sc.q <= opt + 1e-9
+    assert np.array_equal(np.bincount(res.assign.ravel(), minlength=experts), res.counts)
+    if not duplicates:
+        assert all(len(set(g)) == per_gpu for g in res.assign.tolist())
+    loads = (w[res.assign] / res.counts[res.assign]).sum(axis=1)
+    assert loads.max() == pytest.approx(sc.peak(res.counts, res.assign) / sc.q, rel=1e-12)
+    assert res.proven
+    assert loads.max() == pytest.approx(opt, rel=1e-9)
 
 
 def _mixtral_like() -> LoadStats:

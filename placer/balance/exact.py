@@ -315,7 +315,8 @@ def window_search(
     """Bisect on the busiest GPU's load ``T`` between the integer mean bound and the
     incumbent: "infeasible" at ``T`` raises the bound to ``T + 1``, a placement lowers the
     incumbent (module docstring). None when the first window holds too many contents to
-    try. CP-SAT gets at most ``seconds`` of ``budget`` in all."""
+    try (a placement already on the integer mean bound is returned proven). CP-SAT gets
+    at most ``seconds`` of ``budget`` in all."""
     per_gpu = assign.shape[1]
     best = sc.peak(counts, assign)
     low = sc.mean_bound(gpus)
@@ -339,6 +340,6 @@ def window_search(
             best = sc.peak(counts, assign)
         else:
             break
-    if not tried:
-        return None
+    if not tried and low < best:
+        return None  # the first window held too many contents (or no time was left)
     return WindowResult(counts, assign, low, low >= best, improved)
