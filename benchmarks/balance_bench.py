@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 from placer.balance.eplb import rebalance_experts
-from placer.balance.loads import load_loads, synthetic_loads
+from placer.balance.loads import load_loads
 from placer.balance.solve import balance, balance_layer
+from placer.balance.synthetic import synthetic_loads
 from placer.budget import Budget
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,9 @@ import pytest
 
 from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import exchange, scaled, window_search
-from placer.balance.loads import LoadStats, synthetic_loads
+from placer.balance.loads import LoadStats
 from placer.balance.solve import balance, balance_layer
+from placer.balance.synthetic import synthetic_loads
 from placer.budget import Budget
 
 from .helpers import run_cli

@@ -138,20 +138,14 @@ def balance(
     in_process = workers <= 1 or layers <= 2
     # Never more processes than MAX_PROCESSES (each costs memory), whatever a caller asks.
     parallel = 1 if in_process else min(workers, layers, MAX_PROCESSES)
-    seconds = (
-        layer_seconds
-        if layer_seconds is not None
-        else 0.8 * budget.time_limit_s * parallel / layers
-    )
+    share = 0.8 * budget.time_limit_s * parallel / layers
+    seconds = layer_seconds if layer_seconds is not None else share
     deadline = time.monotonic() + budget.wall_remaining()
+    shape = (gpus, nodes, slots, groups, policy)
     jobs = [
         _LayerJob(
             w_all[i],
-            gpus,
-            nodes,
-            slots,
-            groups,
-            policy,
+            *shape,
             loads.layers[i],
             use_eplb,
             allow_duplicates,
@@ -162,17 +156,8 @@ def balance(
         )
         for i in range(layers)
     ]
-    # Layers are independent. The work is Python and numpy on small arrays (GIL-bound),
-    # so layers run in processes; a single worker or layer stays in this process, under
-    # the caller's budget (and its clock).
-    if in_process:
-        results = [_run_job(job, budget) for job in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=parallel) as pool:
-            results = list(pool.map(_run_job, jobs, chunksize=1))
-        budget.charge(sum(r[3] for r in results))
-    rows = [r[0] for r in results]
-    counts = [r[1] for r in results]
+    results = _run_layers(jobs, budget, parallel)
+    rows, counts = [r[0] for r in results], [r[1] for r in results]
     return BalanceResult(
         physical_to_logical_map=tuple(tuple(int(x) for x in r) for r in rows),
         logical_to_physical_map=_logical_to_physical(rows, counts, experts),
@@ -191,6 +176,18 @@ def balance(
         wall_clock_stop=budget.wall_clock_stop or any(r[4] for r in results),
         source=loads.source,
     )
+
+
+def _run_layers(jobs: list[_LayerJob], budget: Budget, parallel: int) -> list[LayerOutcome]:
+    """Every layer's outcome, in order. Layers are independent. The work is Python and numpy
+    on small arrays (GIL-bound), so layers run in processes; with one process they stay in
+    this one, under the caller's budget (and its clock)."""
+    if parallel <= 1:
+        return [_run_job(job, budget) for job in jobs]
+    with ProcessPoolExecutor(max_workers=parallel) as pool:
+        results = list(pool.map(_run_job, jobs, chunksize=1))
+    budget.charge(sum(r[3] for r in results))
+    return results
 
 
 def _checked_slots(
