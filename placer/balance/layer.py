@@ -111,9 +111,18 @@ def _solve_global(
     counts, assign, method, exact = pl.place_layer(w, slots, gpus, budget, start, seconds=seconds)
     # The enumeration's bound assumes one copy per GPU.
     extra = {} if exact is None or allow_duplicates else {"exact enumeration": exact}
+    # The enumeration proves its placement when its best valid pairing meets its bound.
+    settled = exact is not None and not allow_duplicates
+    settled = settled and float(pl.gpu_loads(w, counts, assign).max()) <= (exact or 0.0)
     found = _eplb_if_better(
-        Found(counts, assign, method, extra), w, gpus, eplb_row, allow_duplicates
+        Found(counts, assign, method, extra, "exact enumeration" if settled else None),
+        w,
+        gpus,
+        eplb_row,
+        allow_duplicates,
     )
+    if found.proven_by is not None:
+        return found
     sc = scaled(w, slots, gpus, allow_duplicates)
     if sc is not None:
         left = max(0.0, seconds - (pl.spent(budget) - before))
