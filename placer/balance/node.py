@@ -145,6 +145,11 @@ def _polish_busiest(
             state.methods.add("count moves")
         if state.peaks[hot] <= state.bound(hot) * (1 + POLISH_GAP):
             continue  # CP-SAT rarely closes so small a gap in the time a node gets
+        if state.node_gpus <= 8:
+            c, a = pl.hot_count_search(w[ids], state.node_slots, state.node_gpus)
+            if pl.gpu_loads(w[ids], c, a).max() < state.peaks[hot]:
+                state.put(hot, c, a)
+                state.methods.add("hot counts")
         cp = solve_layer(
             w[ids],
             state.node_slots,
