@@ -50,7 +50,6 @@ from placer.search.tables import (
     TIME_SCALE,
     LayoutTables,
     add_costs,
-    balanced_counts,
     build_tables,
     lower_bound_ns,
     memory_lower_bound,
@@ -466,16 +465,15 @@ class _Checker:
         self.found.checked.append("rules profile and layer split")
         self.layout = layout
         tables = build_tables(self.model, self.cluster, self.workload, layout, self.objective)
-        # The objective depends on the split alone: any valid expert map puts
-        # ceil(slots / ep) slots on a layer's busiest rank (docs/certificate.md).
-        self.value_ns = objective_ns(
-            tables, pl.layers_per_stage, balanced_counts(tables), self.objective
-        )
         counts = self.check_expert_map(layout)
         if counts is None:
             return
         self.found.checked.append("expert map: every expert placed, ids in range, slot counts")
         emap: ExpertMap = dict(self.plan.expert_map)
+        # Any valid expert map puts ceil(slots / ep) slots on a layer's busiest rank; the
+        # all-to-all's cross-node part is read from where the map puts each expert group
+        # (docs/certificate.md).
+        self.value_ns = objective_ns(tables, pl.layers_per_stage, counts, self.objective, emap)
         ev = evaluate(self.model, self.cluster, self.workload, layout, self.profile, emap)
         self.check_gpus(ev.gpus)
         self.check_constraints(list(ev.constraints) + _placement_constraints(tables, counts))

@@ -57,6 +57,7 @@ from placer.search.tables import (
     add_costs,
     balanced_counts,
     build_tables,
+    contiguous_map,
     lower_bound_ns,
     memory_by_rank,
     memory_lower_bound,
@@ -100,19 +101,7 @@ class _Incumbent:
 
 def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMap:
     """Fill each rank's slots with logical experts contiguously (slot p holds p % E)."""
-    out: ExpertMap = {}
-    for i, slots in enumerate(tables.slots):
-        if slots == 0:
-            continue
-        experts = int(tables.experts[i])
-        ranks = []
-        start = 0
-        for r in range(tables.layout.ep):
-            n = int(counts[i, r])
-            ranks.append(tuple(p % experts for p in range(start, start + n)))
-            start += n
-        out[i] = tuple(ranks)
-    return out
+    return contiguous_map(tables, counts)
 
 
 def _layout_entry(
