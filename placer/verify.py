@@ -43,7 +43,7 @@ from placer.ledger import ExpertMap
 from placer.model import ModelSpec
 from placer.plan import Plan, SearchEntry, content_digest, digest
 from placer.planfile import read_plan
-from placer.proof import any_fit, layout_optimum
+from placer.proof import any_fit, layout_optimum, locality_exact
 from placer.rules import PROFILES, RulesProfile, layout_violations
 from placer.search.space import enumerate_layouts
 from placer.search.tables import (
@@ -708,6 +708,11 @@ class _Checker:
             self.bad.append(
                 f"{at}: {what}, better than the plan claimed optimal ({self.value_ns} ns on "
                 f"{plan_gpus} GPUs)"
+            )
+        elif beats and not locality_exact(tables):
+            self.found.trusted.append(
+                f"{at}: optimum re-proven only as a lower bound (its slot counts decide the "
+                "all-to-all's locality; docs/certificate.md)"
             )
         elif beats:
             self.found.trusted.append(f"{at}: optimum not re-proven within the search budget")
