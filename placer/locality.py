@@ -87,7 +87,7 @@ class Locality:
     ``a2a(l, s) = max(0, intra[l, s], inter[l, s] + min(sum_k node[l, s, m_k], cap[l, s]))``
     """
 
-    placed: np.ndarray  # (L,) bool: the layer's all-to-all depends on the placement
+    placed: np.ndarray  # (L, pp) bool: the layer's all-to-all on that stage depends on it
     group_size: np.ndarray  # (L,) experts per group
     n_group: int
     topk_group: int
@@ -104,15 +104,14 @@ class Locality:
         return max(0, int(self.intra[layer, stage]), inter)
 
     def table(self, expert_map: Mapping[int, ExpertRanks]) -> np.ndarray:
-        """(L, pp) ns of every placed layer on every stage for ``expert_map``."""
+        """(L, pp) ns of every placed (layer, stage) for ``expert_map`` (0 elsewhere: those
+        layers' all-to-all is in the layer table)."""
         out = np.zeros(self.intra.shape, dtype=np.int64)
-        for i in np.flatnonzero(self.placed):
+        for i, s in np.argwhere(self.placed):
             ranks = expert_map.get(int(i))
-            if ranks is None:
-                continue
-            for s, b in enumerate(self.bounds):
-                m = groups_on_nodes(b, ranks, int(self.group_size[i]))
-                out[i, s] = self.a2a_ns(int(i), s, m)
+            if ranks is not None:
+                m = groups_on_nodes(self.bounds[s], ranks, int(self.group_size[i]))
+                out[i, s] = self.a2a_ns(int(i), int(s), m)
         return out
 
     def lower_bound(self, slots: np.ndarray, ep: int) -> np.ndarray:
@@ -123,16 +122,15 @@ class Locality:
         (subadditivity). ``node[..., n_group] - 1`` is below the per-node nanoseconds
         before rounding up, so the bound stays below every rounded table sum."""
         out = np.zeros(self.intra.shape, dtype=np.int64)
-        for i in np.flatnonzero(self.placed):
-            for s, b in enumerate(self.bounds):
-                k = len(b) - 1
-                reach = 1.0
-                if int(slots[i]) // ep >= 1:
-                    g, kg = self.n_group, self.topk_group
-                    reach = (k - 1) * group_reach(1, g, kg) + group_reach(max(1, g - k + 1), g, kg)
-                per_node = max(0, int(self.node[i, s, self.n_group]) - 1)
-                spread = min(int(np.floor(per_node * reach)), int(self.cap[i, s]))
-                out[i, s] = max(0, int(self.intra[i, s]), int(self.inter[i, s]) + spread)
+        g, kg = self.n_group, self.topk_group
+        for i, s in np.argwhere(self.placed):
+            k = len(self.bounds[s]) - 1
+            reach = 1.0
+            if int(slots[i]) // ep >= 1:
+                reach = (k - 1) * group_reach(1, g, kg) + group_reach(max(1, g - k + 1), g, kg)
+            per_node = max(0, int(self.node[i, s, g]) - 1)
+            spread = min(int(np.floor(per_node * reach)), int(self.cap[i, s]))
+            out[i, s] = max(0, int(self.intra[i, s]), int(self.inter[i, s]) + spread)
         return out
 
 
@@ -148,7 +146,7 @@ def build_locality(
     if dispatch is None or model.moe is None or np.isnan(dispatch).all():
         return None
     n_group, topk_group = int(model.moe.n_group or 1), int(model.moe.topk_group or 1)
-    placed = ~np.isnan(dispatch[:, :, 0]).any(axis=1)
+    placed = ~np.isnan(dispatch[:, :, 0])
     rows = np.nan_to_num(dispatch)
     n_layers, pp = rows.shape[:2]
     reach = np.array([group_reach(m, n_group, topk_group) for m in range(n_group + 1)])

@@ -10,7 +10,10 @@ the same integer tables (:class:`~placer.search.tables.LayoutTables`):
 - every (stage, EP rank) holds its fixed bytes, its layers' base bytes and its slots
   within its capacity;
 - a stage's time is fixed by its layers alone (the busiest rank of a layer always
-  holds ``ceil(slots / ep)`` slots), so the objective depends on the split only.
+  holds ``ceil(slots / ep)`` slots), so the objective depends on the split only; the one
+  exception is an all-to-all priced from where expert groups sit (placer/locality.py)
+  when the slot counts are free, which is charged its lower bound and marks the optimum
+  inexact (:func:`locality_exact`).
 
 Two facts make it small. The layers a stage can hold are closed under removing a
 layer, so for each stage and first layer there is a last layer it can reach (found
@@ -170,15 +173,17 @@ def _layer_times(t: LayoutTables) -> np.ndarray:
     per = t.time_layer + t.time_slot * busiest[:, None]
     if t.locality is not None:
         # Fixed counts (slots % ep == 0) fix the all-to-all; otherwise its lower bound.
-        per = per + t.locality.lower_bound(t.slots, t.layout.ep) * _free(t)[:, None]
-        per = per + t.locality.table(_even_map(t)) * ~_free(t)[:, None]
+        free = _free(t)
+        per = per + t.locality.lower_bound(t.slots, t.layout.ep) * free
+        per = per + t.locality.table(_even_map(t)) * ~free
     return np.vstack([np.zeros((1, t.layout.pp), dtype=np.int64), np.cumsum(per, axis=0)])
 
 
 def _free(t: LayoutTables) -> np.ndarray:
-    """(L,) bool: the layer's slot counts, hence its all-to-all, are the placement's choice."""
+    """(L, pp) bool: the layer's slot counts, hence its all-to-all on that stage, are the
+    placement's choice."""
     assert t.locality is not None
-    free: np.ndarray = t.locality.placed & (t.slots % t.layout.ep != 0)
+    free: np.ndarray = t.locality.placed & (t.slots % t.layout.ep != 0)[:, None]
     return free
 
 

@@ -8,7 +8,10 @@ Decision variables (:class:`PlacementVars`):
   identical in size and, without load statistics, in load, so which logical
   expert fills a slot does not change any constraint or the objective: the model
   decides counts, and the plan fills slots with experts contiguously. This is an
-  exact symmetry reduction, not an approximation;
+  exact symmetry reduction, not an approximation. The exception is group-limited
+  routing across nodes, where the fill decides which groups share a node: there the
+  model optimises over contiguous fills of its counts (priced below; the limit is
+  stated in docs/cost-model.md);
 - ``q[l, s, r] = n[l, r]`` if layer ``l`` is on stage ``s``, else 0 (memory);
 - ``v[l, s]``: routed-expert time of layer ``l`` on stage ``s`` (busiest rank);
 - ``a[l, s]``: the layer's all-to-all on stage ``s`` where it depends on the placement
@@ -73,8 +76,8 @@ def _a2a_horizon(t: LayoutTables) -> int:
     loc = t.locality
     if loc is None:
         return 0
-    worst = np.maximum(np.maximum(loc.intra, loc.inter + loc.cap), 0)
-    return sum(int(worst[i].max()) for i in np.flatnonzero(loc.placed))
+    worst = np.where(loc.placed, np.maximum(np.maximum(loc.intra, loc.inter + loc.cap), 0), 0)
+    return int(sum(int(row.max()) for row in worst))
 
 
 def create_variables(model: cp_model.CpModel, t: LayoutTables) -> PlacementVars:

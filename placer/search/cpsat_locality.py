@@ -25,7 +25,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from placer.locality import groups_on_nodes
-from placer.search.tables import LayoutTables, contiguous_map
+from placer.search.tables import LayoutTables, contiguous_ranks
 
 if TYPE_CHECKING:  # cpsat.py imports this module to build the model
     from placer.search.cpsat import PlacementVars
@@ -47,6 +47,15 @@ class _Layer:
         self.lo = self.slots // ep
         self.hi = self.lo + (1 if self.slots % ep else 0)
         self.ge: dict[tuple[int, int], Lit] = {}
+        self.seen: dict[tuple[bytes, tuple[int, ...]], np.ndarray] = {}
+
+    def groups(self, counts: np.ndarray, bounds: tuple[int, ...], size: int) -> np.ndarray:
+        """``m_k`` of the contiguous fill of ``counts`` (memoised: the hint asks per node)."""
+        key = (counts[self.i].tobytes(), bounds)
+        if key not in self.seen:
+            ranks = contiguous_ranks(int(self.t.experts[self.i]), counts[self.i])
+            self.seen[key] = groups_on_nodes(bounds, ranks, size)
+        return self.seen[key]
 
     def _derive(self, var: cp_model.IntVar, fn: Callable[[np.ndarray], int]) -> None:
         self.v.derived.append((var, fn))
@@ -169,8 +178,7 @@ class _Layer:
         size = int(t.locality.group_size[i])
 
         def value(counts: np.ndarray) -> int:
-            ranks = contiguous_map(t, counts)[i]
-            return int(groups_on_nodes(bounds, ranks, size)[k])
+            return int(self.groups(counts, bounds, size)[k])
 
         self._derive(m, value)
         return (m, value)
@@ -215,13 +223,13 @@ def add_locality(model: cp_model.CpModel, v: PlacementVars, t: LayoutTables) -> 
     loc = t.locality
     if loc is None:
         return
-    for i in (int(x) for x in np.flatnonzero(loc.placed)):
+    for i in (int(x) for x in np.flatnonzero(loc.placed.any(axis=1))):
         if not t.slots[i]:
             continue
         layer = _Layer(model, v, t, i)
         nodes: dict[tuple[int, ...], list[Derived]] = {}
         priced: dict[tuple[object, ...], tuple[cp_model.IntVar, int]] = {}
-        for s in range(t.layout.pp):
+        for s in (int(x) for x in np.flatnonzero(loc.placed[i])):
             b = loc.bounds[s]
             if b not in nodes:
                 nodes[b] = layer.groups_on_nodes(b)

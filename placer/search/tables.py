@@ -193,19 +193,21 @@ def add_costs(
 def contiguous_map(t: LayoutTables, counts: np.ndarray) -> dict[int, ExpertRanks]:
     """Fill each rank's slots with logical experts contiguously (slot p holds p % E), the
     way a plan fills the slot counts the model chose."""
-    out: dict[int, ExpertRanks] = {}
-    for i, slots in enumerate(t.slots):
-        if slots == 0:
-            continue
-        experts = int(t.experts[i])
-        ranks = []
-        start = 0
-        for r in range(t.layout.ep):
-            n = int(counts[i, r])
-            ranks.append(tuple(p % experts for p in range(start, start + n)))
-            start += n
-        out[i] = tuple(ranks)
-    return out
+    return {
+        i: contiguous_ranks(int(t.experts[i]), counts[i])
+        for i, slots in enumerate(t.slots)
+        if slots
+    }
+
+
+def contiguous_ranks(experts: int, counts: np.ndarray) -> ExpertRanks:
+    """One layer's contiguous fill: rank ``r`` holds the next ``counts[r]`` slots."""
+    ranks = []
+    start = 0
+    for n in (int(c) for c in counts):
+        ranks.append(tuple(p % experts for p in range(start, start + n)))
+        start += n
+    return tuple(ranks)
 
 
 def locality_ns(
