@@ -112,7 +112,9 @@ def _dense_width(
     return r.req(key) if not all(is_moe) else None
 
 
-def _deepseek_moe(r: ConfigReader, n: int) -> tuple[list[bool], MoESpec]:
+def _deepseek_moe(
+    r: ConfigReader, n: int, correction_bias: bool | None = None
+) -> tuple[list[bool], MoESpec]:
     """DeepSeek-style layer pattern and routed/shared experts (DeepSeek, Kimi-K2, GLM-4.5):
     layer ``i`` is MoE iff ``i >= first_k_dense_replace and i % moe_layer_freq == 0``."""
     first_dense = r.opt("first_k_dense_replace", 0, "no leading dense layers", kind="index")
@@ -127,7 +129,9 @@ def _deepseek_moe(r: ConfigReader, n: int) -> tuple[list[bool], MoESpec]:
         expert_intermediate_size=width,
         num_shared_experts=n_shared,
         shared_intermediate_size=n_shared * width,
-        router_bias=r.get("topk_method") == "noaux_tc",
+        router_bias=(
+            r.get("topk_method") == "noaux_tc" if correction_bias is None else correction_bias
+        ),
         n_group=r.get("n_group"),
         topk_group=r.get("topk_group"),
     )
@@ -156,8 +160,11 @@ def _read_deepseek(r: ConfigReader, n: int, h: int) -> _Body:
 
 
 def _read_glm4_moe(r: ConfigReader, n: int, h: int) -> _Body:
-    """GLM-4.5: DeepSeek's layer pattern with grouped-query attention."""
-    is_moe, moe = _deepseek_moe(r, n)
+    """GLM-4.5: DeepSeek's layer pattern with grouped-query attention. Its router always
+    holds the score-correction bias (transformers' Glm4MoeTopkRouter, a DeepseekV3TopkRouter;
+    the checkpoint stores ``e_score_correction_bias``), though the config has no
+    ``topk_method``."""
+    is_moe, moe = _deepseek_moe(r, n, correction_bias=True)
     dense_width = _dense_width(r, is_moe)
     attn = read_gqa(
         r,
