@@ -124,14 +124,7 @@ def build_tables(
         ],
         dtype=np.int64,
     )
-    memory = cluster.memory_bytes[: layout.gpus]
-    usable = capacity_bytes(memory, workload)
-    width = layout.stage_width
-    cap = np.full((layout.pp, layout.ep), np.iinfo(np.int64).max, dtype=np.int64)
-    for g in range(layout.gpus):
-        s, pos = divmod(g, width)
-        r = (pos // layout.expert_tp) % layout.ep
-        cap[s, r] = min(cap[s, r], usable[g])
+    cap = _capacity_by_rank(cluster, workload, layout)
     n_pp = (n, layout.pp)
     costs = CostTables(
         layer=np.zeros(n_pp),
@@ -167,6 +160,17 @@ def build_tables(
         handoff=_ns(costs.handoff),
         locality=build_locality(model, cluster, layout, costs.dispatch, _ns),
     )
+
+
+def _capacity_by_rank(cluster: ClusterSpec, workload: Workload, layout: Layout) -> np.ndarray:
+    """(pp, ep) smallest usable capacity among the GPUs of each stage's EP rank."""
+    usable = capacity_bytes(cluster.memory_bytes[: layout.gpus], workload)
+    cap = np.full((layout.pp, layout.ep), np.iinfo(np.int64).max, dtype=np.int64)
+    for g in range(layout.gpus):
+        s, pos = divmod(g, layout.stage_width)
+        r = (pos // layout.expert_tp) % layout.ep
+        cap[s, r] = min(cap[s, r], usable[g])
+    return cap
 
 
 def add_costs(
