@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from placer.collectives import (
-    dispatch_combine_time,
+    DispatchParts,
+    dispatch_parts,
     gather_time,
     hierarchical_allreduce,
+    nodes_reached,
 )
 from placer.cost_env import (
     Group,
@@ -128,20 +130,16 @@ def layer_comm(
     h = model.hidden_size
     act = hidden_bytes / max(step.tokens * h, 1)
     g = env.moe
-    if layout.ep > 1 and layout.expert_tp == 1 and env.engine.a2a_dispatch:
+    parts = dispatch(model, layout, env, step, hidden_bytes)
+    if parts is not None:
         moe = model.moe
-        a2a = dispatch_combine_time(
-            tokens=step.tokens / layout.tp,
-            top_k=model.experts_per_token,
-            hidden=h,
-            ep=layout.ep,
-            per_node=min(g.per_node, layout.ep),
-            intra=g.intra,
-            inter=g.inter,
-            dispatch_bytes=min(env.engine.dispatch_dtype_bytes, act),
-            combine_bytes=act,
-            n_group=moe.n_group if moe is not None else None,
-            topk_group=moe.topk_group if moe is not None else None,
+        a2a = parts.seconds(
+            nodes_reached(
+                model.experts_per_token,
+                parts.nodes,
+                moe.n_group if moe is not None else None,
+                moe.topk_group if moe is not None else None,
+            )
         )
         if env.engine.two_batch_overlap:
             # The other micro-batch's attention and MLP run while this one communicates.
@@ -149,6 +147,30 @@ def layer_comm(
         return attention + a2a
     gathered = step.total * h * act
     return attention + 2 * gather_time(gathered, g.size, g.inter if g.nodes > 1 else g.intra)
+
+
+def dispatch(
+    model: ModelSpec, layout: Layout, env: StageEnv, step: Step, hidden_bytes: float
+) -> DispatchParts | None:
+    """The all-to-all of a MoE layer under attention-DP where the engine has one (DeepEP),
+    else None (tokens already replicated, or moved by all-gather / reduce-scatter)."""
+    if layout.dp_attn == 1 or layout.ep <= 1 or layout.expert_tp != 1:
+        return None
+    if not env.engine.a2a_dispatch:
+        return None
+    h = model.hidden_size
+    act = hidden_bytes / max(step.tokens * h, 1)
+    return dispatch_parts(
+        tokens=step.tokens / layout.tp,
+        top_k=model.experts_per_token,
+        hidden=h,
+        ep=layout.ep,
+        per_node=min(env.moe.per_node, layout.ep),
+        intra=env.moe.intra,
+        inter=env.moe.inter,
+        dispatch_bytes=min(env.engine.dispatch_dtype_bytes, act),
+        combine_bytes=act,
+    )
 
 
 def uniform(model: ModelSpec, layer: int) -> np.ndarray:

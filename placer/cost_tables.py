@@ -3,7 +3,7 @@ solver and the verifier, and the per-stage costs of a placed layout (docs/cost-m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ from placer.calibration import Calibration, active_calibration
 from placer.cluster import ClusterSpec
 from placer.collectives import (
     engine_comm,
+    nodes_reached,
 )
 from placer.cost_env import (
     StageEnv,
@@ -22,6 +23,7 @@ from placer.cost_env import (
     stage_env,
 )
 from placer.cost_layer import (
+    dispatch,
     expert_rank_time,
     layer_time,
     uniform,
@@ -32,6 +34,14 @@ from placer.ledger import (
     ExpertMap,
     block_params_per_gpu,
     weight_dtypes,
+)
+from placer.locality import (
+    DISPATCH_FIELDS,
+    applies,
+    dispatch_row,
+    groups_on_nodes,
+    node_bounds,
+    placed_seconds,
 )
 from placer.model import ModelSpec
 from placer.workload import Workload
@@ -66,6 +76,37 @@ class CostTables:
     last: np.ndarray
     handoff: np.ndarray
     comm: np.ndarray  # the communication part of ``layer`` (TP all-reduce, EP all-to-all)
+    #: (L, pp, 5) seconds of the all-to-all that depends on where experts sit
+    #: (placer/locality.py), left out of ``layer`` and ``comm``; NaN rows elsewhere.
+    dispatch: np.ndarray | None = None
+
+
+def _placed_dispatch(
+    model: ModelSpec,
+    workload: Workload,
+    layout: Layout,
+    env: StageEnv,
+    step: Step,
+    layer: int,
+    compute: float,
+    bounds: tuple[int, ...],
+) -> tuple[float, np.ndarray] | None:
+    """(the reference all-to-all :func:`placer.cost_layer.layer_comm` charged, its dispatch
+    row) when the layer's all-to-all depends on the placement (placer/locality.py), else
+    None."""
+    if not model.experts_in_layer(layer) or layout.dp_attn == 1:
+        return None
+    act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
+    parts = dispatch(model, layout, env, step, step.tokens * model.hidden_size * act)
+    if parts is None or not applies(model, parts, bounds):
+        return None
+    moe = model.moe
+    assert moe is not None
+    ref = parts.seconds(
+        nodes_reached(model.experts_per_token, parts.nodes, moe.n_group, moe.topk_group)
+    )
+    overlap = compute if env.engine.two_batch_overlap else 0.0
+    return max(0.0, ref - overlap), dispatch_row(parts, overlap)
 
 
 def fill_stage(
@@ -76,9 +117,11 @@ def fill_stage(
     step: Step,
     s: int,
     tables: CostTables,
+    bounds: tuple[int, ...] = (0, 1),
 ) -> None:
-    """Fill column ``s`` of the layer, slot and last-stage tables."""
-    seen: dict[tuple[object, ...], tuple[float, float, float]] = {}
+    """Fill column ``s`` of the layer, slot and last-stage tables (and of ``dispatch``,
+    whose layers' all-to-all is then left out of ``layer`` and ``comm``)."""
+    seen: dict[tuple[object, ...], tuple[float, float, float, np.ndarray | None]] = {}
     for i, sig in enumerate(model.layer_signatures):
         if sig not in seen:
             slot = 0.0
@@ -89,8 +132,15 @@ def fill_stage(
                     model, workload, layout, env, step, i, one, uniform(model, i), np.ones(e)
                 )
             both, comm = layer_time(model, workload, layout, env, step, i)
-            seen[sig] = (both, slot, comm)
-        tables.layer[i, s], tables.slot[i, s], tables.comm[i, s] = seen[sig]
+            compute = both - comm - env.layer_s
+            placed = _placed_dispatch(model, workload, layout, env, step, i, compute, bounds)
+            row = None
+            if placed is not None:
+                both, comm, row = both - placed[0], comm - placed[0], placed[1]
+            seen[sig] = (both, slot, comm, row)
+        tables.layer[i, s], tables.slot[i, s], tables.comm[i, s], row = seen[sig]
+        if tables.dispatch is not None and row is not None:
+            tables.dispatch[i, s] = row
     fill_last(model, workload, layout, env, step, s, tables)
 
 
@@ -145,13 +195,16 @@ def cost_tables(
         last=np.zeros(pp),
         handoff=np.zeros(pp),
         comm=np.zeros((n, pp)),
+        dispatch=np.full((n, pp, DISPATCH_FIELDS), np.nan),
     )
+    assert tables.dispatch is not None
     act = float(BYTES_PER_ELEMENT[workload.activation_dtype])
     done: dict[tuple[object, ...], int] = {}
     for s in range(pp):
         env = stage_env(cluster, model, workload, layout, s, calib, comm)
+        bounds = node_bounds(cluster, layout, s)
         # Stages on alike GPUs and links cost the same: compute each kind once.
-        key = (env.peak, env.peak_expert, env.peak_attention, env.bw, env.tp, env.moe)
+        key = (env.peak, env.peak_expert, env.peak_attention, env.bw, env.tp, env.moe, bounds)
         # Layouts with the same degrees and step share columns across a search.
         shared = (
             "stage",
@@ -169,20 +222,23 @@ def cost_tables(
             tables.layer[:, s] = tables.layer[:, prev]
             tables.slot[:, s] = tables.slot[:, prev]
             tables.comm[:, s] = tables.comm[:, prev]
+            tables.dispatch[:, s] = tables.dispatch[:, prev]
             tables.last[s] = tables.last[prev]
         elif cache is not None and shared in cache:
-            cached: tuple[np.ndarray, np.ndarray, np.ndarray, float] = cache[shared]  # type: ignore[assignment]
-            tables.layer[:, s], tables.slot[:, s], tables.comm[:, s], tables.last[s] = cached
+            cached: tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray] = cache[shared]  # type: ignore[assignment]
+            tables.layer[:, s], tables.slot[:, s], tables.comm[:, s], tables.last[s] = cached[:4]
+            tables.dispatch[:, s] = cached[4]
             done[key] = s
         else:
             done[key] = s
-            fill_stage(model, workload, layout, env, step, s, tables)
+            fill_stage(model, workload, layout, env, step, s, tables, bounds)
             if cache is not None:
                 cache[shared] = (
                     tables.layer[:, s].copy(),
                     tables.slot[:, s].copy(),
                     tables.comm[:, s].copy(),
                     float(tables.last[s]),
+                    tables.dispatch[:, s].copy(),
                 )
         if s < pp - 1:
             first = (s + 1) * layout.stage_width
@@ -227,6 +283,32 @@ def expert_layer_time(
     )
 
 
+def _placed_a2a(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    layout: Layout,
+    tables: CostTables,
+    s: int,
+    layers: Iterable[int],
+    expert_map: ExpertMap,
+) -> float:
+    """Seconds of stage ``s``'s placement-dependent all-to-all for ``expert_map``
+    (placer/locality.py)."""
+    moe = model.moe
+    if tables.dispatch is None or moe is None or not moe.n_group or not moe.topk_group:
+        return 0.0
+    bounds = node_bounds(cluster, layout, s)
+    total = 0.0
+    for i in layers:
+        row = tables.dispatch[i, s]
+        if np.isnan(row).any() or i not in expert_map:
+            continue
+        size = max(1, model.experts_in_layer(i) // moe.n_group)
+        m = groups_on_nodes(bounds, expert_map[i], size)
+        total += placed_seconds(row, moe.n_group, moe.topk_group, m)
+    return total
+
+
 def stage_costs(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -250,6 +332,7 @@ def stage_costs(
         if s == layout.pp - 1:
             compute += float(tables.last[s])
         experts = 0.0
+        comm += _placed_a2a(model, cluster, layout, tables, s, layers, expert_map)
         for i in layers:
             if i not in expert_map:
                 continue

@@ -30,8 +30,8 @@ from placer.plan import (
 from placer.rules import get_profile
 from placer.search.fixes import explain_infeasible
 from placer.search.space import LayoutSpace
-from placer.search.tables import TIME_SCALE, LayoutTables
-from placer.topology import ExpertMap, contiguous_slots
+from placer.search.tables import TIME_SCALE, LayoutTables, contiguous_map
+from placer.topology import ExpertMap
 from placer.workload import Workload
 
 
@@ -65,11 +65,7 @@ class Incumbent:
 
 def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMap:
     """Fill each rank's slots with logical experts contiguously (slot p holds p % E)."""
-    return {
-        i: contiguous_slots(int(tables.experts[i]), (int(n) for n in counts[i]))
-        for i, slots in enumerate(tables.slots)
-        if slots != 0
-    }
+    return contiguous_map(tables, counts)
 
 
 def layout_entry(
