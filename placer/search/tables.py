@@ -7,7 +7,7 @@ solver's objective and the verifier's recomputation are the same integer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -80,6 +80,15 @@ def objective_step(workload: Workload, layout: Layout, objective: str) -> str:
     return phase + "_micro"
 
 
+def _cached(cache: dict[object, object] | None, key: object, make: Callable[[], object]) -> object:
+    """``make()``, shared through ``cache`` between the layouts of one search."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def build_tables(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -103,13 +112,9 @@ def build_tables(
             f"{layout.describe()} needs {layout.gpus} GPUs, the cluster has {cluster.num_gpus}"
         )
     n = model.num_layers
-    ekey = ("expert_bytes", layout.expert_tp)
-    if cache is not None and ekey in cache:
-        per_expert = cache[ekey]
-    else:
-        per_expert = expert_bytes(model, workload, layout)
-        if cache is not None:
-            cache[ekey] = per_expert
+    per_expert = _cached(
+        cache, ("expert_bytes", layout.expert_tp), lambda: expert_bytes(model, workload, layout)
+    )
     assert isinstance(per_expert, dict)
     unit = np.zeros(n, dtype=np.int64)
     experts = np.zeros(n, dtype=np.int64)
@@ -137,13 +142,11 @@ def build_tables(
     if with_costs:
         step = steps(workload, layout)[objective_step(workload, layout, objective)]
         costs = cost_tables(model, cluster, workload, layout, step, cache)
-    key = ("layer_bytes", layout.tp, layout.dp_attn)
-    if cache is not None and key in cache:
-        base = cache[key]
-    else:
-        base = layer_bytes(model, workload, layout)
-        if cache is not None:
-            cache[key] = base
+    base = _cached(
+        cache,
+        ("layer_bytes", layout.tp, layout.dp_attn),
+        lambda: layer_bytes(model, workload, layout),
+    )
     return LayoutTables(
         layout=layout,
         base=base,  # type: ignore[arg-type]
