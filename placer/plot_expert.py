@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from placer.exceptions import InvalidInputError
 from placer.plan import Plan
 from placer.plot import _figure, _target, write_figure
+from placer.topology import balanced_counts, contiguous_slots
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,7 @@ class _Balance:
 
 
 def _contiguous(experts: int, slots: int, ranks: int) -> list[list[int]]:
-    base, extra = divmod(slots, ranks)
-    out, start = [], 0
-    for r in range(ranks):
-        n = base + (1 if r < extra else 0)
-        out.append([p % experts for p in range(start, start + n)])
-        start += n
-    return out
+    return [list(r) for r in contiguous_slots(experts, balanced_counts(slots, ranks))]
 
 
 def _from_plan(plan: Plan) -> _Balance:

@@ -27,7 +27,7 @@ from placer.ledger import (
 from placer.limits import MAX_ENTRY_NS
 from placer.locality import ExpertRanks, Locality, build_locality
 from placer.model import ModelSpec
-from placer.topology import contiguous_slots
+from placer.topology import contiguous_slots, ep_rank
 from placer.workload import Workload
 
 #: Objective scale: one unit is one nanosecond. CP-SAT needs integers; a
@@ -172,7 +172,7 @@ def _capacity_by_rank(cluster: ClusterSpec, workload: Workload, layout: Layout) 
     cap = np.full((layout.pp, layout.ep), np.iinfo(np.int64).max, dtype=np.int64)
     for g in range(layout.gpus):
         s, pos = divmod(g, layout.stage_width)
-        r = (pos // layout.expert_tp) % layout.ep
+        r = ep_rank(pos, layout.ep, layout.expert_tp)
         cap[s, r] = min(cap[s, r], usable[g])
     return cap
 
