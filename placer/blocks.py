@@ -195,7 +195,8 @@ def build_blocks(spec: ModelSpec) -> tuple[Block, ...]:
         )
     ]
     for i, layer in enumerate(spec.layers):
-        norms = (2 + spec.extra_norms_per_layer) * h
+        # A LayerNorm with a bias holds two vectors of h, an RMSNorm one.
+        norms = (2 + spec.extra_norms_per_layer) * h * (2 if spec.norm_bias else 1)
         out.append(
             _block(f"L{i}.norms", "norm", i, norms, "replicated", quantized=False, matmul=False)
         )
@@ -225,11 +226,13 @@ def build_blocks(spec: ModelSpec) -> tuple[Block, ...]:
                 out.append(
                     _block(f"L{i}.shared_gate", "router", i, h, "replicated", quantized=False)
                 )
-    out.append(_block("final_norm", "norm", None, h, "replicated", quantized=False, matmul=False))
+    final = h * (2 if spec.norm_bias else 1)
+    out.append(
+        _block("final_norm", "norm", None, final, "replicated", quantized=False, matmul=False)
+    )
     if not spec.tie_word_embeddings:
-        out.append(
-            _block("lm_head", "lm_head", None, spec.vocab_size * h, "vocab", quantized=False)
-        )
+        head = spec.vocab_size * (h + (1 if spec.lm_head_bias else 0))
+        out.append(_block("lm_head", "lm_head", None, head, "vocab", quantized=False))
     return tuple(out)
 
 

@@ -235,10 +235,14 @@ def _read_mixtral(r: ConfigReader, n: int, h: int) -> _Body:
 
 
 def _read_phimoe(r: ConfigReader, n: int, h: int) -> _Body:
-    """Phi-3.5-MoE: ``attention_bias`` on q/k/v and the output projection."""
+    """Phi-3.5-MoE: ``attention_bias`` on q/k/v and the output projection; LayerNorms with
+    biases (transformers' PhimoeModel and decoder layers use ``nn.LayerNorm``) and an LM
+    head bias when ``lm_head_bias`` (PhimoeForCausalLM)."""
     is_moe, moe = _all_moe(r, n, "num_local_experts")
     bias = bool(r.get("attention_bias", False))
-    return _Body(is_moe, moe, read_gqa(r, hidden=h, qkv_bias=bias, o_bias=bias))
+    attn = read_gqa(r, hidden=h, qkv_bias=bias, o_bias=bias)
+    head_bias = bool(r.get("lm_head_bias", False))
+    return _Body(is_moe, moe, attn, extra={"norm_bias": True, "lm_head_bias": head_bias})
 
 
 def _read_olmoe(r: ConfigReader, n: int, h: int) -> _Body:

@@ -254,6 +254,13 @@ class ModelSpec(Frozen):
         le=MAX_EXTRA_NORMS,
         description="RMSNorms per layer beyond the usual two (Grok-1 has four).",
     )
+    norm_bias: Bool = Field(
+        default=False,
+        description="Norms are LayerNorms with a bias as well as a scale (Phi-3.5-MoE).",
+    )
+    lm_head_bias: Bool = Field(
+        default=False, description="The LM head has a bias per vocabulary entry (Phi-3.5-MoE)."
+    )
     modules: tuple[ModuleSpec, ...] | None = Field(
         default=None, description="Explicit module list (module-list format only)."
     )

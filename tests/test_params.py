@@ -136,3 +136,15 @@ def test_glm_4_5_counts_the_router_correction_bias() -> None:
     data["moe"]["router_bias"] = False
     without = ModelSpec.model_validate(data)
     assert spec.total_params() - without.total_params() == 89 * 160
+
+
+def test_phi_3_5_moe_counts_layernorm_and_lm_head_biases() -> None:
+    """Phi-3.5-MoE's norms are LayerNorms (scale and bias: two per layer and the final one)
+    and its LM head has a bias (``lm_head_bias``), as transformers' Phimoe modules build them."""
+    spec = load_model(MODELS / "phi-3.5-moe.json")
+    assert spec.norm_bias and spec.lm_head_bias
+    data = spec.model_dump()
+    data["norm_bias"] = data["lm_head_bias"] = False
+    plain = ModelSpec.model_validate(data)
+    h, layers = spec.hidden_size, spec.num_layers
+    assert spec.total_params() - plain.total_params() == (2 * layers + 1) * h + spec.vocab_size
