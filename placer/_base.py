@@ -8,7 +8,7 @@ a real integer (not a boolean), a real boolean, or for floats any JSON number.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
@@ -30,3 +30,19 @@ class Frozen(BaseModel):
     """Immutable, strict-keyed record: unknown fields are errors, never ignored."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    #: Fields added after plans were first stored. A plan records its inputs as JSON
+    #: copies and their SHA-256, and verify compares a given file with the copy by
+    #: content; so that a new field at its default leaves that content, and every
+    #: stored plan, unchanged, such a field is left out of the copy while it holds its
+    #: default (see docs/certificate.md).
+    omitted_at_default: ClassVar[frozenset[str]] = frozenset()
+
+    def canonical_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """The JSON copy a plan records and hashes: ``model_dump(mode="json")`` without the
+        :attr:`omitted_at_default` fields that hold their default."""
+        data = self.model_dump(mode="json", **kwargs)
+        for name in self.omitted_at_default:
+            if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                del data[name]
+        return data

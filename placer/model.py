@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import graphlib
 from functools import cached_property
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -254,6 +254,8 @@ class ModelSpec(Frozen):
         le=MAX_EXTRA_NORMS,
         description="RMSNorms per layer beyond the usual two (Grok-1 has four).",
     )
+    omitted_at_default: ClassVar[frozenset[str]] = frozenset({"norm_bias", "lm_head_bias"})
+
     norm_bias: Bool = Field(
         default=False,
         description="Norms are LayerNorms with a bias as well as a scale (Phi-3.5-MoE).",

@@ -145,14 +145,14 @@ class Case:
     def key(self) -> str:
         """SHA-256 of everything that decides the answer (the calibration included, so a
         cache never mixes answers of two cost models)."""
-        m = self.model.model_dump(mode="json", exclude={"source"})
+        m = self.model.canonical_dump(exclude={"source"})
         c = self.cluster.model_dump(mode="json", exclude={"source"})
         calibration = self.calibration or default_calibration()
         return digest(
             {
                 "model": m,
                 "cluster": c,
-                "workload": self.workload.model_dump(mode="json"),
+                "workload": self.workload.canonical_dump(),
                 "config": self.config.model_dump(mode="json"),
                 "calibration": calibration.digest(),
             }

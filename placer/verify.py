@@ -192,7 +192,9 @@ def compare_inputs(plan: Plan, files: dict[str, Any]) -> list[str]:
             if stored is None or digest(given) != digest(stored):
                 out.append("input hash differs: loads (the given file is not the plan's input)")
             continue
-        data = spec.model_dump(mode="json")
+        # The copy a plan records (Frozen.canonical_dump), so a field added since leaves
+        # an older plan's inputs matching.
+        data = spec.canonical_dump()
         if name == "model":
             data["format"] = "placer"
         if content_digest(data) != content_digest(copies[name]):

@@ -148,3 +148,21 @@ def test_phi_3_5_moe_counts_layernorm_and_lm_head_biases() -> None:
     plain = ModelSpec.model_validate(data)
     h, layers = spec.hidden_size, spec.num_layers
     assert spec.total_params() - plain.total_params() == (2 * layers + 1) * h + spec.vocab_size
+    # Exact, from the config (h 4096, 32 layers, 16 experts of 6400, vocab 32064, 8 KV heads
+    # of 128, biased q/k/v/o): embedding 131,334,144; per layer attention 41,953,280, experts
+    # 1,258,291,200, router 65,536, two LayerNorms 16,384; final LayerNorm 8,192; LM head
+    # with bias 131,366,208.
+    assert spec.total_params() == 41_873_153_344
+
+
+def test_new_fields_at_default_leave_the_plan_copy_unchanged() -> None:
+    """A plan's model copy omits fields added since plans were first stored while they hold
+    their default (so stored plans still verify), keeps them when set, and loads back."""
+    plain = load_model(MODELS / "mixtral-8x7b.json")
+    copy = plain.canonical_dump()
+    assert not {"norm_bias", "lm_head_bias"} & set(copy)
+    assert copy == {k: v for k, v in plain.model_dump(mode="json").items() if k in copy}
+    phi = load_model(MODELS / "phi-3.5-moe.json")
+    copy = phi.canonical_dump()
+    assert copy["norm_bias"] is True and copy["lm_head_bias"] is True
+    assert ModelSpec.model_validate(copy).total_params() == phi.total_params()

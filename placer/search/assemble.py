@@ -307,10 +307,10 @@ def placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constrain
 
 def plan_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> PlanInputs:
     """Copies of the inputs in placer's own formats, with their hashes."""
-    m = model.model_dump(mode="json")
+    m = model.canonical_dump()
     m["format"] = "placer"
     c = cluster.model_dump(mode="json")
-    w = workload.model_dump(mode="json")
+    w = workload.canonical_dump()
     cal = active_calibration().model_dump(mode="json")
     return PlanInputs(
         model=m,

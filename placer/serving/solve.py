@@ -63,10 +63,10 @@ def first_cap(cluster_gpus: int, config: SolveConfig) -> int:
 def serving_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> PlanInputs:
     """Copies of the inputs with their hashes; the workload without a batch (the search
     chose the concurrency, recorded in the serving record)."""
-    m = model.model_dump(mode="json")
+    m = model.canonical_dump()
     m["format"] = "placer"
     c = cluster.model_dump(mode="json")
-    w = workload.model_dump(mode="json", exclude={"batch"})
+    w = workload.canonical_dump(exclude={"batch"})
     # The calibration prices every step and holds the TTFT model: verify must use this one.
     cal = active_calibration().model_dump(mode="json")
     copies = {"model": m, "cluster": c, "workload": w, "calibration": cal}
