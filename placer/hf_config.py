@@ -138,6 +138,15 @@ def _deepseek_moe(
     return is_moe, moe
 
 
+def _mtp_layers(r: ConfigReader) -> dict[str, Any]:
+    """``num_nextn_predict_layers`` (DeepSeek-V3/R1, GLM-4.5): MTP layers the checkpoint
+    holds beyond ``num_hidden_layers``, loaded only for speculative decoding."""
+    value = r.get("num_nextn_predict_layers")
+    if value is None:
+        return {}
+    return {"mtp_layers": r._typed("num_nextn_predict_layers", value, "index", MAX_LAYERS)}
+
+
 def _read_deepseek(r: ConfigReader, n: int, h: int) -> _Body:
     """DeepSeek-V2/V3 and Kimi-K2: MLA attention."""
     is_moe, moe = _deepseek_moe(r, n)
@@ -156,7 +165,7 @@ def _read_deepseek(r: ConfigReader, n: int, h: int) -> _Body:
         qk_rope_head_dim=r.req("qk_rope_head_dim"),
         v_head_dim=r.req("v_head_dim"),
     )
-    return _Body(is_moe, moe, attn, dense_width)
+    return _Body(is_moe, moe, attn, dense_width, extra=_mtp_layers(r))
 
 
 def _read_glm4_moe(r: ConfigReader, n: int, h: int) -> _Body:
@@ -172,7 +181,7 @@ def _read_glm4_moe(r: ConfigReader, n: int, h: int) -> _Body:
         qkv_bias=bool(r.get("attention_bias", False)),
         qk_norm="head" if r.get("use_qk_norm") else "none",
     )
-    return _Body(is_moe, moe, attn, dense_width)
+    return _Body(is_moe, moe, attn, dense_width, extra=_mtp_layers(r))
 
 
 def _qwen_moe(r: ConfigReader, n: int) -> tuple[list[bool], MoESpec, int | None]:

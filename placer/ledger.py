@@ -247,6 +247,34 @@ def expert_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> dict[i
     return out
 
 
+def mtp_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> np.ndarray:
+    """Bytes by column one GPU of the last stage holds for the multi-token-prediction layers;
+    zeros unless the workload loads them (``speculative_mtp``) and the model has them.
+
+    An MTP layer is one more decoder layer like the model's last one (DeepSeek-V3/R1 and
+    GLM-4.5: an MoE layer), with its KV cache, plus two input RMSNorms, the shared head's
+    RMSNorm and ``eh_proj`` (2h x h, a plain replicated linear in vLLM); its embedding and
+    output head are the model's own, shared (docs/engine-rules.md, "MTP layers"). Every EP
+    rank holds ceil(experts / ep) of its experts (exact when ep divides the experts).
+    """
+    row = np.zeros(len(COLUMNS), dtype=np.int64)
+    if not (workload.speculative_mtp and model.mtp_layers):
+        return row
+    _, expert_dtype, plain = weight_dtypes(model, workload)
+    like = model.num_layers - 1
+    for b in model.blocks_by_layer.get(like, ()):
+        if b.kind == "expert":
+            one = nbytes(ceil_div(b.params, layout.expert_tp), expert_dtype)
+            row[COLUMNS.index("experts")] += ceil_div(b.count, layout.ep) * one
+        else:
+            row[COLUMNS.index(_WEIGHT_COLUMN[b.kind])] += block_bytes(b, model, workload, layout)
+    h = model.hidden_size
+    row[COLUMNS.index("norms_routers")] += nbytes(3 * h, plain)
+    row[COLUMNS.index("attention")] += nbytes(2 * h * h, plain)
+    row[COLUMNS.index("kv_cache")] += kv_bytes_for_layer(model, workload, layout, like)
+    return row * model.mtp_layers
+
+
 def memory_ledger(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -285,6 +313,7 @@ def memory_ledger(
             rows[g, COLUMNS.index("kv_cache")] = kv
             rows[g, COLUMNS.index("activations")] = act
             rows[g, COLUMNS.index("reserve")] = workload.runtime_reserve_bytes
+    rows[(layout.pp - 1) * width :] += mtp_bytes(model, workload, layout)
     memory = cluster.memory_bytes[ids]
     return Ledger(
         gpu_ids=ids,
@@ -319,7 +348,8 @@ def layer_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> np.ndar
 
 
 def edge_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> tuple[int, int]:
-    """(bytes only the first stage holds, bytes only the last stage holds) per GPU."""
+    """(bytes only the first stage holds, bytes only the last stage holds) per GPU, the
+    MTP layers' bytes included in the last when the workload loads them."""
     _, _, plain = weight_dtypes(model, workload)
     first = last = 0
     for b in model.blocks_by_layer.get(None, ()):
@@ -330,4 +360,6 @@ def edge_bytes(model: ModelSpec, workload: Workload, layout: Layout) -> tuple[in
                 last += nbytes(block_params_per_gpu(b, model, layout.tp), plain)
         else:
             last += size
+    # The MTP layers sit with the LM head on the last stage (mtp_bytes).
+    last += int(mtp_bytes(model, workload, layout).sum())
     return first, last

@@ -254,7 +254,9 @@ class ModelSpec(Frozen):
         le=MAX_EXTRA_NORMS,
         description="RMSNorms per layer beyond the usual two (Grok-1 has four).",
     )
-    omitted_at_default: ClassVar[frozenset[str]] = frozenset({"norm_bias", "lm_head_bias"})
+    omitted_at_default: ClassVar[frozenset[str]] = frozenset(
+        {"norm_bias", "lm_head_bias", "mtp_layers"}
+    )
 
     norm_bias: Bool = Field(
         default=False,
@@ -262,6 +264,13 @@ class ModelSpec(Frozen):
     )
     lm_head_bias: Bool = Field(
         default=False, description="The LM head has a bias per vocabulary entry (Phi-3.5-MoE)."
+    )
+    mtp_layers: Int = Field(
+        default=0,
+        ge=0,
+        le=MAX_LAYERS,
+        description="Multi-token-prediction layers (num_nextn_predict_layers: DeepSeek-V3/R1, "
+        "GLM-4.5); outside the counts, in memory only with a workload's speculative_mtp.",
     )
     modules: tuple[ModuleSpec, ...] | None = Field(
         default=None, description="Explicit module list (module-list format only)."

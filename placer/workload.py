@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from placer._base import Float, Frozen, Int, PosFloat, PosInt
+from placer._base import Bool, Float, Frozen, Int, PosFloat, PosInt
 from placer.dtypes import KVDtype, WeightDtype
 from placer.limits import MAX_BATCH, MAX_TOKENS, MIN_MEMORY_UTILIZATION
 
@@ -15,6 +15,8 @@ GIB = 1024**3
 
 class Workload(Frozen):
     """Batch, sequence lengths, phase, number formats and memory policy."""
+
+    omitted_at_default: ClassVar[frozenset[str]] = frozenset({"speculative_mtp"})
 
     batch: PosInt = Field(
         default=8,
@@ -77,6 +79,12 @@ class Workload(Frozen):
     request_rate: PosFloat | None = Field(
         default=None,
         description="Requests per second to serve (objective gpus of the serving search).",
+    )
+
+    speculative_mtp: Bool = Field(
+        default=False,
+        description="Load the model's multi-token-prediction layers (num_nextn_predict_layers) "
+        "for speculative decoding: engines load them only then (docs/engine-rules.md).",
     )
 
     @model_validator(mode="after")

@@ -166,3 +166,42 @@ def test_new_fields_at_default_leave_the_plan_copy_unchanged() -> None:
     copy = phi.canonical_dump()
     assert copy["norm_bias"] is True and copy["lm_head_bias"] is True
     assert ModelSpec.model_validate(copy).total_params() == phi.total_params()
+
+
+def test_deepseek_v3_mtp_layer_counted_only_when_the_workload_loads_it() -> None:
+    """DeepSeek-V3's one MTP layer (``num_nextn_predict_layers``) is outside the 671 B count
+    and adds to the last stage's memory only with ``speculative_mtp``. By hand (h = 7168, bf16):
+    an MoE decoder layer 11,507,286,272 parameters (MLA 187,107,328; 256 experts
+    11,274,289,152; shared expert 44,040,192; router and correction bias 1,835,264; two norms
+    14,336), plus enorm, hnorm and the shared head's norm (3h) and eh_proj (2h x h): 11,610,068,224
+    parameters, 23,220,136,448 bytes; its embedding and head are the model's (vLLM shares them)."""
+    from placer.layout import Layout
+    from placer.ledger import COLUMNS, edge_bytes, kv_bytes_for_layer, memory_ledger, mtp_bytes
+    from placer.workload import Workload
+
+    spec = load_model(MODELS / "deepseek-v3.json")
+    assert spec.mtp_layers == 1
+    assert spec.total_params() == 671_026_419_200
+    on = Workload(weight_dtype="bf16", expert_dtype="bf16", speculative_mtp=True)
+    off = on.model_copy(update={"speculative_mtp": False})
+    row = mtp_bytes(spec, on, Layout())
+    kv = row[COLUMNS.index("kv_cache")]
+    assert kv == kv_bytes_for_layer(spec, on, Layout(), spec.num_layers - 1) > 0
+    assert int(row.sum() - kv) == 23_220_136_448
+    assert not mtp_bytes(spec, off, Layout()).any()
+    # In a pipeline only the last stage holds it; the solver's edge bytes agree with the ledger.
+    from placer.load import load_cluster
+
+    cluster = load_cluster(MODELS.parent / "instances" / "hardware" / "dgx-h200.json")
+    layout = Layout(tp=2, pp=2, ep=2)
+    with_mtp = memory_ledger(spec, cluster, on, layout).used
+    without = memory_ledger(spec, cluster, off, layout).used
+    part = int(mtp_bytes(spec, on, layout).sum())
+    assert list(with_mtp - without) == [0, 0, part, part]
+    assert edge_bytes(spec, on, layout)[1] - edge_bytes(spec, off, layout)[1] == part
+
+
+def test_glm_4_5_reads_its_mtp_layer_and_kimi_k2_has_none() -> None:
+    """GLM-4.5 publishes one MTP layer, Kimi-K2 zero (``num_nextn_predict_layers``)."""
+    assert load_model(MODELS / "glm-4.5.json").mtp_layers == 1
+    assert load_model(MODELS / "kimi-k2.json").mtp_layers == 0
