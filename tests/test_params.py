@@ -205,3 +205,39 @@ def test_glm_4_5_reads_its_mtp_layer_and_kimi_k2_has_none() -> None:
     """GLM-4.5 publishes one MTP layer, Kimi-K2 zero (``num_nextn_predict_layers``)."""
     assert load_model(MODELS / "glm-4.5.json").mtp_layers == 1
     assert load_model(MODELS / "kimi-k2.json").mtp_layers == 0
+
+
+def test_a_plan_with_mtp_layers_is_optimal_and_verified() -> None:
+    """Solved with ``speculative_mtp`` (DeepSeek-V2-Lite given one MTP layer), the plan is
+    optimal, the independent verifier accepts it (its ledger holds the MTP bytes the solver
+    planned), and each last-stage GPU holds exactly the MTP bytes more than without."""
+    from placer import SolveConfig, load_cluster, verify
+    from placer.layout import Layout
+    from placer.ledger import memory_ledger, mtp_bytes
+    from placer.search.solve import solve
+    from placer.workload import Workload
+
+    from .conftest import HARDWARE
+
+    base = load_model(MODELS / "deepseek-v2-lite.json")
+    spec = ModelSpec.model_validate(base.model_dump() | {"mtp_layers": 1})
+    cluster = load_cluster(HARDWARE / "dgx-a100-80gb.json")
+    on = Workload(speculative_mtp=True)
+    plan = solve(spec, cluster, on, SolveConfig(time_limit_s=60, deterministic=True))
+    assert plan.status == "optimal" and plan.objective.gap == 0
+    assert plan.inputs.workload["speculative_mtp"] is True
+    report = verify(plan)
+    assert report.ok, report.violations
+    assert plan.layout is not None
+    layout = Layout(
+        tp=plan.layout.tp, pp=plan.layout.pp, ep=plan.layout.ep,
+        etp=plan.layout.etp, dp_attn=plan.layout.dp_attn,
+        layers_per_stage=tuple(plan.layout.layers_per_stage),
+        redundant_experts=plan.layout.redundant_experts,
+    )
+    part = int(mtp_bytes(spec, on, layout).sum())
+    assert part > 0
+    with_mtp = memory_ledger(spec, cluster, on, layout).used
+    without = memory_ledger(spec, cluster, Workload(), layout).used
+    last = with_mtp.size - layout.stage_width
+    assert list(with_mtp - without) == [0] * last + [part] * layout.stage_width
