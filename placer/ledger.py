@@ -14,8 +14,8 @@ Rules (docs/design.md, "Memory ledger"), applied block by block (see :mod:`place
 - KV cache: requests of the GPU's attention-DP group x cached tokens (capped by a
   sliding window) x KV elements per rank x KV dtype; GQA KV splits by head like the
   weights, MLA's latent is replicated on every TP rank. Mamba layers keep a
-  per-request state instead (SSM state in fp32, convolution state in the
-  activation dtype).
+  per-request state instead (SSM and convolution state both in the model's
+  activation dtype, as vLLM keeps them by default: docs/design.md).
 - activations: the largest per-step workspace (see :func:`activation_bytes`).
 - reserve: the workload's runtime reserve.
 Quantized dtypes apply to linear weights; embeddings, the LM head, norms and
@@ -125,9 +125,10 @@ def kv_bytes_for_layer(model: ModelSpec, workload: Workload, layout: Layout, lay
         m = model.mamba
         assert m is not None
         d_inner = ceil_div(m.expand * model.hidden_size, layout.tp)
-        ssm = nbytes(d_inner * m.d_state, "fp32")
-        conv = nbytes(d_inner * (m.d_conv - 1), workload.activation_dtype)
-        return reqs * (ssm + conv)
+        # vLLM's mamba_cache_dtype and mamba_ssm_cache_dtype default to "auto": the conv
+        # state takes the model dtype and the SSM state the conv state's (docs/design.md).
+        state = d_inner * (m.d_state + m.d_conv - 1)
+        return reqs * nbytes(state, workload.activation_dtype)
     tokens = workload.kv_tokens
     if spec.window is not None:
         tokens = min(tokens, spec.window)

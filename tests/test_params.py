@@ -241,3 +241,20 @@ def test_a_plan_with_mtp_layers_is_optimal_and_verified() -> None:
     without = memory_ledger(spec, cluster, Workload(), layout).used
     last = with_mtp.size - layout.stage_width
     assert list(with_mtp - without) == [0] * last + [part] * layout.stage_width
+
+
+def test_jamba_mamba_state_in_the_model_dtype_as_vllm_keeps_it() -> None:
+    """A Jamba Mamba layer keeps, per request, a conv state of d_conv - 1 and an SSM state of
+    d_state columns over expand x hidden / tp channels, both bf16 (vLLM's mamba cache dtypes
+    default to the model dtype). Jamba-v0.1 (h 4096, expand 2, d_state 16, d_conv 4) at tp 1:
+    8,192 x (16 + 3) x 2 bytes = 311,296 bytes a request; 155,648 at tp 2."""
+    from placer.layout import Layout
+    from placer.ledger import kv_bytes_for_layer
+    from placer.workload import Workload
+
+    spec = load_model(MODELS / "jamba-v0.1.json")
+    mamba_layer = next(i for i, layer in enumerate(spec.layers) if layer.mixer == "mamba")
+    one = Workload(batch=1)
+    assert kv_bytes_for_layer(spec, one, Layout(), mamba_layer) == 311_296
+    assert kv_bytes_for_layer(spec, Workload(batch=8), Layout(), mamba_layer) == 8 * 311_296
+    assert kv_bytes_for_layer(spec, one, Layout(tp=2), mamba_layer) == 155_648
