@@ -40,9 +40,18 @@ class Frozen(BaseModel):
 
     def canonical_dump(self, **kwargs: Any) -> dict[str, Any]:
         """The JSON copy a plan records and hashes: ``model_dump(mode="json")`` without the
-        :attr:`omitted_at_default` fields that hold their default."""
-        data = self.model_dump(mode="json", **kwargs)
-        for name in self.omitted_at_default:
-            if name in data and getattr(self, name) == type(self).model_fields[name].default:
+        :attr:`omitted_at_default` fields that hold their default, in nested records too."""
+        return self._without_new_defaults(self.model_dump(mode="json", **kwargs))
+
+    def _without_new_defaults(self, data: dict[str, Any]) -> dict[str, Any]:
+        for name, value in self:
+            if name not in data:
+                continue
+            if name in self.omitted_at_default and value == type(self).model_fields[name].default:
                 del data[name]
+            elif isinstance(value, Frozen):
+                data[name] = value._without_new_defaults(data[name])
+            elif isinstance(value, tuple) and value and isinstance(value[0], Frozen):
+                pairs = zip(value, data[name], strict=True)
+                data[name] = [v._without_new_defaults(d) for v, d in pairs]
         return data

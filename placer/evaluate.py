@@ -12,6 +12,7 @@ from pydantic import Field
 from placer._base import Frozen
 from placer.calibration import Calibration
 from placer.cluster import ClusterSpec
+from placer.collectives import use_engine
 from placer.cost import Estimates, estimate
 from placer.layout import Layout
 from placer.ledger import COLUMNS, ExpertMap, Ledger, memory_ledger
@@ -144,7 +145,10 @@ def evaluate(
             constraints=tuple(constraints),
             estimates=None,
         )
-    ledger = memory_ledger(model, cluster, workload, layout, expert_map)
+    # The ledger follows the profile's engine where engines keep memory differently
+    # (chunked-attention KV under vLLM: docs/engine-rules.md).
+    with use_engine(prof.name):
+        ledger = memory_ledger(model, cluster, workload, layout, expert_map)
     constraints.extend(ledger_constraints(ledger))
     est = estimate(
         model, cluster, workload, layout, expert_map, calibration=calibration, engine=prof.name

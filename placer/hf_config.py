@@ -102,6 +102,7 @@ class _Body:
     dense_width: int | None = None
     mixers: list[str] | None = None
     windows: list[int | None] | None = None
+    chunks: list[int | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -292,7 +293,27 @@ def _read_llama4(r: ConfigReader, n: int, h: int) -> _Body:
     )
     dense_width = _dense_width(r, is_moe, "intermediate_size_mlp")
     attn = read_gqa(r, hidden=h, qkv_bias=bool(r.get("attention_bias", False)))
-    return _Body(is_moe, moe, attn, dense_width)
+    return _Body(is_moe, moe, attn, dense_width, chunks=_llama4_chunks(r, n))
+
+
+def _llama4_chunks(r: ConfigReader, n: int) -> list[int | None] | None:
+    """Chunked-attention layers: those with RoPE (``no_rope_layers[i] == 1``; by default every
+    layer but each ``no_rope_layer_interval``-th, 4 in transformers' Llama4TextConfig) when
+    ``attention_chunk_size`` is set, as vLLM's llama4.py picks ChunkedLocalAttention."""
+    size = r.get("attention_chunk_size")
+    if size is None:
+        return None
+    size = r._typed("attention_chunk_size", size, int)
+    rope = r.get("no_rope_layers")
+    if not rope:
+        interval = r.get("no_rope_layer_interval", 4)
+        interval = r._typed("no_rope_layer_interval", interval, int)
+        rope = [int((i + 1) % interval != 0) for i in range(n)]
+    if not isinstance(rope, list) or len(rope) != n or any(v not in (0, 1) for v in rope):
+        raise InvalidInputError(
+            f"must list 0 or 1 for each of the {n} layers", r.source, r._loc("no_rope_layers")
+        )
+    return [size if v else None for v in rope]
 
 
 def _read_jamba(r: ConfigReader, n: int, h: int) -> _Body:
@@ -382,7 +403,7 @@ def parse_hf_config(raw: dict[str, Any], name: str, source: str) -> ModelSpec:
         attention=body.attention,
         moe=body.moe,
         dense_intermediate_size=body.dense_width,
-        layers=layer_specs(n, body.is_moe, body.mixers, body.windows),
+        layers=layer_specs(n, body.is_moe, body.mixers, body.windows, body.chunks),
         assumed=tuple(top.assumed + (r.assumed if r is not top else [])),
         source=source,
         read=tuple(dict.fromkeys(top.read + (r.read if r is not top else []))),

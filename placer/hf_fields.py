@@ -85,12 +85,14 @@ def layer_specs(
     is_moe: list[bool],
     mixers: list[str] | None = None,
     windows: list[int | None] | None = None,
+    chunks: list[int | None] | None = None,
 ) -> tuple[LayerSpec, ...]:
     return tuple(
         LayerSpec(
             mixer=("attention" if mixers is None else mixers[i]),
             ffn="moe" if is_moe[i] else "dense",
             window=None if windows is None else windows[i],
+            chunk=None if chunks is None else chunks[i],
         )
         for i in range(n)
     )

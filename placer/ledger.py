@@ -30,6 +30,7 @@ import numpy as np
 
 from placer.blocks import Block
 from placer.cluster import ClusterSpec
+from placer.collectives import active_engine
 from placer.dtypes import nbytes
 from placer.layout import Layout
 from placer.model import ModelSpec
@@ -132,6 +133,10 @@ def kv_bytes_for_layer(model: ModelSpec, workload: Workload, layout: Layout, lay
     tokens = workload.kv_tokens
     if spec.window is not None:
         tokens = min(tokens, spec.window)
+    if spec.chunk is not None and active_engine() == "vllm":
+        # vLLM's hybrid KV cache manager keeps a chunked-attention layer's KV for one chunk
+        # plus the tokens scheduled in a step (docs/engine-rules.md, "Chunked attention").
+        tokens = min(tokens, spec.chunk + workload.max_batched_tokens)
     return nbytes(reqs * tokens * kv_elements_per_rank(model, layer, layout.tp), workload.kv_dtype)
 
 

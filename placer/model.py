@@ -184,6 +184,14 @@ class LayerSpec(Frozen):
         le=MAX_POSITIONS,
         description="Sliding attention window in tokens (KV cache is capped by it).",
     )
+    chunk: PosInt | None = Field(
+        default=None,
+        le=MAX_POSITIONS,
+        description="Chunked local attention (Llama-4): attention within chunks of this many "
+        "tokens; under vLLM the KV cache keeps at most chunk + max_batched_tokens tokens.",
+    )
+
+    omitted_at_default: ClassVar[frozenset[str]] = frozenset({"chunk"})
 
 
 class ModuleSpec(Frozen):
@@ -403,7 +411,8 @@ class ModelSpec(Frozen):
                 for b in self.blocks_by_layer.get(i, ())
             )
             spec = self.layers[i]
-            out.append((blocks, spec.mixer, spec.ffn, spec.window, self.kv_elements_per_token(i)))
+            kv = self.kv_elements_per_token(i)
+            out.append((blocks, spec.mixer, spec.ffn, spec.window, spec.chunk, kv))
         return tuple(out)
 
     @property

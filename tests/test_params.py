@@ -258,3 +258,37 @@ def test_jamba_mamba_state_in_the_model_dtype_as_vllm_keeps_it() -> None:
     assert kv_bytes_for_layer(spec, one, Layout(), mamba_layer) == 311_296
     assert kv_bytes_for_layer(spec, Workload(batch=8), Layout(), mamba_layer) == 8 * 311_296
     assert kv_bytes_for_layer(spec, one, Layout(tp=2), mamba_layer) == 155_648
+
+
+def test_llama_4_chunked_attention_kv_capped_under_vllm_only() -> None:
+    """Llama-4-Scout: 36 of 48 layers use chunked attention (RoPE layers, every fourth is a
+    global NoPE layer), chunk 8,192. Under the vllm profile their KV holds at most one chunk
+    plus a step's batched tokens (8,192 + 8,192 = 16,384 tokens), as vLLM's hybrid KV cache
+    manager sizes ChunkedLocalAttentionSpec; the generic profile keeps every token. One request
+    of 100,000 tokens, tp 1, bf16, 8 KV heads of 128: 16,384 x 2,048 x 2 = 67,108,864 bytes a
+    chunked layer, 100,000 x 2,048 x 2 = 409,600,000 a global one."""
+    from placer import evaluate, load_cluster
+    from placer.collectives import use_engine
+    from placer.layout import Layout
+    from placer.ledger import kv_bytes_for_layer
+    from placer.workload import Workload
+
+    from .conftest import HARDWARE
+
+    spec = load_model(MODELS / "llama-4-scout-17b-16e.json")
+    chunked = [i for i, layer in enumerate(spec.layers) if layer.chunk is not None]
+    assert len(chunked) == 36 and 3 not in chunked and spec.layers[0].chunk == 8192
+    w = Workload(batch=1, context=100_000)
+    with use_engine("vllm"):
+        assert kv_bytes_for_layer(spec, w, Layout(), 0) == 67_108_864
+        assert kv_bytes_for_layer(spec, w, Layout(), 3) == 409_600_000
+    assert kv_bytes_for_layer(spec, w, Layout(), 0) == 409_600_000
+    # evaluate's ledger follows its profile: 36 layers x (409,600,000 - 67,108,864) less KV.
+    cluster = load_cluster(HARDWARE / "dgx-h100.json")
+    layout = Layout(tp=8)
+    kv = {
+        prof: sum(g.breakdown["kv_cache"] for g in evaluate(spec, cluster, w, layout, prof).gpus)
+        for prof in ("generic", "vllm")
+    }
+    per_gpu_saving = 36 * (409_600_000 - 67_108_864) // 8
+    assert kv["generic"] - kv["vllm"] == 8 * per_gpu_saving
