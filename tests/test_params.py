@@ -166,6 +166,11 @@ def test_new_fields_at_default_leave_the_plan_copy_unchanged() -> None:
     copy = phi.canonical_dump()
     assert copy["norm_bias"] is True and copy["lm_head_bias"] is True
     assert ModelSpec.model_validate(copy).total_params() == phi.total_params()
+    # Nested records too: a layer's chunk is left out unless set (Llama-4).
+    assert all("chunk" not in layer for layer in plain.canonical_dump()["layers"])
+    llama = load_model(MODELS / "llama-4-scout-17b-16e.json").canonical_dump()
+    assert [layer.get("chunk") for layer in llama["layers"][:4]] == [8192, 8192, 8192, None]
+    assert ModelSpec.model_validate(llama).layers[0].chunk == 8192
 
 
 def test_deepseek_v3_mtp_layer_counted_only_when_the_workload_loads_it() -> None:
