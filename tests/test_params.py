@@ -161,7 +161,10 @@ def test_new_fields_at_default_leave_the_plan_copy_unchanged() -> None:
     plain = load_model(MODELS / "mixtral-8x7b.json")
     copy = plain.canonical_dump()
     assert not {"norm_bias", "lm_head_bias"} & set(copy)
-    assert copy == {k: v for k, v in plain.model_dump(mode="json").items() if k in copy}
+    full = plain.model_dump(mode="json")
+    assert all(layer.pop("chunk") is None for layer in full["layers"])
+    assert set(full) - set(copy) == {"norm_bias", "lm_head_bias", "mtp_layers"}
+    assert copy == {k: v for k, v in full.items() if k in copy}
     phi = load_model(MODELS / "phi-3.5-moe.json")
     copy = phi.canonical_dump()
     assert copy["norm_bias"] is True and copy["lm_head_bias"] is True
