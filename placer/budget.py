@@ -35,6 +35,17 @@ RESERVE_MIN_S = 0.05
 RESERVE_MAX_S = 5.0
 
 
+#: Where :meth:`Budget.for_process` counts from: set to :data:`PROCESS_STARTED` by the console
+#: entry (the process is one command); None (the call itself) when placer's commands run
+#: inside a longer-lived process, such as the tests'.
+_COUNT_FROM: list[float] = []
+
+
+def count_from_process_start() -> None:
+    """Make command-line budgets count from the process start (the console entry's call)."""
+    _COUNT_FROM[:] = [PROCESS_STARTED]
+
+
 def reserve_for(time_limit_s: float) -> float:
     """Seconds a command-line run holds back from its search for the work after it (never
     more than half the limit)."""
@@ -83,12 +94,13 @@ class Budget:
 
     @classmethod
     def for_process(cls, time_limit_s: float, deterministic: bool = False) -> Budget:
-        """The budget of a command-line run: counted from the process start, with
-        :func:`reserve_for` held back for writing the result."""
+        """The budget of a command-line run: counted from the process start (see
+        :func:`count_from_process_start`), with :func:`reserve_for` held back for writing the
+        result."""
         return cls(
             time_limit_s,
             deterministic,
-            started=PROCESS_STARTED,
+            started=_COUNT_FROM[0] if _COUNT_FROM else None,
             reserve_s=reserve_for(time_limit_s),
         )
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from placer.budget import Budget
+from placer.budget import Budget, count_from_process_start
 from placer.calibration import load_calibration, use_calibration
 from placer.evaluate import Evaluation, evaluate
 from placer.exceptions import (
@@ -1328,6 +1328,8 @@ def plot_cmd(
             s = load_plan(plan_path).serving
             if s is None:
                 raise InvalidInputError("not a serving plan (no targets)", source=plan_path)
+            if s.tokens_per_s_per_user is None or s.tokens_per_s_per_gpu is None:
+                raise InvalidInputError("the plan deploys nothing to mark", source=plan_path)
             mark = (s.tokens_per_s_per_user, s.tokens_per_s_per_gpu)
         points = [p for p in data["points"] if isinstance(p, dict)]
         plot_serving_frontier(points, output, mark)
@@ -1710,6 +1712,7 @@ def run() -> None:  # pragma: no cover - the console entry (and python -m placer
     """Run one command, flush its output and leave the process without tearing the
     interpreter down: freeing OR-Tools, pandas and the search's tables at exit took up to a
     second on a busy machine, after the plan was already written (docs/certificate.md)."""
+    count_from_process_start()  # this process is one command: start-up counts
     code: int | str | None = 0
     try:
         main(prog_name="placer")

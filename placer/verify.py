@@ -265,16 +265,16 @@ def verify_plan(plan: Plan, inputs: dict[str, Any] | None = None) -> VerifyRepor
         found.bad.append(f"certificate.solver.profile: unknown rules profile '{sv.profile}'")
         return found.report()
     if workload.serving:
-        # A serving plan carries its own proof (docs/serving.md).
-        from placer.serving.check import check_serving, check_serving_without_record
+        # A serving plan carries its own proof (docs/serving.md), deployed or not.
+        from placer.serving.check import check_serving
 
-        if plan.serving is not None:
-            bad, done = check_serving(plan, model, cluster, workload, PROFILES[sv.profile])
-        else:
-            bad, done, trust = check_serving_without_record(
-                plan, model, cluster, workload, PROFILES[sv.profile]
+        if plan.serving is None:
+            found.bad.append(
+                "serving: the workload sets latency targets but the plan has no serving record "
+                "(the search record that proves its status)"
             )
-            found.trusted.extend(trust)
+            return found.report()
+        bad, done = check_serving(plan, model, cluster, workload, PROFILES[sv.profile])
         found.bad.extend(bad)
         found.checked.extend(done)
         return found.report()

@@ -224,11 +224,11 @@ def solve_serving(
             status = "solved" if res.concurrency is not None else "pruned"
         entries.append(entry(lay, status, res, probe.exact, k, value))
     plan = _assemble(model, cluster, workload, config, objective, space, entries, best, budget)
-    if config.disagg and plan.serving is not None:
+    if config.disagg and plan.serving is not None and plan.serving.deploys:
         from placer.serving.disagg import disaggregated
 
         rec = disaggregated(
-            model, cluster, workload, config, plan.serving.tokens_per_s_per_gpu, limit
+            model, cluster, workload, config, plan.serving.tokens_per_s_per_gpu or 0.0, limit
         )
         plan = plan.model_copy(update={"serving": plan.serving.model_copy(update={"disagg": rec})})
     return plan
@@ -317,6 +317,17 @@ def _assemble(
             )
         elif proven:
             why = _unreachable(model, cluster, workload, entries, space.legal)
+        # Nothing deployed, but the record still lists every layout's fate, so that verify
+        # re-proves the status rather than taking it on trust (docs/certificate.md).
+        record_only = ServingRecord(
+            objective=objective,
+            ttft_ms=workload.ttft_ms,
+            tpot_ms=workload.tpot_ms,
+            request_rate=workload.request_rate,
+            cluster_gpus=n,
+            max_instance_gpus=instance_cap(n, config),
+            entries=tuple(entries),
+        )
         return Plan(
             status="infeasible" if proven else "unknown",
             layout=None,
@@ -335,6 +346,7 @@ def _assemble(
             certificate=Certificate(constraints=(), search=record, solver=solver_info),
             infeasibility=why,
             inputs=inputs,
+            serving=record_only,
         )
     res, probe, lay = best.res, best.probe, best.layout
     assert res.concurrency is not None
