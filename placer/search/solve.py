@@ -31,6 +31,7 @@ from placer.collectives import use_engine
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError, SolverError
+from placer.gap import minimise_gap, minimise_status
 from placer.layout import Layout
 from placer.ledger import ExpertMap
 from placer.limits import check_scale
@@ -580,8 +581,8 @@ def _assemble(
         )
     value_units = best.gpus if objective == "gpus" else best.value
     assert bound is not None
-    gap = (value_units - bound) / value_units if value_units else 0.0
-    status = "optimal" if bound >= value_units else "feasible"
+    gap = minimise_gap(value_units, bound)
+    status = minimise_status(value_units, bound)
     lay = best.cand.layout.model_copy(update={"layers_per_stage": best.split})
     emap = expert_map_from_counts(best.cand.tables, best.counts)
     ev = evaluate(model, cluster, workload, lay, get_profile(config.profile), emap)

@@ -12,6 +12,7 @@ from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
 from placer.exceptions import InvalidInputError
+from placer.gap import maximise_gap, maximise_status, minimise_gap, minimise_status
 from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.plan import (
@@ -364,17 +365,17 @@ def _assemble(
     tpot = tpot_ns(workload, c, p.step_ns, p.prefill_ns)
     constraints = list(ev.constraints) + placement_constraints(tables, probe.counts)
     constraints += serving_constraints(workload, k, lay.gpus, n, tpot, ttft, rate)
+    # The status and gap rule of placer.gap (shared with verify).
     if objective == "throughput":
         value, value_units = best.value, math.floor(best.value * 1000)
-        bnd = bound if bound is not None else math.inf
-        gap = (bnd - value) / bnd if bound is not None and bnd > 0 else None
-        bound_units = math.ceil(bnd * 1000) if bound is not None else None
-        optimal = bound is not None and bnd <= value * (1 + TIE)
+        gap = maximise_gap(value, bound) if bound is not None else None
+        bound_units = math.ceil(bound * 1000) if bound is not None else None
+        optimal = bound is not None and maximise_status(value, bound, TIE) == "optimal"
     else:
         value, value_units = best.value, int(best.value)
         bound_units = int(bound) if bound is not None else None
-        gap = (value - bound) / value if bound is not None else None
-        optimal = bound is not None and bound >= value
+        gap = minimise_gap(value, bound) if bound is not None else None
+        optimal = bound is not None and minimise_status(value, bound) == "optimal"
     if optimal:
         gap = 0.0
         bound_units = value_units
