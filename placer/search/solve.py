@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 import numpy as np
-from ortools.sat.python import cp_model
 
 from placer.balance.loads import LoadStats
 from placer.budget import Budget
@@ -48,8 +48,6 @@ from placer.plan import (
     digest,
 )
 from placer.rules import get_profile
-from placer.search import cpsat
-from placer.search.fixes import explain_infeasible
 from placer.search.heuristic import best_split
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.search.tables import (
@@ -64,6 +62,9 @@ from placer.search.tables import (
     objective_ns,
 )
 from placer.workload import Workload
+
+if TYPE_CHECKING:
+    from ortools.sat.python import cp_model
 
 log = logging.getLogger("placer")
 
@@ -155,6 +156,8 @@ def _entry(
 def _solver(config: SolveConfig, budget: Budget, seconds: float) -> cp_model.CpSolver:
     """A CP-SAT solver for ``seconds`` of ``budget`` (deterministic seconds in deterministic
     mode, with the budget's wall clock as the hard stop; see placer/budget.py)."""
+    from ortools.sat.python import cp_model  # here: a run stopped before CP-SAT never loads it
+
     solver = cp_model.CpSolver()
     p = solver.parameters
     # placer handles Ctrl-C itself (see _interruptible_solve).
@@ -199,6 +202,12 @@ def solve_layout(
 ) -> tuple[str, tuple[int, ...] | None, np.ndarray | None, int | None, int | None]:
     """Solve one layout within ``seconds`` of ``budget`` (charged with what CP-SAT used):
     (status, split, counts, value ns, bound ns)."""
+    # OR-Tools (and the pandas it imports) load on the first solve, not at start-up: a run
+    # whose time is spent before CP-SAT does not pay for them (docs/certificate.md, "Time").
+    from ortools.sat.python import cp_model
+
+    from placer.search import cpsat
+
     counts0 = balanced_counts(t)
     split0 = best_split(t, counts0)
     model, v = cpsat.build_model(t, "latency" if objective == "latency" else "throughput")
@@ -555,6 +564,8 @@ def _assemble(
         # (layouts never enumerated or never solved) proves nothing, and is "unknown".
         proven = space.complete and all(e.status == "infeasible" for e in entries)
         # Explaining gets what is left of the time limit.
+        from placer.search.fixes import explain_infeasible
+
         why = (
             explain_infeasible(model, cluster, workload, config, entries, budget)
             if proven
