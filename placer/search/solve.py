@@ -564,13 +564,11 @@ def _assemble(
         # (layouts never enumerated or never solved) proves nothing, and is "unknown".
         proven = space.complete and all(e.status == "infeasible" for e in entries)
         # Explaining gets what is left of the time limit.
-        from placer.search.fixes import explain_infeasible
+        why = None
+        if proven:
+            from placer.search.fixes import explain_infeasible  # loads OR-Tools
 
-        why = (
-            explain_infeasible(model, cluster, workload, config, entries, budget)
-            if proven
-            else None
-        )
+            why = explain_infeasible(model, cluster, workload, config, entries, budget)
         return Plan(
             status="infeasible" if proven else "unknown",
             layout=None,
