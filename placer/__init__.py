@@ -6,10 +6,11 @@ The public API, re-exported here (PyVRP style):
 - specs: :class:`ModelSpec`, :class:`ClusterSpec`, :class:`Workload`, :class:`Layout`;
 - analysis: :func:`memory_ledger`, :func:`estimate`, :func:`evaluate`, :func:`inspect_model`;
 - search: :func:`solve` -> :class:`Plan`, :func:`verify` -> :class:`VerifyReport`,
-  :class:`SolveConfig`; serving: :func:`frontier` (docs/serving.md).
+  :class:`SolveConfig`; :func:`min_gpus` (the fewest GPUs, with the proof on one fewer);
+  serving: :func:`frontier` (docs/serving.md).
 
-``solve`` and ``frontier`` import the solver on first use, so that ``placer.verify`` never
-loads OR-Tools.
+``solve``, ``min_gpus`` and ``frontier`` import the solver on first use, so that
+``placer.verify`` never loads OR-Tools.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from placer.exceptions import (
     PlacerError,
     SolverError,
 )
-from placer.inspect import ModelReport, inspect_model
 from placer.layout import Layout
 from placer.ledger import Ledger, memory_ledger
 from placer.load import load_cluster, load_model, load_workload, model_from_dict
 from placer.model import ModelSpec
+from placer.model_report import ModelReport, inspect_model
 from placer.plan import Plan
 from placer.rules import PROFILES, RulesProfile, get_profile
 from placer.verify import VerifyReport, load_plan, verify
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from placer.balance.loads import LoadStats
     from placer.budget import Budget
     from placer.calibration import Calibration
+    from placer.search.fewest import FewestGpus
     from placer.serving.frontier import Frontier
 
 __version__ = "0.1.0"
@@ -80,6 +82,7 @@ __all__ = [
     "load_plan",
     "load_workload",
     "memory_ledger",
+    "min_gpus",
     "model_from_dict",
     "solve",
     "verify",
@@ -121,3 +124,19 @@ def frontier(
     from placer.serving.frontier import frontier as search
 
     return search(model, cluster, workload, config)
+
+
+def min_gpus(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    config: SolveConfig | None = None,
+    budget: Budget | None = None,
+) -> FewestGpus:
+    """The fewest GPUs of ``cluster``'s single GPU type on which ``model`` fits, with the plan
+    on them and the solve on one fewer (its infeasibility record when the minimum is proven);
+    OR-Tools loads on first use. Raises :class:`InfeasibleError` when no count up to 4096
+    fits, and ``NoPlanError`` (exit 4) when the budget runs out first."""
+    from placer.search.fewest import fewest_gpus
+
+    return fewest_gpus(model, cluster, workload, config, budget)

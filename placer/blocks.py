@@ -10,12 +10,50 @@ and the LM head are vocab-parallel.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from placer.model import Block, BlockKind, ShardRule
+from pydantic import Field, PositiveInt
+
+from placer._base import Frozen
 
 if TYPE_CHECKING:
     from placer.model import AttentionSpec, MambaSpec, ModelSpec
+
+
+BlockKind = Literal[
+    "embedding",
+    "lm_head",
+    "attention",
+    "mamba",
+    "dense_mlp",
+    "shared_expert",
+    "expert",
+    "router",
+    "norm",
+]
+ShardRule = Literal["tp", "kv_heads", "vocab", "replicated", "expert"]
+
+
+class Block(Frozen):
+    """A group of identical weights placed and sharded together.
+
+    ``count`` is the number of instances (the experts of a layer); ``params``
+    and ``flops_per_token`` are per instance.
+    """
+
+    name: str = Field(description="Readable name, unique within the model.")
+    kind: BlockKind = Field(description="What the block is.")
+    layer: int | None = Field(description="Layer index, None for embeddings and the final norm.")
+    params: int = Field(ge=0, description="Parameters of one instance.")
+    count: PositiveInt = Field(default=1, description="Identical instances (experts).")
+    shard: ShardRule = Field(description="How tensor/expert parallelism splits the block.")
+    quantized: bool = Field(
+        description="Stored in the workload's weight dtype (linear layers) or kept 16-bit."
+    )
+    flops_per_token: int = Field(ge=0, description="Weight FLOPs per token per instance.")
+    kv_heads: int = Field(
+        default=0, ge=0, description="For shard='kv_heads': the KV heads the params span."
+    )
 
 
 def _block(

@@ -63,6 +63,58 @@ class TrtllmKeys(Frozen):
     pp_partition: bool = Field(description="The release has the pp_partition key.")
 
 
+class RouterFacts(Frozen):
+    """A request router that ships with (or beside) an engine release."""
+
+    command: tuple[str, ...] = Field(description="How the router starts, before its flags.")
+    version: str = Field(description="The router release the flags were read from.")
+    flags: dict[str, tuple[str, ...] | None] = Field(
+        description="Router flags placer writes -> allowed values (null: any value)."
+    )
+
+
+class ServingFacts(Frozen):
+    """How an engine release serves several instances and disaggregated prefill/decode
+    (docs/engine-rules.md, "Serving plans")."""
+
+    first_port: int = Field(description="The server's default HTTP port; instance i uses +i.")
+    router: RouterFacts | None = Field(
+        description="The engine's request router (null: the release ships none)."
+    )
+    disagg: Literal["kv_connector", "pd_mode"] | None = Field(
+        description="kv_connector: vLLM's --kv-transfer-config; pd_mode: SGLang's "
+        "--disaggregation-mode; null: placer has no checked facts for this release."
+    )
+    kv_connector: str | None = Field(
+        default=None, description="The KV connector placer names (kv_connector form)."
+    )
+    kv_roles: dict[str, str] = Field(
+        default_factory=dict, description="prefill/decode -> kv_role (kv_connector form)."
+    )
+    transfer_backend: str | None = Field(
+        default=None, description="The KV transfer backend placer names (pd_mode form)."
+    )
+    first_bootstrap_port: int | None = Field(
+        default=None, description="Default bootstrap port of a prefill server (pd_mode)."
+    )
+    side_channel_env: str | None = Field(
+        default=None,
+        description="Environment variable of the KV connector's side-channel port, which "
+        "must differ between instances on one node (kv_connector form).",
+    )
+    first_side_channel_port: int | None = Field(
+        default=None, description="Default side-channel port (kv_connector form)."
+    )
+    sources: dict[str, str] = Field(description="Fact -> file and version it was read in.")
+
+    def router_flag(self, name: str, value: object = None) -> list[object]:
+        """A router flag the facts record (KeyError otherwise: a bug in placer)."""
+        assert self.router is not None
+        if name not in self.router.flags:
+            raise KeyError(f"{name} is not recorded for {self.router.version}")
+        return [name] if value is None else [name, value]
+
+
 class EngineRelease(Frozen):
     """One engine over a version range: flags, launcher, architectures, with sources."""
 
@@ -89,6 +141,9 @@ class EngineRelease(Frozen):
         description="Architectures the engine has a model class for."
     )
     trtllm: TrtllmKeys | None = Field(description="TensorRT-LLM YAML facts (else null).")
+    serving: ServingFacts | None = Field(
+        default=None, description="Several instances and disaggregated serving (else null)."
+    )
 
     @property
     def label(self) -> str:

@@ -63,6 +63,12 @@ class InfeasibleError(PlacerError):
         super().__init__(message)
 
 
+class NoPlanError(PlacerError):
+    """The time limit passed before a plan (or the proof asked for) was found."""
+
+    exit_code = EXIT_NO_PLAN
+
+
 class VerificationError(PlacerError):
     """A well-formed plan does not hold: ``verify`` found a violation (the message names it)."""
 

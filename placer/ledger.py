@@ -28,10 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from placer.blocks import Block
 from placer.cluster import ClusterSpec
 from placer.dtypes import nbytes
 from placer.layout import Layout
-from placer.model import Block, ModelSpec
+from placer.model import ModelSpec
+from placer.topology import ExpertMap as ExpertMap
+from placer.topology import balanced_counts, contiguous_slots, ep_rank
 from placer.workload import Workload
 
 #: Columns of the per-GPU breakdown, in output order.
@@ -59,9 +62,6 @@ _WEIGHT_COLUMN = {
     "router": "norms_routers",
 }
 
-#: ExpertMap[layer][ep_rank] -> logical expert ids held in that rank's slots.
-ExpertMap = dict[int, tuple[tuple[int, ...], ...]]
-
 
 def ceil_div(a: int, b: int) -> int:
     """Integer ceiling of a / b."""
@@ -79,19 +79,12 @@ def weight_dtypes(model: ModelSpec, workload: Workload) -> tuple[str, str, str]:
 def default_expert_map(model: ModelSpec, layout: Layout) -> ExpertMap:
     """Contiguous slots, as vLLM's ``linear`` placement and SGLang's ``trivial`` map:
     slot p holds logical expert p % E; EP rank r holds slots in a contiguous block,
-    the first (slots % ep) ranks one more."""
+    the first (slots % ep) ranks one more (:func:`placer.topology.contiguous_slots`)."""
     out: ExpertMap = {}
     for layer in model.moe_layers:
         experts = model.experts_in_layer(layer)
-        slots = experts + layout.redundant_experts
-        base, extra = divmod(slots, layout.ep)
-        ranks: list[tuple[int, ...]] = []
-        start = 0
-        for r in range(layout.ep):
-            n = base + (1 if r < extra else 0)
-            ranks.append(tuple(p % experts for p in range(start, start + n)))
-            start += n
-        out[layer] = tuple(ranks)
+        counts = balanced_counts(experts + layout.redundant_experts, layout.ep)
+        out[layer] = contiguous_slots(experts, counts)
     return out
 
 
@@ -205,18 +198,6 @@ class Ledger:
         """One column of the breakdown."""
         return self.bytes[:, COLUMNS.index(name)]
 
-    def as_rows(self) -> list[dict[str, int]]:
-        """One dict per GPU: id, stage, each column, used, capacity_bytes, memory_bytes."""
-        rows = []
-        for i, gid in enumerate(self.gpu_ids):
-            row = {"id": int(gid), "stage": int(self.stage[i])}
-            row.update({c: int(self.bytes[i, j]) for j, c in enumerate(COLUMNS)})
-            row["used_bytes"] = int(self.used[i])
-            row["capacity_bytes"] = int(self.capacity[i])
-            row["memory_bytes"] = int(self.memory[i])
-            rows.append(row)
-        return rows
-
 
 def capacity_bytes(memory: np.ndarray, workload: Workload) -> np.ndarray:
     """What placer may plan on each GPU: memory x utilization, rounded down."""
@@ -297,9 +278,9 @@ def memory_ledger(
         for r in range(width):
             g = s * width + r
             rows[g] = weights
-            ep_rank = (r // layout.expert_tp) % layout.ep
+            rank = ep_rank(r, layout.ep, layout.expert_tp)
             rows[g, COLUMNS.index("experts")] = sum(
-                int(per_expert[i][list(emap[i][ep_rank])].sum()) for i in stages[s] if i in emap
+                int(per_expert[i][list(emap[i][rank])].sum()) for i in stages[s] if i in emap
             )
             rows[g, COLUMNS.index("kv_cache")] = kv
             rows[g, COLUMNS.index("activations")] = act

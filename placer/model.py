@@ -18,9 +18,10 @@ import graphlib
 from functools import cached_property
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from placer._base import Bool, Frozen, Int, PosInt
+from placer.blocks import Block, BlockKind, build_blocks
 from placer.dtypes import WeightDtype
 from placer.limits import (
     MAX_EXPERTS,
@@ -35,20 +36,8 @@ from placer.limits import (
     MAX_WIDTH,
 )
 
-BlockKind = Literal[
-    "embedding",
-    "lm_head",
-    "attention",
-    "mamba",
-    "dense_mlp",
-    "shared_expert",
-    "expert",
-    "router",
-    "norm",
-]
 #: Module kinds that belong to no decoder layer (they sit before or after the stack).
 LAYERLESS_KINDS = frozenset({"embedding", "lm_head", "norm"})
-ShardRule = Literal["tp", "kv_heads", "vocab", "replicated", "expert"]
 ModelFormat = Literal["hf-config", "placer", "module-list"]
 
 
@@ -229,28 +218,6 @@ class ModuleSpec(Frozen):
         return self
 
 
-class Block(Frozen):
-    """A group of identical weights placed and sharded together.
-
-    ``count`` is the number of instances (the experts of a layer); ``params``
-    and ``flops_per_token`` are per instance.
-    """
-
-    name: str = Field(description="Readable name, unique within the model.")
-    kind: BlockKind = Field(description="What the block is.")
-    layer: int | None = Field(description="Layer index, None for embeddings and the final norm.")
-    params: int = Field(ge=0, description="Parameters of one instance.")
-    count: PositiveInt = Field(default=1, description="Identical instances (experts).")
-    shard: ShardRule = Field(description="How tensor/expert parallelism splits the block.")
-    quantized: bool = Field(
-        description="Stored in the workload's weight dtype (linear layers) or kept 16-bit."
-    )
-    flops_per_token: int = Field(ge=0, description="Weight FLOPs per token per instance.")
-    kv_heads: int = Field(
-        default=0, ge=0, description="For shard='kv_heads': the KV heads the params span."
-    )
-
-
 class ModelSpec(Frozen):
     """A validated, immutable model description, whatever file it came from."""
 
@@ -386,8 +353,6 @@ class ModelSpec(Frozen):
     @cached_property
     def blocks(self) -> tuple[Block, ...]:
         """The model as blocks of weights (see :mod:`placer.blocks`)."""
-        from placer.blocks import build_blocks
-
         return build_blocks(self)
 
     @cached_property

@@ -153,6 +153,18 @@ def layout_violations(
     model: ModelSpec, cluster: ClusterSpec, layout: Layout, profile: RulesProfile
 ) -> list[str]:
     """Every reason ``layout`` is not legal for this model, cluster and profile (empty: legal)."""
+    return [
+        *_size_violations(model, cluster, layout, profile),
+        *_attention_violations(model, layout, profile),
+        *_expert_violations(model, layout, profile),
+        *_placement_violations(cluster, layout, profile),
+    ]
+
+
+def _size_violations(
+    model: ModelSpec, cluster: ClusterSpec, layout: Layout, profile: RulesProfile
+) -> list[str]:
+    """GPUs, stages and the layer split."""
     out: list[str] = []
     if layout.gpus > cluster.num_gpus:
         out.append(f"layout needs {layout.gpus} GPUs, the cluster has {cluster.num_gpus}")
@@ -167,6 +179,12 @@ def layout_violations(
         even = layout.model_copy(update={"layers_per_stage": None}).stage_layers(model.num_layers)
         if not profile.uneven_pp and tuple(len(s) for s in even) != layout.layers_per_stage:
             out.append(f"profile '{profile.name}' does not take an explicit layer split")
+    return out
+
+
+def _attention_violations(model: ModelSpec, layout: Layout, profile: RulesProfile) -> list[str]:
+    """Heads and KV heads against tp, and data-parallel attention."""
+    out: list[str] = []
     a = model.attention
     if a is not None:
         if profile.heads_divisible and a.num_heads % layout.tp:
@@ -179,56 +197,74 @@ def layout_violations(
             )
     if layout.dp_attn > 1 and not profile.dp_attention:
         out.append(f"profile '{profile.name}' has no data-parallel attention")
+    return out
+
+
+def _expert_violations(model: ModelSpec, layout: Layout, profile: RulesProfile) -> list[str]:
+    """Expert slots over EP ranks, redundant slots, and how experts are split."""
     experts = model.max_experts
     if experts == 0:
-        if layout.ep > 1:
-            out.append("ep > 1 on a model without experts")
-    else:
-        slots = experts + layout.redundant_experts
-        if layout.ep > slots:
-            out.append(f"ep ({layout.ep}) exceeds the {slots} expert slots per layer")
-        if -(-slots // layout.ep) > experts:
-            out.append(
-                f"{slots} slots over ep {layout.ep} put more slots on a rank than there are "
-                f"experts ({experts}): a GPU would hold two copies of one expert"
-            )
-        if profile.experts_divisible and slots % layout.ep:
-            out.append(f"expert slots ({slots}) are not divisible by ep ({layout.ep})")
-        if layout.redundant_experts:
-            if not profile.redundant_experts:
-                out.append(f"profile '{profile.name}' does not support redundant expert slots")
-            elif profile.name == "vllm" and slots % layout.ep:
-                out.append(f"vLLM needs (experts + redundant) % ep == 0 ({slots} % {layout.ep})")
-            if layout.ep == 1:
-                out.append("redundant expert slots need ep > 1")
-        if (
-            profile.ep_fills_stage
-            and layout.ep > 1
-            and (layout.ep != layout.stage_width or layout.expert_tp != 1)
-        ):
-            out.append(
-                f"profile '{profile.name}' runs experts either TP-split over the whole stage "
-                f"(ep=1) or with ep = tp x dp_attn = {layout.stage_width} and etp = 1"
-            )
-        if profile.ep_fills_stage and layout.ep == 1 and layout.expert_tp != layout.stage_width:
-            out.append(
-                f"profile '{profile.name}' splits experts over the whole stage when ep = 1 "
-                f"(etp must be {layout.stage_width})"
-            )
-        if not profile.expert_dp and layout.ep * layout.expert_tp != layout.stage_width:
-            out.append(
-                f"profile '{profile.name}' has no MoE data parallelism: ep x etp "
-                f"({layout.ep} x {layout.expert_tp}) must equal the stage width "
-                f"{layout.stage_width}"
-            )
-        if not profile.expert_tp_allowed and layout.ep > 1 and layout.expert_tp > 1:
-            out.append(f"profile '{profile.name}' has no expert TP with ep > 1")
-        if profile.intermediate_divisible and model.moe is not None:
-            width = model.moe.expert_intermediate_size
-            if width % layout.expert_tp:
-                out.append(
-                    f"expert width ({width}) is not divisible by expert tp ({layout.expert_tp})"
-                )
+        return ["ep > 1 on a model without experts"] if layout.ep > 1 else []
+    return [
+        *_slot_violations(experts, layout, profile),
+        *_expert_split_violations(model, layout, profile),
+    ]
+
+
+def _slot_violations(experts: int, layout: Layout, profile: RulesProfile) -> list[str]:
+    out: list[str] = []
+    slots = experts + layout.redundant_experts
+    if layout.ep > slots:
+        out.append(f"ep ({layout.ep}) exceeds the {slots} expert slots per layer")
+    if -(-slots // layout.ep) > experts:
+        out.append(
+            f"{slots} slots over ep {layout.ep} put more slots on a rank than there are "
+            f"experts ({experts}): a GPU would hold two copies of one expert"
+        )
+    if profile.experts_divisible and slots % layout.ep:
+        out.append(f"expert slots ({slots}) are not divisible by ep ({layout.ep})")
+    if layout.redundant_experts:
+        if not profile.redundant_experts:
+            out.append(f"profile '{profile.name}' does not support redundant expert slots")
+        elif profile.name == "vllm" and slots % layout.ep:
+            out.append(f"vLLM needs (experts + redundant) % ep == 0 ({slots} % {layout.ep})")
+        if layout.ep == 1:
+            out.append("redundant expert slots need ep > 1")
+    return out
+
+
+def _expert_split_violations(model: ModelSpec, layout: Layout, profile: RulesProfile) -> list[str]:
+    out: list[str] = []
+    width, ep, etp = layout.stage_width, layout.ep, layout.expert_tp
+    if profile.ep_fills_stage and ep > 1 and (ep != width or etp != 1):
+        out.append(
+            f"profile '{profile.name}' runs experts either TP-split over the whole stage "
+            f"(ep=1) or with ep = tp x dp_attn = {width} and etp = 1"
+        )
+    if profile.ep_fills_stage and ep == 1 and etp != width:
+        out.append(
+            f"profile '{profile.name}' splits experts over the whole stage when ep = 1 "
+            f"(etp must be {width})"
+        )
+    if not profile.expert_dp and ep * etp != width:
+        out.append(
+            f"profile '{profile.name}' has no MoE data parallelism: ep x etp "
+            f"({ep} x {etp}) must equal the stage width {width}"
+        )
+    if not profile.expert_tp_allowed and ep > 1 and etp > 1:
+        out.append(f"profile '{profile.name}' has no expert TP with ep > 1")
+    if profile.intermediate_divisible and model.moe is not None:
+        expert_width = model.moe.expert_intermediate_size
+        if expert_width % etp:
+            out.append(f"expert width ({expert_width}) is not divisible by expert tp ({etp})")
+    return out
+
+
+def _placement_violations(
+    cluster: ClusterSpec, layout: Layout, profile: RulesProfile
+) -> list[str]:
+    """TP groups inside the scale-up domain, and whether the engine can launch the layout."""
+    out: list[str] = []
     # A stage's TP groups are consecutive GPUs: they stay in one domain when tp
     # divides the domain size.
     if profile.tp_within_scale_up and (

@@ -19,19 +19,21 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from placer._base import Frozen, Int, NonNegInt, PosFloat, PosInt
+from placer._base import Frozen
 from placer.calibration import Calibration, default_calibration
-from placer.cluster import MAX_GPUS, ClusterSpec
+from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError, PlacerError
-from placer.io import one_line, read_json, write_atomic
-from placer.limits import MAX_PROCESSES, MAX_SEED, MAX_SWEEP_CASES, MAX_TIME_LIMIT_S
+from placer.io import read_json, write_atomic
+from placer.limits import MAX_PROCESSES
 from placer.model import ModelSpec
 from placer.plan import digest
+from placer.sweep_file import SweepSpec as SweepSpec
+from placer.sweep_file import load_sweep as load_sweep
 from placer.workload import Workload
 
 Backend = Literal["local", "ray"]
@@ -291,18 +293,7 @@ def sweep(
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rows: dict[int, SweepRow] = {}
-    todo: list[tuple[int, Case]] = []
-    seen: dict[str, int] = {}
-    for i, case in enumerate(cases):
-        hit = _cached(cache, case.key)
-        if hit is not None:
-            rows[i] = hit
-        elif case.key in seen:
-            continue  # solved once, copied below
-        else:
-            seen[case.key] = i
-            todo.append((i, case))
+    rows, todo, first = _from_cache(cases, cache)
     done = len(rows)
 
     def finish(i: int, row: SweepRow) -> None:
@@ -317,28 +308,53 @@ def sweep(
     if backend == "ray":
         _run_ray(todo, finish, ray_address)
     elif backend == "local":
-        n = min(workers or os.cpu_count() or 1, len(todo), MAX_PROCESSES)
-        if n == 1 or len(todo) <= 1:
-            for i, case in todo:
-                finish(i, run_case(case))
-        else:
-            with ProcessPoolExecutor(max_workers=n) as pool:
-                for (i, _), row in zip(
-                    todo, pool.map(run_case, [c for _, c in todo]), strict=True
-                ):
-                    finish(i, row)
+        _run_local(todo, finish, workers)
     else:
         raise InvalidInputError(
             f"unknown backend {backend!r}; choose local or ray", field="--backend"
         )
     for i, case in enumerate(cases):
         if i not in rows:
-            rows[i] = rows[seen[case.key]]
+            rows[i] = rows[first[case.key]]
     return SweepResult(
         rows=tuple(rows[i] for i in range(len(cases))),
         wall_time_s=round(time.perf_counter() - start, 3),
         backend=backend,
     )
+
+
+def _from_cache(
+    cases: Sequence[Case], cache: Path | None
+) -> tuple[dict[int, SweepRow], list[tuple[int, Case]], dict[str, int]]:
+    """Rows found in the cache, the cases still to solve (each key once), and the first case
+    of each key (duplicates copy its row)."""
+    rows: dict[int, SweepRow] = {}
+    todo: list[tuple[int, Case]] = []
+    first: dict[str, int] = {}
+    for i, case in enumerate(cases):
+        hit = _cached(cache, case.key)
+        if hit is not None:
+            rows[i] = hit
+        elif case.key in first:
+            continue  # solved once, copied afterwards
+        else:
+            first[case.key] = i
+            todo.append((i, case))
+    return rows, todo, first
+
+
+def _run_local(
+    todo: Sequence[tuple[int, Case]], finish: Callable[[int, SweepRow], None], workers: int | None
+) -> None:
+    """Solve the cases in a process pool sized to the cores (in this process for one)."""
+    n = min(workers or os.cpu_count() or 1, len(todo), MAX_PROCESSES)
+    if n == 1 or len(todo) <= 1:
+        for i, case in todo:
+            finish(i, run_case(case))
+        return
+    with ProcessPoolExecutor(max_workers=n) as pool:
+        for (i, _), row in zip(todo, pool.map(run_case, [c for _, c in todo]), strict=True):
+            finish(i, row)
 
 
 def _run_ray(
@@ -364,134 +380,3 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
-
-
-class SweepSpec(Frozen):
-    """A sweep file (YAML or JSON): the grid and the solver settings."""
-
-    name: str = Field(default="sweep", description="Name of the sweep.")
-    models: tuple[str, ...] = Field(min_length=1, description="Model files.")
-    hardware: tuple[str, ...] = Field(min_length=1, description="Hardware files.")
-    gpus: tuple[Annotated[PosInt, Field(le=MAX_GPUS)], ...] | dict[str, Int] | None = Field(
-        default=None,
-        description="GPU counts: a list, or {from, to, step}; default each file's own count.",
-    )
-    workloads: tuple[str | dict[str, Any], ...] = Field(
-        default=({},), description="Workload files or inline workloads (with a 'name')."
-    )
-    profiles: tuple[str, ...] = Field(default=("generic",), description="Rules profiles.")
-    objective: Literal["throughput", "latency", "gpus"] = Field(
-        default="throughput", description="Objective."
-    )
-    time_limit: PosFloat = Field(
-        default=10.0, le=MAX_TIME_LIMIT_S, description="Seconds per case."
-    )
-    seed: NonNegInt = Field(default=0, le=MAX_SEED, description="CP-SAT seed.")
-
-
-def _resolve(path: str, base: Path) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return base / p
-
-
-def _existing(path: str, base: Path, what: str, spec: str, field: str) -> Path:
-    """The file a sweep names, resolved; an error naming the sweep file and field if absent."""
-    f = _resolve(path, base)
-    if not f.is_file():
-        raise InvalidInputError(f"{what} file {path!r} not found", source=spec, field=field)
-    return f
-
-
-def load_sweep(
-    path: str,
-) -> tuple[
-    SweepSpec, list[ModelSpec], list[ClusterSpec], list[tuple[str, Workload]], list[int] | None
-]:
-    """Read a sweep file and everything it names; errors name the file and the field."""
-    from placer.io import validate
-    from placer.load import load_cluster, load_model, load_workload
-
-    p = Path(path)
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidInputError("file not found", source=path) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(one_line(f"cannot read: {exc}"), source=path) from None
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(
-                f"not valid YAML: {exc}".splitlines()[0], source=path
-            ) from None
-    else:
-        data = read_json(path)
-    spec = validate(SweepSpec, data, path)
-    base = p.parent
-    for prof in spec.profiles:
-        from placer.rules import PROFILES
-
-        if prof not in PROFILES:
-            raise InvalidInputError(
-                f"unknown rules profile '{prof}'", source=path, field="profiles"
-            )
-    models, clusters = [], []
-    for i, m in enumerate(spec.models):
-        models.append(load_model(_existing(m, base, "model", path, f"models.{i}")))
-    for i, h in enumerate(spec.hardware):
-        clusters.append(load_cluster(_existing(h, base, "hardware", path, f"hardware.{i}")))
-    workloads: list[tuple[str, Workload]] = []
-    for i, w in enumerate(spec.workloads):
-        if isinstance(w, str):
-            f = _existing(w, base, "workload", path, f"workloads.{i}")
-            workloads.append((f.stem, load_workload(f)))
-        else:
-            body = {k: v for k, v in w.items() if k != "name"}
-            try:
-                workloads.append((str(w.get("name", f"workload{i}")), load_workload(None, **body)))
-            except InvalidInputError as exc:
-                raise InvalidInputError(
-                    exc.detail, source=path, field=f"workloads.{i}.{exc.field}"
-                ) from None
-    counts: list[int] | None = None
-    if isinstance(spec.gpus, dict):
-        keys = set(spec.gpus)
-        if not {"from", "to"} <= keys or keys - {"from", "to", "step"}:
-            raise InvalidInputError("a GPU range is {from, to, step}", source=path, field="gpus")
-        lo, hi, step = spec.gpus["from"], spec.gpus["to"], spec.gpus.get("step", 1)
-        if lo <= 0 or hi < lo or step <= 0 or hi > MAX_GPUS:
-            raise InvalidInputError(
-                f"bad range from {lo} to {hi} step {step} (GPU counts are 1 to {MAX_GPUS})",
-                source=path,
-                field="gpus",
-            )
-        counts = list(range(lo, hi + 1, step))
-    elif spec.gpus is not None:
-        if not spec.gpus:
-            raise InvalidInputError("the grid is empty", source=path, field="gpus")
-        for i, n in enumerate(spec.gpus):
-            if n <= 0:
-                raise InvalidInputError(
-                    f"must be positive, got {n}", source=path, field=f"gpus.{i}"
-                )
-        counts = list(spec.gpus)
-    if counts is not None:
-        for i, cluster in enumerate(clusters):
-            if len(cluster.groups) != 1:
-                raise InvalidInputError(
-                    "a cluster of several GPU types cannot be resized by 'gpus'; give each "
-                    "size as its own hardware file, or drop 'gpus'",
-                    source=path,
-                    field=f"hardware.{i}",
-                )
-    cases = len(models) * len(clusters) * len(workloads) * len(spec.profiles) * len(counts or [1])
-    if cases > MAX_SWEEP_CASES:
-        raise InvalidInputError(
-            f"the grid has {cases} cases, more than the {MAX_SWEEP_CASES} a sweep runs; split it",
-            source=path,
-            field="gpus" if counts else "models",
-        )
-    return spec, models, clusters, workloads, counts

@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from placer.blocks import Block
 from placer.cluster import ClusterSpec
 from placer.layout import Layout
 from placer.ledger import Ledger, block_params_per_gpu, default_expert_map, memory_ledger
 from placer.load import cluster_from_dict, model_from_dict
-from placer.model import Block, ModelSpec
+from placer.model import ModelSpec
 from placer.rules import PROFILES, layout_violations
 from placer.workload import Workload
 
@@ -60,8 +61,12 @@ def cluster(gpus: int = 8) -> ClusterSpec:
         {
             "format": "placer-hardware",
             "name": f"toy-{gpus}",
-            "gpu": {"name": "toy-gpu", "memory_bytes": 10**9, "hbm_bandwidth_gbps": 1000,
-                    "tflops": {"bf16": 100}},
+            "gpu": {
+                "name": "toy-gpu",
+                "memory_bytes": 10**9,
+                "hbm_bandwidth_gbps": 1000,
+                "tflops": {"bf16": 100},
+            },
             "gpus": gpus,
             "gpus_per_node": 8,
             "scale_up_domain": 8,
@@ -74,8 +79,12 @@ def cluster(gpus: int = 8) -> ClusterSpec:
 
 def workload(**changes: Any) -> Workload:
     """4 requests x (6 + 2) = 8 cached tokens, bf16 KV, no runtime reserve."""
-    args: dict[str, Any] = {"batch": 4, "prompt_len": 6, "output_len": 2,
-                            "runtime_reserve_bytes": 0}
+    args: dict[str, Any] = {
+        "batch": 4,
+        "prompt_len": 6,
+        "output_len": 2,
+        "runtime_reserve_bytes": 0,
+    }
     args.update(changes)
     return Workload(**args)
 
@@ -133,8 +142,15 @@ def test_gqa_kv_projection_split_then_replicated() -> None:
 
 # ------------------------------------------------------------------ (c) MLA
 MLA = {
-    "kind": "mla", "num_heads": 4, "num_kv_heads": 4, "head_dim": 3, "q_lora_rank": 2,
-    "kv_lora_rank": 4, "qk_nope_head_dim": 2, "qk_rope_head_dim": 1, "v_head_dim": 2,
+    "kind": "mla",
+    "num_heads": 4,
+    "num_kv_heads": 4,
+    "head_dim": 3,
+    "q_lora_rank": 2,
+    "kv_lora_rank": 4,
+    "qk_nope_head_dim": 2,
+    "qk_rope_head_dim": 1,
+    "v_head_dim": 2,
 }
 
 
@@ -146,9 +162,19 @@ def test_mla_latent_replicated_kv_b_and_o_split() -> None:
     # o = 4 x 2 x 8 = 64 (tp).
     sizes = {n: block(model, f"L0.attn.{n}") for n in ("q_a", "q_b", "kv_a", "kv_b", "o")}
     assert {n: b.params for n, b in sizes.items()} == {
-        "q_a": 16, "q_b": 24, "kv_a": 40, "kv_b": 64, "o": 64}
+        "q_a": 16,
+        "q_b": 24,
+        "kv_a": 40,
+        "kv_b": 64,
+        "o": 64,
+    }
     assert {n: block_params_per_gpu(b, model, 4) for n, b in sizes.items()} == {
-        "q_a": 16, "q_b": 6, "kv_a": 40, "kv_b": 16, "o": 16}
+        "q_a": 16,
+        "q_b": 6,
+        "kv_a": 40,
+        "kv_b": 16,
+        "o": 16,
+    }
     # Ledger: tp=1: 2 layers x (16 + 24 + 40 + 64 + 64 = 208) x 2 = 832
     assert col(ledger(model, Layout(tp=1)), "attention") == [832]
     # tp=4: 2 layers x (16 + 6 + 40 + 16 + 16 = 94) x 2 = 376
@@ -281,8 +307,12 @@ def test_fp8_shrinks_linear_weights_not_embeddings_or_norms() -> None:
 # ------------------------------------------------------------------ (i) sliding window
 def test_sliding_window_caps_the_kv_cache() -> None:
     """A layer with window 3 caches min(8, 3) = 3 tokens per request."""
-    model = toy(layers=[{"mixer": "attention", "ffn": "moe", "window": 3},
-                        {"mixer": "attention", "ffn": "moe"}])
+    model = toy(
+        layers=[
+            {"mixer": "attention", "ffn": "moe", "window": 3},
+            {"mixer": "attention", "ffn": "moe"},
+        ]
+    )
     # layer 0: 4 requests x 3 tokens x 8 elements x 2 bytes = 192;
     # layer 1: 4 x 8 x 8 x 2 = 512; total 704 (no window: 1024)
     assert col(ledger(model, Layout()), "kv_cache") == [192 + 512]

@@ -182,7 +182,7 @@ class Row:
 
 
 def expected(plan: Plan, engine: str) -> Expected:
-    """The plan's degrees in the engine's own terms (see placer/export.py)."""
+    """The plan's degrees in the engine's own terms (see the placer.export package)."""
     lay = plan.layout
     assert lay is not None
     per_node: dict[int, int] = {}

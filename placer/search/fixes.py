@@ -135,17 +135,7 @@ def explain_infeasible(
             fixes=(),
             min_gpus=None,
         )
-    # The closest layout: the smallest ratio of bytes needed to bytes available.
-    best: tuple[float, Layout, LayoutTables] | None = None
-    for e in entries:
-        lay = Layout(tp=e.tp, pp=e.pp, ep=e.ep, etp=e.etp, dp_attn=e.dp_attn)
-        t = build_tables(model, cluster, workload, lay, "throughput", with_costs=False)
-        need, have = memory_lower_bound(t)
-        ratio = need / have
-        if best is None or ratio < best[0]:
-            best = (ratio, lay, t)
-    assert best is not None
-    ratio, closest, tables = best
+    ratio, closest, tables = _closest_layout(model, cluster, workload, entries)
     if ratio > 1:
         conflicts = ["memory (aggregate: the layout's GPUs hold less than it needs)"]
     else:
@@ -158,31 +148,8 @@ def explain_infeasible(
             f"use {g} GPUs of this type (fits as {lay.describe()}, layers per stage "
             f"{list(lay.layers_per_stage or ())})"
         )
-    current = BYTES_PER_ELEMENT[weight_dtypes(model, workload)[0]]
-    for dt in ("fp8", "int4"):
-        if BYTES_PER_ELEMENT[dt] >= current or budget.expired():
-            continue
-        smaller = workload.model_copy(update={"weight_dtype": dt, "expert_dtype": dt})
-        lay2 = fitting_layout(model, cluster, smaller, profile, n)
-        if lay2 is not None:
-            fixes.append(f"store weights in {dt} (fits on {n} GPUs as {lay2.describe()})")
-            break
-    # The largest context, then the largest batch, that fit on these GPUs as they are.
-    shrink = (
-        ("context", workload.kv_tokens, "shorten the context to {} tokens per request (from {})"),
-        ("batch", workload.batch, "serve at most {} concurrent requests (from {})"),
-    )
-    for name, now, text in shrink:
-        if now <= 1:
-            continue
-
-        def fits(v: int, name: str = name) -> bool:
-            smaller = workload.model_copy(update={name: v})
-            return fitting_layout(model, cluster, smaller, profile, n) is not None
-
-        best_value = _largest_fitting(1, now - 1, fits, budget)
-        if best_value is not None:
-            fixes.append(text.format(best_value, now))
+    fixes += _dtype_fix(model, cluster, workload, profile, budget)
+    fixes += _shrink_fixes(model, cluster, workload, profile, budget)
     reason = (
         f"none of the {len(entries)} legal layouts fits in "
         f"{workload.memory_utilization:.0%} of the GPUs' memory; the closest, "
@@ -195,3 +162,67 @@ def explain_infeasible(
         fixes=tuple(fixes),
         min_gpus=found[0] if found else None,
     )
+
+
+def _closest_layout(
+    model: ModelSpec, cluster: ClusterSpec, workload: Workload, entries: list[SearchEntry]
+) -> tuple[float, Layout, LayoutTables]:
+    """The layout with the smallest ratio of bytes needed to bytes its GPUs hold."""
+    best: tuple[float, Layout, LayoutTables] | None = None
+    for e in entries:
+        lay = Layout(tp=e.tp, pp=e.pp, ep=e.ep, etp=e.etp, dp_attn=e.dp_attn)
+        t = build_tables(model, cluster, workload, lay, "throughput", with_costs=False)
+        need, have = memory_lower_bound(t)
+        ratio = need / have
+        if best is None or ratio < best[0]:
+            best = (ratio, lay, t)
+    assert best is not None
+    return best
+
+
+def _dtype_fix(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    budget: Budget,
+) -> list[str]:
+    """The widest smaller weight dtype (fp8, then int4) that fits on these GPUs."""
+    n = cluster.num_gpus
+    current = BYTES_PER_ELEMENT[weight_dtypes(model, workload)[0]]
+    for dt in ("fp8", "int4"):
+        if BYTES_PER_ELEMENT[dt] >= current or budget.expired():
+            continue
+        smaller = workload.model_copy(update={"weight_dtype": dt, "expert_dtype": dt})
+        lay = fitting_layout(model, cluster, smaller, profile, n)
+        if lay is not None:
+            return [f"store weights in {dt} (fits on {n} GPUs as {lay.describe()})"]
+    return []
+
+
+def _shrink_fixes(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    profile: RulesProfile,
+    budget: Budget,
+) -> list[str]:
+    """The largest context, then the largest batch, that fit on these GPUs as they are."""
+    n = cluster.num_gpus
+    shrink = (
+        ("context", workload.kv_tokens, "shorten the context to {} tokens per request (from {})"),
+        ("batch", workload.batch, "serve at most {} concurrent requests (from {})"),
+    )
+    fixes = []
+    for name, now, text in shrink:
+        if now <= 1:
+            continue
+
+        def fits(v: int, name: str = name) -> bool:
+            smaller = workload.model_copy(update={name: v})
+            return fitting_layout(model, cluster, smaller, profile, n) is not None
+
+        best_value = _largest_fitting(1, now - 1, fits, budget)
+        if best_value is not None:
+            fixes.append(text.format(best_value, now))
+    return fixes

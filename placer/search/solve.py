@@ -14,12 +14,7 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib.metadata import version
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,44 +24,35 @@ from placer.calibration import Calibration, active_calibration, use_calibration
 from placer.cluster import ClusterSpec
 from placer.collectives import use_engine
 from placer.config import SolveConfig
-from placer.evaluate import Constraint, evaluate
-from placer.exceptions import InvalidInputError, SolverError
-from placer.gap import minimise_gap, minimise_status
-from placer.layout import Layout
-from placer.ledger import ExpertMap
+from placer.exceptions import InvalidInputError
 from placer.limits import check_scale
 from placer.model import ModelSpec
-from placer.plan import (
-    Certificate,
-    ObjectiveRecord,
-    Plan,
-    PlanInputs,
-    PlanLayout,
-    SearchEntry,
-    SearchRecord,
-    SolverInfo,
-    digest,
-)
+from placer.plan import Plan, SearchEntry, digest
 from placer.rules import get_profile
-from placer.search.heuristic import best_split
+from placer.search.assemble import (
+    Candidate,
+    Incumbent,
+    assemble_plan,
+    candidate_entry,
+    layout_entry,
+)
+
+# Re-exported: the serving search builds its plans with these.
+from placer.search.assemble import expert_map_from_counts as expert_map_from_counts
+from placer.search.assemble import placement_constraints as placement_constraints
+from placer.search.assemble import plan_inputs as plan_inputs
+from placer.search.assemble import solver_record as solver_record
+from placer.search.layout_solve import solve_layout
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.search.tables import (
     TIME_SCALE,
-    LayoutTables,
     add_costs,
-    balanced_counts,
     build_tables,
     lower_bound_ns,
     memory_by_rank,
     memory_lower_bound,
-    objective_ns,
 )
 from placer.workload import Workload
-
-if TYPE_CHECKING:
-    from ortools.sat.python import cp_model
-
-log = logging.getLogger("placer")
 
 #: Share of the time left that one layout's solve may take when others wait (the rest keep
 #: a chance), and the least it is given.
@@ -77,171 +63,7 @@ MIN_LAYOUT_S = 1.0
 ProgressFn = Callable[[int, int, int | None, int | None], None]
 
 
-@dataclass
-class _Candidate:
-    layout: Layout
-    tables: LayoutTables
-    bound: int
-    entry: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass
-class _Incumbent:
-    value: int  # ns
-    gpus: int
-    peak: int
-    cand: _Candidate
-    split: tuple[int, ...]
-    counts: np.ndarray
-
-    def key(self, objective: str) -> tuple[int, int, int]:
-        if objective == "gpus":
-            return (self.gpus, self.value, self.peak)
-        return (self.value, self.gpus, self.peak)
-
-
-def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMap:
-    """Fill each rank's slots with logical experts contiguously (slot p holds p % E)."""
-    out: ExpertMap = {}
-    for i, slots in enumerate(tables.slots):
-        if slots == 0:
-            continue
-        experts = int(tables.experts[i])
-        ranks = []
-        start = 0
-        for r in range(tables.layout.ep):
-            n = int(counts[i, r])
-            ranks.append(tuple(p % experts for p in range(start, start + n)))
-            start += n
-        out[i] = tuple(ranks)
-    return out
-
-
-def _layout_entry(
-    lay: Layout,
-    status: str,
-    reason: str = "",
-    bound: int | None = None,
-    value: int | None = None,
-    solver_bound: int | None = None,
-) -> SearchEntry:
-    """The search record of one layout."""
-    return SearchEntry(
-        layout=lay.describe(),
-        tp=lay.tp,
-        pp=lay.pp,
-        ep=lay.ep,
-        etp=lay.expert_tp,
-        dp_attn=lay.dp_attn,
-        gpus=lay.gpus,
-        status=status,
-        bound_units=bound,
-        value_units=value,
-        solver_bound_units=solver_bound,
-        reason=reason,
-    )
-
-
-def _entry(
-    c: _Candidate,
-    status: str,
-    reason: str = "",
-    value: int | None = None,
-    solver_bound: int | None = None,
-) -> SearchEntry:
-    """The search record of a tabulated candidate, with its analytic bound."""
-    return _layout_entry(c.layout, status, reason, c.bound, value, solver_bound)
-
-
-def _solver(config: SolveConfig, budget: Budget, seconds: float) -> cp_model.CpSolver:
-    """A CP-SAT solver for ``seconds`` of ``budget`` (deterministic seconds in deterministic
-    mode, with the budget's wall clock as the hard stop; see placer/budget.py)."""
-    from ortools.sat.python import cp_model  # here: a run stopped before CP-SAT never loads it
-
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    # placer handles Ctrl-C itself (see _interruptible_solve).
-    p.catch_sigint_signal = False
-    p.random_seed = config.seed
-    p.relative_gap_limit = config.relative_gap_limit
-    # One worker with a fixed seed is CP-SAT's reproducible mode.
-    p.num_workers = 1 if config.deterministic else config.workers
-    budget.limit_cpsat(p, seconds)
-    for key, value in config.extra_params.items():
-        try:
-            setattr(p, key, value)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise InvalidInputError(
-                f"not a CP-SAT parameter or wrong type: {exc}", field=f"extra_params.{key}"
-            ) from None
-    return solver
-
-
-def _interruptible_solve(solver: cp_model.CpSolver, model: cp_model.CpModel) -> int:
-    """``solver.solve(model)`` in a worker thread, so Ctrl-C reaches Python at once: the
-    search is stopped and KeyboardInterrupt re-raised for the caller to keep its best plan."""
-    result: dict[str, int] = {}
-
-    def run() -> None:
-        result["status"] = int(solver.solve(model))
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.05)
-    except KeyboardInterrupt:
-        solver.stop_search()
-        worker.join()
-        raise
-    return result["status"]
-
-
-def solve_layout(
-    t: LayoutTables, objective: str, config: SolveConfig, budget: Budget, seconds: float
-) -> tuple[str, tuple[int, ...] | None, np.ndarray | None, int | None, int | None]:
-    """Solve one layout within ``seconds`` of ``budget`` (charged with what CP-SAT used):
-    (status, split, counts, value ns, bound ns)."""
-    # OR-Tools (and the pandas it imports) load on the first solve, not at start-up: a run
-    # whose time is spent before CP-SAT does not pay for them (docs/certificate.md, "Time").
-    from ortools.sat.python import cp_model
-
-    from placer.search import cpsat
-
-    counts0 = balanced_counts(t)
-    split0 = best_split(t, counts0)
-    model, v = cpsat.build_model(t, "latency" if objective == "latency" else "throughput")
-    cpsat.enforce_all(model, v, explain=False)
-    if split0 is not None:
-        cpsat.add_hint(model, v, t, split0, counts0, objective)
-    invalid = model.validate()
-    if invalid:
-        raise SolverError(f"CP-SAT rejected the placement model: {invalid}")
-    solver = _solver(config, budget, seconds)
-    status = _interruptible_solve(solver, model)
-    budget.charge(solver.deterministic_time)
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        split, counts = cpsat.extract(solver, v, t)
-        value = objective_ns(t, split, counts, objective)
-        bound = int(np.ceil(solver.best_objective_bound - 1e-6))
-        return (
-            ("optimal" if bound >= value else "feasible"),
-            split,
-            counts,
-            value,
-            min(bound, value),
-        )
-    if status == cp_model.INFEASIBLE:
-        return "infeasible", None, None, None, None
-    if status == cp_model.MODEL_INVALID:  # pragma: no cover - validate() catches these first
-        raise SolverError("CP-SAT reports MODEL_INVALID for the placement model")
-    if split0 is not None:
-        value = objective_ns(t, split0, counts0, objective)
-        return "feasible", split0, counts0, value, None
-    return "unresolved", None, None, None, None
-
-
-def _better(a: _Incumbent, b: _Incumbent | None, objective: str) -> bool:
+def _better(a: Incumbent, b: Incumbent | None, objective: str) -> bool:
     return b is None or a.key(objective) < b.key(objective)
 
 
@@ -313,10 +135,27 @@ def solve_plan(
         raise InvalidInputError(str(exc.args[0]), field="profile") from None
     check_scale(model, workload)
     budget = budget or Budget(config.time_limit_s, config.deterministic)
-    objective = config.objective
     space = enumerate_layouts(model, cluster, profile, config.max_gpus, budget=budget)
+    entries, cands = _tabulate(model, cluster, workload, space, config.objective, budget)
+    best, interrupted = _solve_candidates(cands, entries, config, budget, progress)
+    plan = assemble_plan(
+        model, cluster, workload, config, space, entries, best, budget, interrupted
+    )
+    return plan if loads is None else with_loads(plan, model, cluster, workload, loads)
+
+
+def _tabulate(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: Workload,
+    space: LayoutSpace,
+    objective: str,
+    budget: Budget,
+) -> tuple[list[SearchEntry], list[Candidate]]:
+    """Tabulate and bound every legal layout: the entries of those settled already (out of
+    memory, or out of time) and the candidates left to solve, best bound first."""
     entries: list[SearchEntry] = []
-    cands: list[_Candidate] = []
+    cands: list[Candidate] = []
     cache: dict[object, object] = {}
     # Tabulate the likeliest winners first, in case time runs out: many GPUs for speed,
     # few for the gpus objective.
@@ -325,7 +164,7 @@ def solve_plan(
         if budget.expired():
             # Out of time while tabulating: the rest stays unresolved, with no bound.
             entries.extend(
-                _layout_entry(
+                layout_entry(
                     late, "unresolved", "time limit reached before this layout was tabulated"
                 )
                 for late in order[n:]
@@ -337,7 +176,7 @@ def solve_plan(
         if need > have:
             # No cost tables were built: the layout has no objective bound.
             entries.append(
-                _layout_entry(
+                layout_entry(
                     layout,
                     "infeasible",
                     f"memory: the layout's GPUs must hold at least "
@@ -346,66 +185,89 @@ def solve_plan(
             )
             continue
         t = add_costs(t, model, cluster, workload, objective, cache)
-        cands.append(_Candidate(layout=layout, tables=t, bound=lower_bound_ns(t, objective)))
+        cands.append(Candidate(layout=layout, tables=t, bound=lower_bound_ns(t, objective)))
     if objective == "gpus":
         cands.sort(key=lambda c: (c.layout.gpus, c.bound, c.layout.describe()))
     else:
         cands.sort(key=lambda c: (c.bound, c.layout.gpus, c.layout.describe()))
+    return entries, cands
 
-    best: _Incumbent | None = None
-    interrupted = False
+
+def _solve_candidates(
+    cands: list[Candidate],
+    entries: list[SearchEntry],
+    config: SolveConfig,
+    budget: Budget,
+    progress: ProgressFn | None,
+) -> tuple[Incumbent | None, bool]:
+    """Solve the candidates in bound order, pruning those that cannot beat the incumbent;
+    one entry per candidate is appended to ``entries``. Returns the incumbent and whether
+    Ctrl-C stopped the search (what was not reached is then unresolved)."""
+    objective = config.objective
+    best: Incumbent | None = None
     before = len(entries)  # the loop appends exactly one entry per candidate
     try:
         for k, cand in enumerate(cands):
             if best is not None and _cannot_beat(cand, best, objective):
-                reason = (
-                    f"bound {cand.bound / TIME_SCALE:.6g} s cannot beat the plan's "
-                    f"{best.value / TIME_SCALE:.6g} s"
-                    if objective != "gpus" or cand.layout.gpus == best.gpus
-                    else f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}"
+                entries.append(
+                    candidate_entry(cand, "pruned", _pruned_reason(cand, best, objective))
                 )
-                entries.append(_entry(cand, "pruned", reason))
             elif budget.expired():
-                entries.append(_entry(cand, "unresolved", "time limit reached before solving"))
+                entries.append(
+                    candidate_entry(cand, "unresolved", "time limit reached before solving")
+                )
             else:
                 # No single layout may take the whole budget: later ones still need a chance.
                 last = k == len(cands) - 1
                 seconds = budget.share(1.0 if last else LAYOUT_SHARE, at_least=MIN_LAYOUT_S)
-                status, split, counts, value, bound = solve_layout(
-                    cand.tables, objective, config, budget, seconds
-                )
-                if status == "infeasible":
-                    entries.append(
-                        _entry(cand, "infeasible", "CP-SAT proved no split fits memory")
-                    )
-                elif split is not None and counts is not None and value is not None:
-                    peak = int(memory_by_rank(cand.tables, split, counts).max())
-                    inc = _Incumbent(
-                        value=value,
-                        gpus=cand.layout.gpus,
-                        peak=peak,
-                        cand=cand,
-                        split=split,
-                        counts=counts,
-                    )
-                    if _better(inc, best, objective):
-                        best = inc
-                    entries.append(_entry(cand, status, value=value, solver_bound=bound))
-                else:
-                    entries.append(_entry(cand, "unresolved", "no solution within the time limit"))
+                entry, inc = _solve_candidate(cand, config, budget, seconds)
+                entries.append(entry)
+                if inc is not None and _better(inc, best, objective):
+                    best = inc
             if progress is not None:
-                # Candidates come in bound order: the next one's bound is the best still open.
-                open_bound = cands[k + 1].bound if k + 1 < len(cands) else None
-                if best is not None and objective != "gpus":
-                    open_bound = best.value if open_bound is None else min(open_bound, best.value)
-                progress(k + 1, len(cands), best.value if best else None, open_bound)
+                _report_progress(progress, cands, k, best, objective)
     except KeyboardInterrupt:
-        # Ctrl-C: keep the best plan so far; what was not reached stays unresolved.
-        interrupted = True
         for cand in cands[len(entries) - before :]:
-            entries.append(_entry(cand, "unresolved", "interrupted"))
-    plan = _assemble(model, cluster, workload, config, space, entries, best, budget, interrupted)
-    return plan if loads is None else with_loads(plan, model, cluster, workload, loads)
+            entries.append(candidate_entry(cand, "unresolved", "interrupted"))
+        return best, True
+    return best, False
+
+
+def _pruned_reason(cand: Candidate, best: Incumbent, objective: str) -> str:
+    if objective != "gpus" or cand.layout.gpus == best.gpus:
+        return (
+            f"bound {cand.bound / TIME_SCALE:.6g} s cannot beat the plan's "
+            f"{best.value / TIME_SCALE:.6g} s"
+        )
+    return f"uses {cand.layout.gpus} GPUs, the plan {best.gpus}"
+
+
+def _solve_candidate(
+    cand: Candidate, config: SolveConfig, budget: Budget, seconds: float
+) -> tuple[SearchEntry, Incumbent | None]:
+    """One candidate's CP-SAT solve: its entry, and its placement when one was found."""
+    status, split, counts, value, bound = solve_layout(
+        cand.tables, config.objective, config, budget, seconds
+    )
+    if status == "infeasible":
+        return candidate_entry(cand, "infeasible", "CP-SAT proved no split fits memory"), None
+    if split is None or counts is None or value is None:
+        return candidate_entry(cand, "unresolved", "no solution within the time limit"), None
+    peak = int(memory_by_rank(cand.tables, split, counts).max())
+    inc = Incumbent(
+        value=value, gpus=cand.layout.gpus, peak=peak, cand=cand, split=split, counts=counts
+    )
+    return candidate_entry(cand, status, value=value, solver_bound=bound), inc
+
+
+def _report_progress(
+    progress: ProgressFn, cands: list[Candidate], k: int, best: Incumbent | None, objective: str
+) -> None:
+    # Candidates come in bound order: the next one's bound is the best still open.
+    open_bound = cands[k + 1].bound if k + 1 < len(cands) else None
+    if best is not None and objective != "gpus":
+        open_bound = best.value if open_bound is None else min(open_bound, best.value)
+    progress(k + 1, len(cands), best.value if best else None, open_bound)
 
 
 def loads_by_layer(
@@ -465,207 +327,9 @@ def with_loads(
     return plan.model_copy(update={"expert_map": emap, "estimates": est, "inputs": inputs})
 
 
-def _cannot_beat(cand: _Candidate, best: _Incumbent, objective: str) -> bool:
+def _cannot_beat(cand: Candidate, best: Incumbent, objective: str) -> bool:
     if objective == "gpus":
         return cand.layout.gpus > best.gpus or (
             cand.layout.gpus == best.gpus and cand.bound >= best.value
         )
     return cand.bound >= best.value
-
-
-def _global_bound(
-    entries: list[SearchEntry], best: _Incumbent | None, objective: str
-) -> int | None:
-    """Smallest objective any layout not yet proven could still reach."""
-    if objective == "gpus":
-        open_gpus = [e.gpus for e in entries if e.status in ("unresolved",)]
-        if best is None:
-            return min(open_gpus) if open_gpus else None
-        return min([best.gpus, *open_gpus])
-    bounds = []
-    for e in entries:
-        if e.status == "unresolved":
-            # A layout never tabulated has no bound: nothing is proven about it.
-            bounds.append(e.bound_units if e.bound_units is not None else 0)
-        elif e.status == "feasible":
-            b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
-            if b is not None:
-                bounds.append(max(b, e.bound_units or 0))
-    if best is not None:
-        bounds.append(best.value)
-    return min(bounds) if bounds else None
-
-
-def solver_record(
-    config: SolveConfig, objective: str, budget: Budget, interrupted: bool = False
-) -> SolverInfo:
-    """What a plan records about its search: seed, workers, limits, versions, the time used
-    and whether the wall clock stopped a deterministic run."""
-    return SolverInfo(
-        seed=config.seed,
-        workers=1 if config.deterministic else config.workers,
-        deterministic=config.deterministic,
-        time_limit_s=config.time_limit_s,
-        relative_gap_limit=config.relative_gap_limit,
-        profile=config.profile,
-        objective=objective,
-        ortools_version=version("ortools"),
-        placer_version=version("placer"),
-        wall_time_s=round(budget.elapsed(), 3),
-        deterministic_time_s=round(budget.deterministic_used, 3),
-        wall_clock_stop=budget.wall_clock_stop,
-        extra_params=dict(config.extra_params),
-        interrupted=interrupted,
-        max_gpus=config.max_gpus,
-    )
-
-
-def _assemble(
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: Workload,
-    config: SolveConfig,
-    space: LayoutSpace,
-    entries: list[SearchEntry],
-    best: _Incumbent | None,
-    budget: Budget,
-    interrupted: bool = False,
-) -> Plan:
-    objective = config.objective
-    entries.sort(key=lambda e: (e.gpus, e.tp, e.pp, e.ep, e.etp, e.dp_attn))
-    count = {
-        s: sum(1 for e in entries if e.status == s)
-        for s in ("optimal", "feasible", "pruned", "infeasible", "unresolved")
-    }
-    record = SearchRecord(
-        candidates=space.candidates,
-        legal=len(space.legal),
-        rejected_by_rule=dict(sorted(space.rejected.items())),
-        solved=count["optimal"]
-        + count["feasible"]
-        + sum(1 for e in entries if e.status == "infeasible" and e.reason.startswith("CP-SAT")),
-        pruned=count["pruned"],
-        infeasible=count["infeasible"],
-        unresolved=count["unresolved"],
-        entries=tuple(entries),
-        complete=space.complete,
-    )
-    solver_info = solver_record(config, objective, budget, interrupted)
-    inputs = plan_inputs(model, cluster, workload)
-    # Layouts never enumerated (time ran out) are unknown: no bound can be claimed.
-    bound = (
-        _global_bound(entries, best, objective)
-        if space.complete
-        else (0 if objective != "gpus" else 1)
-    )
-    unit = "GPUs" if objective == "gpus" else "s"
-    if best is None:
-        # Infeasible only with a proof for every layout: a search the time limit cut short
-        # (layouts never enumerated or never solved) proves nothing, and is "unknown".
-        proven = space.complete and all(e.status == "infeasible" for e in entries)
-        # Explaining gets what is left of the time limit.
-        why = None
-        if proven:
-            from placer.search.fixes import explain_infeasible  # loads OR-Tools
-
-            why = explain_infeasible(model, cluster, workload, config, entries, budget)
-        return Plan(
-            status="infeasible" if proven else "unknown",
-            layout=None,
-            objective=ObjectiveRecord(
-                name=objective,
-                unit=unit,
-                value=None,
-                bound=None if bound is None else _scale(bound, objective),
-                gap=None,
-                value_units=None,
-                bound_units=bound,
-            ),
-            gpus=(),
-            expert_map={},
-            estimates=None,
-            certificate=Certificate(constraints=(), search=record, solver=solver_info),
-            infeasibility=why,
-            inputs=inputs,
-        )
-    value_units = best.gpus if objective == "gpus" else best.value
-    assert bound is not None
-    gap = minimise_gap(value_units, bound)
-    status = minimise_status(value_units, bound)
-    lay = best.cand.layout.model_copy(update={"layers_per_stage": best.split})
-    emap = expert_map_from_counts(best.cand.tables, best.counts)
-    ev = evaluate(model, cluster, workload, lay, get_profile(config.profile), emap)
-    constraints = list(ev.constraints) + placement_constraints(best.cand.tables, best.counts)
-    return Plan(
-        status=status,
-        layout=PlanLayout.of(lay, best.split),
-        objective=ObjectiveRecord(
-            name=objective,
-            unit=unit,
-            value=_scale(value_units, objective),
-            bound=_scale(bound, objective),
-            gap=gap,
-            value_units=value_units,
-            bound_units=bound,
-        ),
-        gpus=ev.gpus,
-        expert_map=emap,
-        estimates=ev.estimates,
-        certificate=Certificate(constraints=tuple(constraints), search=record, solver=solver_info),
-        inputs=inputs,
-    )
-
-
-def _scale(units: int, objective: str) -> float:
-    return float(units) if objective == "gpus" else units / TIME_SCALE
-
-
-def placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constraint]:
-    """Slot and coverage constraints of a placement, one instance per MoE layer."""
-    out = []
-    for i, slots in enumerate(t.slots):
-        if slots == 0:
-            continue
-        placed = int(counts[i].sum())
-        out.append(
-            Constraint(
-                name=f"expert_slots[layer {i}]",
-                value=placed,
-                limit=int(slots),
-                holds=placed == slots,
-                detail=f"{placed} slots placed of {int(slots)}",
-            )
-        )
-        most = int(counts[i].max())
-        out.append(
-            Constraint(
-                name=f"one_copy_per_gpu[layer {i}]",
-                value=most,
-                limit=int(t.experts[i]),
-                holds=most <= t.experts[i],
-                detail="no rank holds more slots than there are experts",
-            )
-        )
-    return out
-
-
-def plan_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> PlanInputs:
-    """Copies of the inputs in placer's own formats, with their hashes."""
-    m = model.model_dump(mode="json")
-    m["format"] = "placer"
-    c = cluster.model_dump(mode="json")
-    w = workload.model_dump(mode="json")
-    cal = active_calibration().model_dump(mode="json")
-    return PlanInputs(
-        model=m,
-        cluster=c,
-        workload=w,
-        calibration=cal,
-        hashes={
-            "model": digest(m),
-            "cluster": digest(c),
-            "workload": digest(w),
-            "calibration": digest(cal),
-        },
-        sources={"model": model.source, "cluster": cluster.source},
-    )

@@ -95,6 +95,19 @@ def check_serving(
     _check_record(plan, s, model, cluster, workload, profile, bad, checked)
     if s.disagg is not None:
         _check_disagg(s, model, cluster, workload, bad, checked)
+        from placer.serving.disagg_check import check_disagg_search
+
+        check_disagg_search(
+            s.disagg,
+            s.tokens_per_s_per_gpu or 0.0,  # a disaggregated record needs a deployment (above)
+            s.max_instance_gpus,
+            model,
+            cluster,
+            workload,
+            profile,
+            bad,
+            checked,
+        )
     return bad, checked
 
 
@@ -140,6 +153,11 @@ def _check_disagg(
     if not p1.fits or not pc.fits:
         bad.append("disagg: an instance does not fit memory")
         return
+    if (d.prefill_split or d.decode_split) and (d.prefill_split, d.decode_split) != (
+        p1.split,
+        pc.split,
+    ):
+        bad.append("disagg: the layers per stage differ from the recomputed splits")
     transfer = kv_transfer_ns(model, cluster, workload, lp.gpus, ld.gpus, used)
     ttft = disagg_ttft_ns(p1.prefill_ns, transfer, pc.step_ns)
     reqs = min(

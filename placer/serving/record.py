@@ -71,6 +71,45 @@ class ServingEntry(Frozen):
     reason: str = Field(default="", description="Why pruned, infeasible or unresolved.")
 
 
+class PrefillEntry(Frozen):
+    """One legal layout as a prefill instance: one prompt at a time, at concurrency 1."""
+
+    layout: str = Field(description="Degrees, e.g. 'TP2 PP1 EP8 ETP1 DPattn1'.")
+    gpus: int = Field(description="GPUs of one instance.")
+    fits: bool = Field(description="The DP split holds one prompt's KV cache on every GPU.")
+    fits_bound: bool = Field(description="The aggregate memory condition holds.")
+    prefill_ns: int = Field(description="One prompt through the DP split (0 if it does not fit).")
+    prefill_bound_ns: int = Field(description="No split prefills one prompt faster.")
+
+
+class DecodeGroup(Frozen):
+    """The decode search of a set of layouts under one step cap: every layout's concurrency
+    ranges and their bounds (as in the aggregated search, with no prefill share)."""
+
+    gpus: int | None = Field(
+        description="Only layouts of this many GPUs (None: every legal layout)."
+    )
+    step_cap_ns: int | None = Field(
+        description="Largest decode step allowed, set when the TTFT target binds more than "
+        "the TPOT target for some split (None: the TPOT target alone)."
+    )
+    entries: tuple[ServingEntry, ...] = Field(description="One per layout of the group.")
+
+
+class DisaggSearch(Frozen):
+    """The proof of the disaggregated search: every prefill layout's capacity, the decode
+    groups, and how the split space (prefill size x decode size x instance counts) was
+    settled (docs/serving.md, "Disaggregated")."""
+
+    prefill: tuple[PrefillEntry, ...] = Field(description="One per legal layout.")
+    decode: tuple[DecodeGroup, ...] = Field(description="The TPOT group, then capped groups.")
+    splits: int = Field(description="(prefill size, x, decode size, y) combinations examined.")
+    pruned: int = Field(description="Splits closed by the TPOT group's bound alone.")
+    capped: int = Field(description="Splits settled by a capped decode group.")
+    excluded: int = Field(description="Splits where TTFT leaves no decode step at all.")
+    open: int = Field(description="Splits whose bound still beats the plan.")
+
+
 class DisaggRecord(Frozen):
     """The best disaggregated deployment and how it compares with the aggregated plan."""
 
@@ -90,6 +129,24 @@ class DisaggRecord(Frozen):
     idle_gpus: int = Field(description="GPUs no instance uses.")
     exact: bool = Field(description="No pair was cut by TTFT at the decode's best concurrency.")
     aggregated_tokens_per_s_per_gpu: float = Field(description="The aggregated plan's figure.")
+    prefill_split: tuple[int, ...] = Field(
+        default=(), description="Layers per pipeline stage of a prefill instance."
+    )
+    decode_split: tuple[int, ...] = Field(
+        default=(), description="Layers per pipeline stage of a decode instance."
+    )
+    status: Literal["optimal", "feasible"] = Field(
+        default="feasible",
+        description="optimal: no split of the cluster beats it (the search record proves it).",
+    )
+    bound: float | None = Field(
+        default=None, description="No disaggregated deployment exceeds this tokens/s per GPU."
+    )
+    deployed: bool = Field(
+        default=False,
+        description="The plan deploys this split: it beats the aggregated plan (docs/serving.md).",
+    )
+    search: DisaggSearch | None = Field(default=None, description="The proof record.")
 
     def summary_lines(self) -> list[str]:
         """Aligned lines for the plan summary."""
@@ -100,7 +157,43 @@ class DisaggRecord(Frozen):
             f"            TPOT {self.step_s * 1e3:.3f} ms, TTFT {self.ttft_s * 1e3:.1f} ms (KV "
             f"transfer {self.kv_transfer_s * 1e3:.2f} ms), {self.tokens_per_s_per_gpu:,.1f} "
             f"tokens/s per GPU: {self.verdict()}" + ("" if self.exact else " (not proven)"),
+            f"            deployed: {'disaggregated' if self.deployed else 'aggregated'}; "
+            f"split {self.status}"
+            + (f", bound {self.bound:,.1f}" if self.bound is not None else ""),
         ]
+
+    def markdown_rows(self) -> list[tuple[str, str]]:
+        """The report's rows for the disaggregated split."""
+        rows = [
+            (
+                "disaggregated",
+                f"{self.prefill_instances} x prefill {self.prefill_layout} + "
+                f"{self.decode_instances} x decode {self.decode_layout} (concurrency "
+                f"{self.concurrency}), {self.idle_gpus} GPUs idle",
+            ),
+            (
+                "disaggregated figures",
+                f"{self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, TTFT "
+                f"{self.ttft_s * 1e3:.1f} ms, TPOT {self.step_s * 1e3:.3f} ms: {self.verdict()}",
+            ),
+            (
+                "deployed",
+                ("disaggregated" if self.deployed else "aggregated")
+                + f" (split {self.status}"
+                + (f", bound {self.bound:,.1f}" if self.bound is not None else "")
+                + ")",
+            ),
+        ]
+        if self.search is not None:
+            s = self.search
+            rows.append(
+                (
+                    "split search",
+                    f"{s.splits} splits: {s.pruned} pruned, {s.capped} settled by a TTFT-capped "
+                    f"decode search, {s.excluded} excluded by TTFT, {s.open} open",
+                )
+            )
+        return rows
 
     def verdict(self) -> str:
         """Which wins, and by how much."""
@@ -248,6 +341,8 @@ class ServingRecord(Frozen):
             rows = [("deployment", "none"), search]
         else:
             rows = [*self._deployment_rows(), search]
+        if self.disagg is not None:
+            rows += self.disagg.markdown_rows()
         out = ["| item | value |", "| --- | --- |"]
         out += [f"| {k} | {v} |" for k, v in rows]
         return out

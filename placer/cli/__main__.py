@@ -1,0 +1,5 @@
+"""``python -m placer.cli``: the ``placer`` command."""
+
+from placer.cli.app import run
+
+run()
