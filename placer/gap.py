@@ -8,7 +8,11 @@ layout does better, that is gap 0 over the whole space; otherwise ``feasible`` w
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from placer.plan import SearchEntry
 
 SolvedStatus = Literal["optimal", "feasible"]
 
@@ -37,4 +41,34 @@ def maximise_status(value: float, bound: float, tie: float) -> SolvedStatus:
     return "optimal" if bound <= value * (1 + tie) else "feasible"
 
 
-__all__ = ["maximise_gap", "maximise_status", "minimise_gap", "minimise_status"]
+def search_bound(
+    entries: Sequence[SearchEntry],
+    objective: str,
+    incumbent_value: int | None,
+    incumbent_gpus: int | None,
+) -> int | None:
+    """The global bound of a fixed-batch search record: the smallest objective any layout
+    not yet proven could still reach, the incumbent included (None when nothing bounds it).
+
+    With ``gpus`` an unresolved layout could fit on its own GPU count; otherwise an
+    unresolved layout bounds with its analytic bound (0 if it was never tabulated), and a
+    layout CP-SAT left ``feasible`` with the larger of its solver and analytic bounds.
+    """
+    if objective == "gpus":
+        pool = [e.gpus for e in entries if e.status == "unresolved"]
+        pool += [incumbent_gpus] if incumbent_gpus is not None else []
+        return min(pool) if pool else None
+    bounds: list[int] = []
+    for e in entries:
+        if e.status == "unresolved":
+            bounds.append(e.bound_units if e.bound_units is not None else 0)
+        elif e.status == "feasible":
+            b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
+            if b is not None:
+                bounds.append(max(b, e.bound_units or 0))
+    if incumbent_value is not None:
+        bounds.append(incumbent_value)
+    return min(bounds) if bounds else None
+
+
+__all__ = ["maximise_gap", "maximise_status", "minimise_gap", "minimise_status", "search_bound"]

@@ -14,7 +14,7 @@ from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
-from placer.gap import minimise_gap, minimise_status
+from placer.gap import minimise_gap, minimise_status, search_bound
 from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.plan import (
@@ -78,13 +78,7 @@ def layout_entry(
 ) -> SearchEntry:
     """The search record of one layout."""
     return SearchEntry(
-        layout=lay.describe(),
-        tp=lay.tp,
-        pp=lay.pp,
-        ep=lay.ep,
-        etp=lay.expert_tp,
-        dp_attn=lay.dp_attn,
-        gpus=lay.gpus,
+        **lay.record_fields(),
         status=status,
         bound_units=bound,
         value_units=value,
@@ -102,29 +96,6 @@ def candidate_entry(
 ) -> SearchEntry:
     """The search record of a tabulated candidate, with its analytic bound."""
     return layout_entry(c.layout, status, reason, c.bound, value, solver_bound)
-
-
-def _global_bound(
-    entries: list[SearchEntry], best: Incumbent | None, objective: str
-) -> int | None:
-    """Smallest objective any layout not yet proven could still reach."""
-    if objective == "gpus":
-        open_gpus = [e.gpus for e in entries if e.status in ("unresolved",)]
-        if best is None:
-            return min(open_gpus) if open_gpus else None
-        return min([best.gpus, *open_gpus])
-    bounds = []
-    for e in entries:
-        if e.status == "unresolved":
-            # A layout never tabulated has no bound: nothing is proven about it.
-            bounds.append(e.bound_units if e.bound_units is not None else 0)
-        elif e.status == "feasible":
-            b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
-            if b is not None:
-                bounds.append(max(b, e.bound_units or 0))
-    if best is not None:
-        bounds.append(best.value)
-    return min(bounds) if bounds else None
 
 
 def solver_record(
@@ -192,7 +163,12 @@ def assemble_plan(
     inputs = plan_inputs(model, cluster, workload)
     # Layouts never enumerated (time ran out) are unknown: no bound can be claimed.
     bound = (
-        _global_bound(entries, best, objective)
+        search_bound(
+            entries,
+            objective,
+            best.value if best is not None else None,
+            best.gpus if best is not None else None,
+        )
         if space.complete
         else (0 if objective != "gpus" else 1)
     )

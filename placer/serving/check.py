@@ -449,14 +449,7 @@ def _check_record(
         e = by_name.get(lay.describe())
         if e is None:
             continue
-        if (e.tp, e.pp, e.ep, e.etp, e.dp_attn, e.gpus) != (
-            lay.tp,
-            lay.pp,
-            lay.ep,
-            lay.expert_tp,
-            lay.dp_attn,
-            lay.gpus,
-        ):
+        if e.model_dump(include=set(lay.record_fields())) != lay.record_fields():
             bad.append(f"serving: {e.layout}: its degrees or GPU count differ from its name")
             continue
         if e.by_floors:

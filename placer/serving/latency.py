@@ -47,13 +47,7 @@ def _entry(
     lay: Layout, status: str, k: int, c: int, floor: float | None, tight: bool, **kw: object
 ) -> ServingEntry:
     return ServingEntry(
-        layout=lay.describe(),
-        tp=lay.tp,
-        pp=lay.pp,
-        ep=lay.ep,
-        etp=lay.expert_tp,
-        dp_attn=lay.dp_attn,
-        gpus=lay.gpus,
+        **lay.record_fields(),
         status=status,
         memory_limit=0,
         cap=c if status == "solved" else 0,

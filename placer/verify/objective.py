@@ -3,7 +3,7 @@ witness behind a "fewest GPUs" fix of an infeasible plan."""
 
 from __future__ import annotations
 
-from placer.gap import minimise_gap, minimise_status
+from placer.gap import minimise_gap, minimise_status, search_bound
 from placer.proof import any_fit
 from placer.search.space import enumerate_layouts
 from placer.search.tables import TIME_SCALE, build_tables, memory_lower_bound
@@ -19,21 +19,8 @@ def expected_bound(ctx: Context) -> int | None:
     plan_value = None
     if ctx.plan.layout is not None:
         plan_value = ctx.plan.layout.gpus_used if ctx.objective == "gpus" else ctx.value_ns
-    if ctx.objective == "gpus":
-        opened = [e.gpus for e in entries if e.status == "unresolved"]
-        pool = opened + ([plan_value] if plan_value is not None else [])
-        return min(pool) if pool else None
-    bounds: list[int] = []
-    for e in entries:
-        if e.status == "unresolved":
-            bounds.append(e.bound_units if e.bound_units is not None else 0)
-        elif e.status == "feasible":
-            b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
-            if b is not None:
-                bounds.append(max(b, e.bound_units or 0))
-    if plan_value is not None:
-        bounds.append(plan_value)
-    return min(bounds) if bounds else None
+    plan_gpus = ctx.plan.layout.gpus_used if ctx.plan.layout is not None else None
+    return search_bound(entries, ctx.objective, plan_value, plan_gpus)
 
 
 def check_objective_record(ctx: Context) -> None:
