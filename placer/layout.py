@@ -98,6 +98,19 @@ class Layout(Frozen):
             start += c
         return tuple(out)
 
+    def record_fields(self) -> dict[str, int | str]:
+        """The layout as search records and frontier points store it: its name, its degrees
+        under their JSON names, and its GPU count (one shape for every record kind)."""
+        return {
+            "layout": self.describe(),
+            "tp": self.tp,
+            "pp": self.pp,
+            "ep": self.ep,
+            "etp": self.expert_tp,
+            "dp_attn": self.dp_attn,
+            "gpus": self.gpus,
+        }
+
     def describe(self) -> str:
         """Short text such as ``TP4 PP4 EP4 ETP1``."""
         parts = [f"TP{self.tp}", f"PP{self.pp}", f"EP{self.ep}", f"ETP{self.expert_tp}"]

@@ -14,6 +14,7 @@ from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
+from placer.gap import minimise_gap, minimise_status, search_bound
 from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.plan import (
@@ -28,7 +29,6 @@ from placer.plan import (
     digest,
 )
 from placer.rules import get_profile
-from placer.search.fixes import explain_infeasible
 from placer.search.space import LayoutSpace
 from placer.search.tables import TIME_SCALE, LayoutTables, contiguous_map
 from placer.topology import ExpertMap
@@ -78,13 +78,7 @@ def layout_entry(
 ) -> SearchEntry:
     """The search record of one layout."""
     return SearchEntry(
-        layout=lay.describe(),
-        tp=lay.tp,
-        pp=lay.pp,
-        ep=lay.ep,
-        etp=lay.expert_tp,
-        dp_attn=lay.dp_attn,
-        gpus=lay.gpus,
+        **lay.record_fields(),
         status=status,
         bound_units=bound,
         value_units=value,
@@ -102,29 +96,6 @@ def candidate_entry(
 ) -> SearchEntry:
     """The search record of a tabulated candidate, with its analytic bound."""
     return layout_entry(c.layout, status, reason, c.bound, value, solver_bound)
-
-
-def _global_bound(
-    entries: list[SearchEntry], best: Incumbent | None, objective: str
-) -> int | None:
-    """Smallest objective any layout not yet proven could still reach."""
-    if objective == "gpus":
-        open_gpus = [e.gpus for e in entries if e.status in ("unresolved",)]
-        if best is None:
-            return min(open_gpus) if open_gpus else None
-        return min([best.gpus, *open_gpus])
-    bounds = []
-    for e in entries:
-        if e.status == "unresolved":
-            # A layout never tabulated has no bound: nothing is proven about it.
-            bounds.append(e.bound_units if e.bound_units is not None else 0)
-        elif e.status == "feasible":
-            b = e.solver_bound_units if e.solver_bound_units is not None else e.bound_units
-            if b is not None:
-                bounds.append(max(b, e.bound_units or 0))
-    if best is not None:
-        bounds.append(best.value)
-    return min(bounds) if bounds else None
 
 
 def solver_record(
@@ -192,7 +163,12 @@ def assemble_plan(
     inputs = plan_inputs(model, cluster, workload)
     # Layouts never enumerated (time ran out) are unknown: no bound can be claimed.
     bound = (
-        _global_bound(entries, best, objective)
+        search_bound(
+            entries,
+            objective,
+            best.value if best is not None else None,
+            best.gpus if best is not None else None,
+        )
         if space.complete
         else (0 if objective != "gpus" else 1)
     )
@@ -202,11 +178,12 @@ def assemble_plan(
         # (layouts never enumerated or never solved) proves nothing, and is "unknown".
         proven = space.complete and all(e.status == "infeasible" for e in entries)
         # Explaining gets what is left of the time limit.
-        why = (
-            explain_infeasible(model, cluster, workload, config, entries, budget)
-            if proven
-            else None
-        )
+        why = None
+        if proven:
+            # Loads OR-Tools: only a proven-infeasible plan pays for it (docs/certificate.md).
+            from placer.search.fixes import explain_infeasible
+
+            why = explain_infeasible(model, cluster, workload, config, entries, budget)
         return Plan(
             status="infeasible" if proven else "unknown",
             layout=None,
@@ -228,7 +205,7 @@ def _objective_record(
     """The objective in its unit (s, or GPUs), with bound and gap when both are known."""
     gap = None
     if value_units is not None and bound is not None:
-        gap = (value_units - bound) / value_units if value_units else 0.0
+        gap = minimise_gap(value_units, bound)  # the rule of placer.gap, shared with verify
     return ObjectiveRecord(
         name=objective,
         unit="GPUs" if objective == "gpus" else "s",
@@ -253,7 +230,7 @@ def _best_plan(
     """The plan of the incumbent, evaluated again from scratch for its certificate."""
     objective = config.objective
     value_units = best.gpus if objective == "gpus" else best.value
-    status = "optimal" if bound >= value_units else "feasible"
+    status = minimise_status(value_units, bound)
     lay = best.cand.layout.model_copy(update={"layers_per_stage": best.split})
     emap = expert_map_from_counts(best.cand.tables, best.counts)
     ev = evaluate(model, cluster, workload, lay, get_profile(config.profile), emap)

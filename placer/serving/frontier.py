@@ -131,13 +131,7 @@ def frontier(
             stack.append((mid + 1, b))
     points = [
         FrontierPoint(
-            layout=lay.describe(),
-            tp=lay.tp,
-            pp=lay.pp,
-            ep=lay.ep,
-            etp=lay.expert_tp,
-            dp_attn=lay.dp_attn,
-            gpus=lay.gpus,
+            **lay.record_fields(),
             instances=n // lay.gpus,
             concurrency=c,
             tpot_ms=tpot,

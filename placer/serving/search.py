@@ -171,13 +171,7 @@ def entry(
 ) -> ServingEntry:
     """The search record of one layout."""
     return ServingEntry(
-        layout=layout.describe(),
-        tp=layout.tp,
-        pp=layout.pp,
-        ep=layout.ep,
-        etp=layout.expert_tp,
-        dp_attn=layout.dp_attn,
-        gpus=layout.gpus,
+        **layout.record_fields(),
         status=status,
         memory_limit=res.memory_limit if res else 0,
         cap=res.cap if res else 0,
