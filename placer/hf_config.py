@@ -28,7 +28,9 @@ from placer.hf_fields import (
     check_heads,
     layer_specs,
     read_gqa,
+    read_llama4_chunks,
     read_moe,
+    read_mtp_layers,
 )
 from placer.limits import MAX_LAYERS
 from placer.model import Assumption, AttentionSpec, MambaSpec, ModelSpec, MoESpec
@@ -139,15 +141,6 @@ def _deepseek_moe(
     return is_moe, moe
 
 
-def _mtp_layers(r: ConfigReader) -> dict[str, Any]:
-    """``num_nextn_predict_layers`` (DeepSeek-V3/R1, GLM-4.5): MTP layers the checkpoint
-    holds beyond ``num_hidden_layers``, loaded only for speculative decoding."""
-    value = r.get("num_nextn_predict_layers")
-    if value is None:
-        return {}
-    return {"mtp_layers": r._typed("num_nextn_predict_layers", value, "index", MAX_LAYERS)}
-
-
 def _read_deepseek(r: ConfigReader, n: int, h: int) -> _Body:
     """DeepSeek-V2/V3 and Kimi-K2: MLA attention."""
     is_moe, moe = _deepseek_moe(r, n)
@@ -166,7 +159,7 @@ def _read_deepseek(r: ConfigReader, n: int, h: int) -> _Body:
         qk_rope_head_dim=r.req("qk_rope_head_dim"),
         v_head_dim=r.req("v_head_dim"),
     )
-    return _Body(is_moe, moe, attn, dense_width, extra=_mtp_layers(r))
+    return _Body(is_moe, moe, attn, dense_width, extra=read_mtp_layers(r))
 
 
 def _read_glm4_moe(r: ConfigReader, n: int, h: int) -> _Body:
@@ -182,7 +175,7 @@ def _read_glm4_moe(r: ConfigReader, n: int, h: int) -> _Body:
         qkv_bias=bool(r.get("attention_bias", False)),
         qk_norm="head" if r.get("use_qk_norm") else "none",
     )
-    return _Body(is_moe, moe, attn, dense_width, extra=_mtp_layers(r))
+    return _Body(is_moe, moe, attn, dense_width, extra=read_mtp_layers(r))
 
 
 def _qwen_moe(r: ConfigReader, n: int) -> tuple[list[bool], MoESpec, int | None]:
@@ -293,27 +286,7 @@ def _read_llama4(r: ConfigReader, n: int, h: int) -> _Body:
     )
     dense_width = _dense_width(r, is_moe, "intermediate_size_mlp")
     attn = read_gqa(r, hidden=h, qkv_bias=bool(r.get("attention_bias", False)))
-    return _Body(is_moe, moe, attn, dense_width, chunks=_llama4_chunks(r, n))
-
-
-def _llama4_chunks(r: ConfigReader, n: int) -> list[int | None] | None:
-    """Chunked-attention layers: those with RoPE (``no_rope_layers[i] == 1``; by default every
-    layer but each ``no_rope_layer_interval``-th, 4 in transformers' Llama4TextConfig) when
-    ``attention_chunk_size`` is set, as vLLM's llama4.py picks ChunkedLocalAttention."""
-    size = r.get("attention_chunk_size")
-    if size is None:
-        return None
-    size = r._typed("attention_chunk_size", size, int)
-    rope = r.get("no_rope_layers")
-    if not rope:
-        interval = r.get("no_rope_layer_interval", 4)
-        interval = r._typed("no_rope_layer_interval", interval, int)
-        rope = [int((i + 1) % interval != 0) for i in range(n)]
-    if not isinstance(rope, list) or len(rope) != n or any(v not in (0, 1) for v in rope):
-        raise InvalidInputError(
-            f"must list 0 or 1 for each of the {n} layers", r.source, r._loc("no_rope_layers")
-        )
-    return [size if v else None for v in rope]
+    return _Body(is_moe, moe, attn, dense_width, chunks=read_llama4_chunks(r, n))
 
 
 def _read_jamba(r: ConfigReader, n: int, h: int) -> _Body:

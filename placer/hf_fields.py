@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from placer.exceptions import InvalidInputError
-from placer.limits import MAX_CONFIG_INT
+from placer.limits import MAX_CONFIG_INT, MAX_LAYERS
 from placer.model import Assumption, AttentionSpec, LayerSpec, MoESpec
 
 
@@ -194,3 +194,32 @@ def read_gqa(
         qk_norm=qk_norm,
         sinks=sinks,
     )
+
+
+def read_mtp_layers(r: ConfigReader) -> dict[str, Any]:
+    """``num_nextn_predict_layers`` (DeepSeek-V3/R1, GLM-4.5): MTP layers the checkpoint
+    holds beyond ``num_hidden_layers``, loaded only for speculative decoding."""
+    value = r.get("num_nextn_predict_layers")
+    if value is None:
+        return {}
+    return {"mtp_layers": r._typed("num_nextn_predict_layers", value, "index", MAX_LAYERS)}
+
+
+def read_llama4_chunks(r: ConfigReader, n: int) -> list[int | None] | None:
+    """Chunked-attention layers: those with RoPE (``no_rope_layers[i] == 1``; by default every
+    layer but each ``no_rope_layer_interval``-th, 4 in transformers' Llama4TextConfig) when
+    ``attention_chunk_size`` is set, as vLLM's llama4.py picks ChunkedLocalAttention."""
+    size = r.get("attention_chunk_size")
+    if size is None:
+        return None
+    size = r._typed("attention_chunk_size", size, int)
+    rope = r.get("no_rope_layers")
+    if not rope:
+        interval = r.get("no_rope_layer_interval", 4)
+        interval = r._typed("no_rope_layer_interval", interval, int)
+        rope = [int((i + 1) % interval != 0) for i in range(n)]
+    if not isinstance(rope, list) or len(rope) != n or any(v not in (0, 1) for v in rope):
+        raise InvalidInputError(
+            f"must list 0 or 1 for each of the {n} layers", r.source, r._loc("no_rope_layers")
+        )
+    return [size if v else None for v in rope]
