@@ -19,7 +19,7 @@ import numpy as np
 
 from placer.cluster import ClusterSpec
 from placer.layout import Layout
-from placer.ledger import activation_bytes, layer_bytes
+from placer.ledger import activation_bytes, edge_bytes, layer_bytes
 from placer.model import ModelSpec
 from placer.search.heuristic import best_split
 from placer.search.tables import (
@@ -119,6 +119,8 @@ class LayoutProbe:
                 layer_bytes(self.model, wl, lay),
                 activation_bytes(self.model, wl, lay, last=False),
                 activation_bytes(self.model, wl, lay, last=True),
+                # The last stage's own bytes hold the MTP layers' KV cache when loaded.
+                edge_bytes(self.model, wl, lay)[1],
             )
             self._costs[key] = got
         base: np.ndarray = got[0]
@@ -126,7 +128,7 @@ class LayoutProbe:
         act_last: int = got[2]
         act = np.full(lay.pp, act_mid, dtype=np.int64)
         act[-1] = act_last
-        t = replace(self._bytes, base=base, act=act)
+        t = replace(self._bytes, base=base, act=act, last=got[3])
         if with_costs:
             t = add_costs(
                 t, self.model, self.cluster, wl, "throughput", self._batch_cache(concurrency)
