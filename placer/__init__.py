@@ -108,7 +108,7 @@ def solve(
     the shipped one); ``budget`` is the call's clock (default: from ``config``). OR-Tools is
     imported here, on first use, so that :func:`verify` never loads it.
     """
-    from placer.search.solve import solve as search
+    from placer.search.outer import solve as search
 
     return search(model, cluster, workload, config, progress, loads, calibration, budget)
 

@@ -26,7 +26,7 @@ from placer.plan import (
     digest,
 )
 from placer.rules import RulesProfile, get_profile
-from placer.search.solve import solver_record
+from placer.search.outer import solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.figures import InstanceFigures, figures_at, serving_constraints
 from placer.serving.layouts import Incumbent, LayoutSearch
