@@ -119,11 +119,20 @@ class DecodeProbe(LayoutProbe):
             self._memory[concurrency] = super().memory_bound_fits(concurrency)
         return self._memory[concurrency]
 
-    def prefill_point(self) -> Point:
-        """The layout as a prefill instance: one prompt, with its prefill figures."""
+    def prefill_point(self, tight: bool) -> Point:
+        """The layout as a prefill instance: one prompt, with its prefill figures (from the
+        DP split when ``tight``, else the loose bound figures alone)."""
+        if not tight:
+            return self.prefill_bound_point()
         if 1 not in self._points:
             self._charge("at")
         return super().at(1)
+
+    def prefill_bound_point(self) -> Point:
+        """The loose figures at concurrency 1, prefill included."""
+        if 1 not in self._loose:
+            self._charge("loose")
+        return super().loose(1)
 
     def loose(self, concurrency: int) -> Point:
         """Bound figures with no prefill share."""
@@ -213,34 +222,52 @@ def probe_layouts(
     workload: Workload,
     legal: Sequence[Layout],
     stop: Stop,
+    cache: dict[object, object],
 ) -> Probed | None:
     """Every legal layout as a prefill instance, with the memory limit and the loose figures
     at concurrency 1 of its decode probe already memoised (so that a cut decode group can
-    still bound every layout without new work); None if the budget ran out first."""
-    cache: dict[object, object] = {}
-    probes, entries, splits = [], [], {}
+    still bound every layout without new work); None if the budget ran out first.
+    ``cache``: cost columns, shared with the aggregated search (the targets change none).
+
+    Per GPU count only the fastest prefill is a candidate, so a layout whose prefill bound
+    is above the fastest achievable prefill of its size already found keeps its loose
+    entry (``tight`` False): its DP split could change neither the size's fastest prefill
+    nor its bound. Layouts of a size are taken by prefill bound, lowest first."""
+    probes = []
     decode_wl = decode_workload(workload, None)
     for lay in legal:
         if stop.expired():
             return None
         probe = DecodeProbe(model, cluster, decode_wl, lay, cache, stop.budget)
-        p = probe.prefill_point()
-        entries.append(
-            PrefillEntry(
-                layout=lay.describe(),
-                gpus=lay.gpus,
-                fits=p.fits,
-                fits_bound=p.fits_bound,
-                prefill_ns=p.prefill_ns,
-                prefill_bound_ns=p.prefill_bound_ns,
-            )
-        )
-        if p.split is not None:
-            splits[lay.describe()] = p.split
         if memory_limit(probe) > 0:
             probe.loose(1)
         probes.append(probe)
-    return Probed(probes, tuple(entries), splits)
+    fastest: dict[int, int] = {}
+    found: dict[str, PrefillEntry] = {}
+    splits: dict[str, tuple[int, ...]] = {}
+    by_bound = sorted(
+        probes, key=lambda p: (p.layout.gpus, p.prefill_bound_point().prefill_bound_ns)
+    )
+    for probe in by_bound:
+        if stop.expired():
+            return None
+        g, name = probe.layout.gpus, probe.layout.describe()
+        tight = not probe.prefill_bound_point().prefill_bound_ns > fastest.get(g, math.inf)
+        p = probe.prefill_point(tight)
+        found[name] = PrefillEntry(
+            layout=name,
+            gpus=g,
+            fits=p.fits,
+            fits_bound=p.fits_bound,
+            prefill_ns=p.prefill_ns,
+            prefill_bound_ns=p.prefill_bound_ns,
+            tight=tight,
+        )
+        if p.split is not None:
+            splits[name] = p.split
+            fastest[g] = min(fastest.get(g, p.prefill_ns), p.prefill_ns)
+    entries = tuple(found[p.layout.describe()] for p in probes)
+    return Probed(probes, entries, splits)
 
 
 def coarse_entry(probe: DecodeProbe) -> ServingEntry:
@@ -341,17 +368,19 @@ def disaggregated(
     aggregated: float,
     max_instance_gpus: int,
     budget: Budget,
+    cache: dict[object, object] | None = None,
 ) -> tuple[DisaggRecord | None, bool]:
     """The best disaggregated deployment within the targets, with its proof record (module
     docstring), and whether the budget cut the search. The record is None when no split was
-    found: proven when the search was not cut, unknown when it was."""
+    found: proven when the search was not cut, unknown when it was. ``cache``: the aggregated
+    search's cost columns, reused."""
     n = cluster.num_gpus
     stop = Stop(budget)
     legal = enumerate_layouts(model, cluster, get_profile(config.profile), max_instance_gpus).legal
     # Larger decode instances first: they usually decode the most per GPU, so the
     # incumbent, and with it the floor, rises early.
     legal = tuple(sorted(legal, key=lambda lay: (-lay.gpus, lay.describe())))
-    probed = probe_layouts(model, cluster, workload, legal, stop)
+    probed = probe_layouts(model, cluster, workload, legal, stop, {} if cache is None else cache)
     if probed is None:
         return None, True
     sizes = prefill_sizes(probed.prefill)

@@ -5,7 +5,8 @@ OR-Tools; docs/serving.md, "Disaggregated").
 What is re-derived, not read from the record:
 
 - the legal layouts (each prefill entry and the TPOT decode group must list each once);
-- every prefill figure (achievable and bound) and whether it fits;
+- every prefill figure (achievable and bound, or the loose bound alone where the record
+  kept it) and whether it fits;
 - every decode entry's memory limit, concurrency ranges, exclusions and bounds, and its best
   concurrency's rate, as :mod:`placer.serving.check` does for the aggregated search;
 - the split space, the step caps TTFT sets and how each split is settled
@@ -55,7 +56,9 @@ def _prefill(
     by_name = {e.layout: e for e in search.prefill}
     cache: dict[object, object] = {}
     for lay in legal:
-        p = LayoutProbe(model, cluster, workload, lay, cache).at(1)
+        theirs = by_name[lay.describe()]
+        probe = LayoutProbe(model, cluster, workload, lay, cache)
+        p = probe.at(1) if theirs.tight else probe.loose(1)
         mine = PrefillEntry(
             layout=lay.describe(),
             gpus=lay.gpus,
@@ -63,8 +66,9 @@ def _prefill(
             fits_bound=p.fits_bound,
             prefill_ns=p.prefill_ns,
             prefill_bound_ns=p.prefill_bound_ns,
+            tight=theirs.tight,
         )
-        if by_name[lay.describe()] != mine:
+        if theirs != mine:
             bad.append(f"disagg: prefill of {lay.describe()} differs from the recomputed one")
 
 

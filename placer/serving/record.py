@@ -125,6 +125,12 @@ class PrefillEntry(Frozen):
     fits_bound: bool = Field(description="The aggregate memory condition holds.")
     prefill_ns: int = Field(description="One prompt through the DP split (0 if it does not fit).")
     prefill_bound_ns: int = Field(description="No split prefills one prompt faster.")
+    tight: bool = Field(
+        default=True,
+        description="The figures come from the DP split (LayoutProbe.at); False: the loose "
+        "bound figures alone (LayoutProbe.loose; fits False, prefill_ns 0), kept when the "
+        "bound is above the fastest achievable prefill of the same GPU count.",
+    )
 
 
 class DecodeGroup(Frozen):

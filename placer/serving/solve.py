@@ -168,6 +168,7 @@ def solve_serving(
             plan.serving.tokens_per_s_per_gpu,
             instance_cap(cluster.num_gpus, config),
             budget,
+            search.cache,
         )
         serving = plan.serving.model_copy(
             update={"disagg": rec, "disagg_unknown": rec is None and cut}
