@@ -150,3 +150,35 @@ def test_forged_cut_record_exits_5(cut_file, tmp_path, edit, words):
     res = run_cli("verify", str(forged))
     assert res.exit_code == 5
     assert words in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("model_file", "hardware", "gpus"),
+    [
+        ("olmoe-1b-7b-0924.json", "dgx-a100-40gb.json", 3),
+        ("mixtral-8x7b.json", "dgx-h100.json", 8),
+    ],
+)
+def test_secant_memory_limit_equals_doubling_and_bisection(model_file, hardware, gpus):
+    """DecodeProbe.find_memory_limit (secant guess, bracket, bisection) finds the same limit
+    as placer.serving.search.memory_limit on every legal layout, with no more evaluations."""
+    from placer import get_profile
+    from placer.search.space import enumerate_layouts
+    from placer.serving.decode_probe import DecodeProbe
+    from placer.serving.search import memory_limit
+
+    model = load_model(MODELS / model_file)
+    cluster = load_cluster(HARDWARE / hardware, gpus=gpus)
+    workload = load_workload(None, prompt_len=4000, output_len=1000, tpot_ms=30.0)
+    cache: dict[object, object] = {}
+    used = {"doubling": 0, "secant": 0}
+    limits = []
+    for lay in enumerate_layouts(model, cluster, get_profile("generic")).legal:
+        plain = DecodeProbe(model, cluster, workload, lay, cache)
+        fast = DecodeProbe(model, cluster, workload, lay, cache)
+        limits.append(memory_limit(plain))
+        assert fast.find_memory_limit() == limits[-1], lay.describe()
+        used["doubling"] += len(plain._memory)
+        used["secant"] += len(fast._memory)
+    assert any(limit > 1 for limit in limits)  # the comparison is not only over empty ranges
+    assert used["secant"] <= used["doubling"]

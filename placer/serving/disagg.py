@@ -28,10 +28,9 @@ The search, exact over the split space:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from placer.budget import Budget
 from placer.cluster import ClusterSpec
@@ -40,7 +39,7 @@ from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.rules import get_profile
 from placer.search.space import enumerate_layouts
-from placer.serving.probe import LayoutProbe, Point
+from placer.serving.decode_probe import DecodeProbe as DecodeProbe
 from placer.serving.record import (
     DecodeGroup,
     DisaggRecord,
@@ -71,80 +70,6 @@ from placer.serving.splits import (
 from placer.serving.splits import kv_transfer_ns as kv_transfer_ns
 from placer.serving.timing import NS, disagg_ttft_ns, tokens_per_s_bound
 from placer.workload import Workload
-
-#: Deterministic seconds per model layer one probe evaluation counts for in the split search
-#: (its own clock in deterministic mode, docs/serving.md "Time limit"): about what each took
-#: per layer on DeepSeek-V3 x 16 H200 when measured (building a probe's tables and a DP split
-#: ~30 us, loose bound figures ~15 us, one aggregate memory check ~5 us).
-WORK_PER_LAYER_S = {"build": 30e-6, "at": 30e-6, "loose": 15e-6, "memory": 5e-6}
-
-
-class DecodeProbe(LayoutProbe):
-    """A layout as a decode-only instance: prefills happen elsewhere, so they add nothing to
-    TPOT, and TTFT is judged for the pair, not here.
-
-    With a ``budget``, each evaluation not already memoised is charged to it
-    (:data:`WORK_PER_LAYER_S`), so deterministic mode stops the search after the same work on
-    an idle and on a busy machine."""
-
-    def __init__(
-        self,
-        model: ModelSpec,
-        cluster: ClusterSpec,
-        workload: Workload,
-        layout: Layout,
-        cache: dict[object, object] | None = None,
-        budget: Budget | None = None,
-    ) -> None:
-        super().__init__(model, cluster, workload, layout, cache)
-        self.budget = budget
-        self._memory: dict[int, bool] = {}
-        self._charge("build")
-
-    def _charge(self, kind: str) -> None:
-        if self.budget is not None:
-            self.budget.charge(WORK_PER_LAYER_S[kind] * self.model.num_layers)
-
-    def under(self, workload: Workload) -> DecodeProbe:
-        """The same layout judged against other targets, sharing every memoised figure
-        (targets change what is allowed, never a figure)."""
-        twin = copy.copy(self)
-        twin.workload = workload
-        return twin
-
-    def memory_bound_fits(self, concurrency: int) -> bool:
-        """Memoised :meth:`LayoutProbe.memory_bound_fits`."""
-        if concurrency not in self._memory:
-            self._charge("memory")
-            self._memory[concurrency] = super().memory_bound_fits(concurrency)
-        return self._memory[concurrency]
-
-    def prefill_point(self, tight: bool) -> Point:
-        """The layout as a prefill instance: one prompt, with its prefill figures (from the
-        DP split when ``tight``, else the loose bound figures alone)."""
-        if not tight:
-            return self.prefill_bound_point()
-        if 1 not in self._points:
-            self._charge("at")
-        return super().at(1)
-
-    def prefill_bound_point(self) -> Point:
-        """The loose figures at concurrency 1, prefill included."""
-        if 1 not in self._loose:
-            self._charge("loose")
-        return super().loose(1)
-
-    def loose(self, concurrency: int) -> Point:
-        """Bound figures with no prefill share."""
-        if concurrency not in self._loose:
-            self._charge("loose")
-        return replace(super().loose(concurrency), prefill_ns=0, prefill_bound_ns=0)
-
-    def at(self, concurrency: int) -> Point:
-        """Achievable and bound figures with no prefill share."""
-        if concurrency not in self._points:
-            self._charge("at")
-        return replace(super().at(concurrency), prefill_ns=0, prefill_bound_ns=0)
 
 
 def layout_from_text(text: str) -> Layout:
@@ -239,7 +164,7 @@ def probe_layouts(
         if stop.expired():
             return None
         probe = DecodeProbe(model, cluster, decode_wl, lay, cache, stop.budget)
-        if memory_limit(probe) > 0:
+        if probe.find_memory_limit() > 0:
             probe.loose(1)
         probes.append(probe)
     fastest: dict[int, int] = {}
