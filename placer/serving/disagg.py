@@ -350,7 +350,20 @@ def disaggregated(
         lambda g, cap: capped[(g, cap)].bound(g) if (g, cap) in capped else None,
         best.value,
     )
-    search = DisaggSearch(
+    search = _search_record(probed, tpot_group, capped, len(splits), counts)
+    split = probed.prefill_splits[best.prefill.layout]
+    return _record(best, search, top, aggregated, n, workload, split, stop.cut), stop.cut
+
+
+def _search_record(
+    probed: Probed,
+    tpot_group: Group,
+    capped: dict[tuple[int, int], Group],
+    splits: int,
+    counts: dict[str, int],
+) -> DisaggSearch:
+    """The proof record: prefill entries, the TPOT group, each capped group, the counts."""
+    return DisaggSearch(
         prefill=probed.prefill,
         decode=(
             DecodeGroup(gpus=None, step_cap_ns=None, entries=tuple(tpot_group.entries)),
@@ -359,14 +372,12 @@ def disaggregated(
                 for (g, cap), grp in sorted(capped.items())
             ),
         ),
-        splits=len(splits),
+        splits=splits,
         pruned=counts["pruned"],
         capped=counts["capped"],
         excluded=counts["excluded"],
         open=counts["open"],
     )
-    split = probed.prefill_splits[best.prefill.layout]
-    return _record(best, search, top, aggregated, n, workload, split, stop.cut), stop.cut
 
 
 def _record(
