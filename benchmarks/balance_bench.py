@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 from placer.balance.eplb import rebalance_experts
-from placer.balance.loads import load_loads, synthetic_loads
+from placer.balance.loads import load_loads
 from placer.balance.solve import balance, balance_layer
+from placer.balance.synthetic import synthetic_loads
 from placer.budget import Budget
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +43,8 @@ def _doubled(row: np.ndarray, gpus: int) -> bool:
 def proven_table(con: Console, files: list[Path], layer_seconds: float) -> int:
     """Section 1; returns the number of missed targets."""
     t = Table(title="1. proven optimal, one layer at a time (global policy)")
-    for col in ("file", "GPUs", "slots", "layers", "proven", "max s/layer", "mean gap",
-                "placer mean", "EPLB mean", "target"):
+    for col in ("file", "GPUs", "slots", "layers", "proven", "max s/layer", "max det s",
+                "proven by", "mean gap", "placer mean", "EPLB mean", "target"):
         t.add_column(col)
     missed = 0
     for path in files:
@@ -53,7 +54,7 @@ def proven_table(con: Console, files: list[Path], layer_seconds: float) -> int:
         for gpus in (4, 8):
             for mult in (1, 2, 4):
                 slots = experts * mult
-                times, quals = [], []
+                times, quals, dets = [], [], []
                 for i in range(loads.num_layers):
                     budget = Budget(600.0, deterministic=True)
                     start = time.perf_counter()
@@ -61,12 +62,14 @@ def proven_table(con: Console, files: list[Path], layer_seconds: float) -> int:
                                             loads.layers[i], budget=budget,
                                             seconds=layer_seconds)
                     times.append(time.perf_counter() - start)
+                    dets.append(budget.deterministic_used)
                     quals.append(q)
                 proven = sum(q.proven for q in quals)
                 ok = proven == len(quals) and max(times) < 1.0
                 missed += not ok
                 t.add_row(path.stem, str(gpus), str(slots), str(len(quals)),
-                          f"{proven}/{len(quals)}", f"{max(times):.2f}",
+                          f"{proven}/{len(quals)}", f"{max(times):.2f}", f"{max(dets):.2f}",
+                          ", ".join(sorted({q.bound_kind for q in quals if q.proven})),
                           f"{100 * np.mean([q.gap for q in quals]):.4f} %",
                           f"{np.mean([q.imbalance for q in quals]):.4f}",
                           f"{np.mean([q.eplb_imbalance for q in quals]):.4f}",

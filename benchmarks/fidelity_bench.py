@@ -1,6 +1,7 @@
 """How far the calibrated cost model is from measured serving, cross-validated.
 
-For every row of a measurement file, predicted / measured TPOT, where the
+For every row of a measurement file, predicted / measured TPOT and TTFT (as the
+serving objective defines it: queueing under concurrency included), where the
 prediction comes from a calibration fitted WITHOUT that row's layout (5 folds of
 whole layouts: every concurrency of a layout is held out together) and, in
 turn, without that row's GPU type. Prints the rows, then per GPU and engine the
@@ -17,7 +18,8 @@ per point, its median and the share within 1.5x, and the published rankings
 with their gaps.
 
 ``--write-default`` fits on all rows and writes placer/data/calibration.json with
-the layout-held-out error attached (what ``evaluate`` states as its error band).
+the layout-held-out TPOT and TTFT errors attached (what ``evaluate`` and plans
+state as their error band).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from placer.cli import main as placer_cli
 from placer.fit import fit
 from placer.measurements import (
     Measurement,
+    RowTerms,
     load_measurements,
-    predict_tpot_s,
+    predict_s,
     row_terms,
 )
 
@@ -67,30 +70,34 @@ def stats(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
     }
 
 
-def noise_floor(rows: Sequence[Measurement]) -> tuple[float, int]:
-    """Median max/min TPOT over groups of rows with the same configuration."""
+def noise_floor(rows: Sequence[Measurement], field: str = "tpot_ms") -> tuple[float, int]:
+    """Median max/min of ``field`` over groups of rows with the same configuration."""
     groups: dict[tuple[object, ...], list[float]] = defaultdict(list)
     for r in rows:
         key = (*r.layout_key(), r.prompt_len, r.output_len, r.concurrency)
-        groups[key].append(r.tpot_ms)
+        value = getattr(r, field)
+        if value is not None:
+            groups[key].append(float(value))
     spreads = [max(v) / min(v) for v in groups.values() if len(v) > 1]
     return (float(np.median(spreads)) if spreads else float("nan")), len(spreads)
 
 
 def cross_validate(
-    rows: Sequence[Measurement], fold_of: Callable[[Measurement], object]
-) -> list[float]:
-    """Predicted TPOT (s) of each row by a calibration fitted without its fold."""
-    terms = [row_terms(r) for r in rows]
+    rows: Sequence[Measurement],
+    terms: Sequence[RowTerms],
+    fold_of: Callable[[Measurement], object],
+) -> tuple[list[float], list[float]]:
+    """Predicted TPOT and TTFT (s) of each row by a calibration fitted without its fold
+    (efficiencies, fixed costs and TTFT models alike)."""
     folds = sorted({str(fold_of(r)) for r in rows})
-    pred = [0.0] * len(rows)
+    tpot, ttft = [0.0] * len(rows), [0.0] * len(rows)
     for f in folds:
         train = [i for i, r in enumerate(rows) if str(fold_of(r)) != f]
         calib = fit([rows[i] for i in train], [terms[i] for i in train], name=f"without {f}")
         for i, r in enumerate(rows):
             if str(fold_of(r)) == f:
-                pred[i] = predict_tpot_s(r, calib)
-    return pred
+                tpot[i], ttft[i] = predict_s(r, calib)
+    return tpot, ttft
 
 
 def layout_folds(rows: Sequence[Measurement]) -> Callable[[Measurement], object]:
@@ -100,9 +107,16 @@ def layout_folds(rows: Sequence[Measurement]) -> Callable[[Measurement], object]
     return lambda r: fold[repr(r.layout_key())]
 
 
-def table(title: str, rows: Sequence[Measurement], pred: Sequence[float]) -> None:
+def measured_s(rows: Sequence[Measurement], field: str) -> list[float]:
+    """The measured ``field`` (``tpot_ms`` or ``ttft_ms``) of each row, seconds."""
+    return [float(getattr(r, field)) * 1e-3 for r in rows]
+
+
+def table(
+    title: str, rows: Sequence[Measurement], pred: Sequence[float], field: str = "tpot_ms"
+) -> None:
     """Print the statistics overall and per GPU and engine."""
-    meas = [r.tpot_ms * 1e-3 for r in rows]
+    meas = measured_s(rows, field)
     print(f"\n{title}")
     print(f"{'group':<26} {'rows':>5} {'median':>7} {'+-20%':>6} {'1.5x':>6} {'spearman':>8}")
     groups: dict[str, list[int]] = defaultdict(list)
@@ -205,32 +219,65 @@ def rankings() -> None:
     )
 
 
+def write_default(path: str, rows: Sequence[Measurement], terms: Sequence[RowTerms],
+                  about: str, errors: dict[str, list[float]]) -> None:  # fmt: skip
+    """Fit on all rows, attach the layout-held-out errors, write the shipped calibration."""
+    tpot_err = stats(errors["tpot_ms"], measured_s(rows, "tpot_ms"))
+    ttft_err = stats(errors["ttft_ms"], measured_s(rows, "ttft_ms"))
+    calib = fit(rows, terms, name=f"fitted on {Path(path).name}", sources=(about,))
+    calib = calib.model_copy(
+        update={
+            "error": {k: round(v, 4) for k, v in tpot_err.items()},
+            "ttft_error": {k: round(v, 4) for k, v in ttft_err.items()},
+        }
+    )
+    out = ROOT / "placer/data/calibration.json"
+    out.write_text(calib.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    print(f"\nwrote {out.relative_to(ROOT)} (sha256 {calib.digest()[:12]})")
+    default_calibration.cache_clear()  # what follows uses the file just written
+
+
+def ttft_before(rows: Sequence[Measurement]) -> None:
+    """TTFT as the uncalibrated formula gives it (no queue: the prefill, then the prompt's
+    chunks and one step), with the shipped efficiencies: what the TTFT model improves on."""
+    plain = default_calibration().model_copy(update={"ttft": {}})
+    pred = [predict_s(r, plain)[1] for r in rows]
+    s = stats(pred, measured_s(rows, "ttft_ms"))
+    print(
+        f"\nTTFT without the queueing model (shipped efficiencies, all rows): median "
+        f"{s['median_ratio']:.2f}, {s['within_20pct']:.0%} within +-20 %, "
+        f"{s['within_1_5x']:.0%} within 1.5x, Spearman {s['spearman']:.2f}"
+    )
+
+
 def main(argv: Sequence[str]) -> None:
     """Run the benchmark (see the module docstring)."""
     args = [a for a in argv if not a.startswith("--")]
     path = args[0] if args else str(ROOT / "instances/measurements/silicon_sample.json")
     data = load_measurements(path)
-    rows = list(data.rows)
-    floor, groups = noise_floor(rows)
-    print(f"{path}: {len(rows)} rows")
-    print(f"noise floor: repeat measurements differ by a median {floor:.2f}x ({groups} groups)")
-    by_layout = cross_validate(rows, layout_folds(rows))
-    by_gpu = cross_validate(rows, lambda r: r.hardware)
+    rows = [r for r in data.rows if r.ttft_ms is not None]
+    print(f"{path}: {len(data.rows)} rows, {len(rows)} with TPOT and TTFT")
+    for field in ("tpot_ms", "ttft_ms"):
+        floor, groups = noise_floor(rows, field)
+        print(f"noise floor {field[:4].upper()}: repeat measurements differ by a median "
+              f"{floor:.2f}x (max/min, {groups} configurations with repeats)")  # fmt: skip
+    terms = [row_terms(r) for r in rows]
+    tpot_l, ttft_l = cross_validate(rows, terms, layout_folds(rows))
+    tpot_g, ttft_g = cross_validate(rows, terms, lambda r: r.hardware)
     if "--no-rows" not in argv:
-        print(f"\n{'id':<60} {'measured ms':>11} {'layout-CV':>9} {'GPU-CV':>7}")
-        for r, a, b in zip(rows, by_layout, by_gpu, strict=True):
-            m = r.tpot_ms * 1e-3
-            print(f"{r.id[:60]:<60} {r.tpot_ms:>11.2f} {a / m:>9.2f} {b / m:>7.2f}")
-    table("TPOT, whole layouts held out (5 folds): predicted / measured", rows, by_layout)
-    table("TPOT, whole GPU types held out: predicted / measured", rows, by_gpu)
+        print(f"\n{'id':<52} {'TPOT ms':>8} {'lay-CV':>6} {'GPU-CV':>6} {'TTFT ms':>9} "
+              f"{'lay-CV':>6} {'GPU-CV':>6}")  # fmt: skip
+        for i, r in enumerate(rows):
+            m, t = r.tpot_ms * 1e-3, (r.ttft_ms or 0.0) * 1e-3
+            print(f"{r.id[:52]:<52} {r.tpot_ms:>8.2f} {tpot_l[i] / m:>6.2f} {tpot_g[i] / m:>6.2f} "
+                  f"{t * 1e3:>9.1f} {ttft_l[i] / t:>6.2f} {ttft_g[i] / t:>6.2f}")  # fmt: skip
+    table("TPOT, whole layouts held out (5 folds): predicted / measured", rows, tpot_l)
+    table("TPOT, whole GPU types held out: predicted / measured", rows, tpot_g)
+    table("TTFT, whole layouts held out (5 folds): predicted / measured", rows, ttft_l, "ttft_ms")
+    table("TTFT, whole GPU types held out: predicted / measured", rows, ttft_g, "ttft_ms")
     if "--write-default" in argv:
-        err = stats(by_layout, [r.tpot_ms * 1e-3 for r in rows])
-        calib = fit(rows, name=f"fitted on {Path(path).name}", sources=(data.about,))
-        calib = calib.model_copy(update={"error": {k: round(v, 4) for k, v in err.items()}})
-        out = ROOT / "placer/data/calibration.json"
-        out.write_text(calib.model_dump_json(indent=1) + "\n", encoding="utf-8")
-        print(f"\nwrote {out.relative_to(ROOT)} (sha256 {calib.digest()[:12]})")
-        default_calibration.cache_clear()  # what follows uses the file just written
+        write_default(path, rows, terms, data.about, {"tpot_ms": tpot_l, "ttft_ms": ttft_l})
+    ttft_before(rows)
     published(published_speed_ratios())
     rankings()
 

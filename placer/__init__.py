@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+# First, so that its clock reading marks the start of a command-line run (placer.budget).
+from placer.budget import PROCESS_STARTED as _PROCESS_STARTED  # noqa: F401
 from placer.cluster import ClusterSpec, GPUType, Link
 from placer.config import SolveConfig
 from placer.cost import Estimates, estimate

@@ -30,6 +30,11 @@ from placer.io import check_finite, read_json, validate
 EFFICIENCY_RANGE = (0.05, 1.0)
 LAYER_US_RANGE = (0.0, 200.0)
 STEP_US_RANGE = (0.0, 50_000.0)
+#: Bounds of the TTFT (queueing) parameters (docs/cost-model.md, "Time to first token").
+TTFT_FIXED_MS_RANGE = (0.0, 500.0)
+TTFT_PREFILL_RANGE = (0.2, 5.0)
+TTFT_STEPS_RANGE = (0.0, 64.0)
+TTFT_QUEUE_RANGE = (0.0, 1.0)
 
 
 class Efficiency(Frozen):
@@ -50,6 +55,49 @@ class Efficiency(Frozen):
         le=1,
         description="Ideal per-message latency of collectives over the achieved "
         "one (launch and synchronisation); bandwidth is the datasheet's.",
+    )
+
+
+class TTFTModel(Frozen):
+    """How long a new request waits for its first token under concurrency ``c``
+    (docs/serving.md, "Timing model")::
+
+        TTFT(c) = fixed + prefill_factor x prefill + (steps + chunks) x step(c)
+                  + queue x (c - 1) x prefill
+
+    ``prefill`` is one prompt through every stage, ``step(c)`` the decode step of ``c``
+    requests, ``chunks`` the steps a prompt is spread over under chunked prefill. Every
+    coefficient is non-negative, so TTFT only grows with ``c``. The defaults give the
+    uncalibrated formula: the step in progress, then the prompt's chunks."""
+
+    fixed_ms: Float = Field(
+        default=0.0,
+        ge=TTFT_FIXED_MS_RANGE[0],
+        le=TTFT_FIXED_MS_RANGE[1],
+        description="Fixed wait per request outside the steps (API server, tokenising, "
+        "scheduling), ms.",
+    )
+    prefill_factor: Float = Field(
+        default=1.0,
+        ge=TTFT_PREFILL_RANGE[0],
+        le=TTFT_PREFILL_RANGE[1],
+        description="Measured over modelled prefill of one prompt (the TPOT fit sees the "
+        "prefill only as a 1/output_len share).",
+    )
+    steps: Float = Field(
+        default=1.0,
+        ge=TTFT_STEPS_RANGE[0],
+        le=TTFT_STEPS_RANGE[1],
+        description="Decode steps of the running batch a new request waits for besides "
+        "its own chunks (the step in progress, scheduling rounds).",
+    )
+    queue: Float = Field(
+        default=0.0,
+        ge=TTFT_QUEUE_RANGE[0],
+        le=TTFT_QUEUE_RANGE[1],
+        description="Prompts' prefills a request waits for, per other client: a closed "
+        "loop of c clients whose requests arrive together has (c - 1) / 2 prompts ahead on "
+        "average (0.5); batched prefill and clients drifting apart make it less.",
     )
 
 
@@ -82,6 +130,15 @@ class Calibration(Frozen):
         description="Cross-validated error of this calibration's TPOT estimates: median "
         "ratio, share within 20 % and within 1.5x (see benchmarks/fidelity_bench.py).",
     )
+    ttft: dict[str, TTFTModel] = Field(
+        default_factory=dict,
+        description="TTFT model per engine ('vllm', 'sglang', 'trtllm'; 'default' for any "
+        "other); none: the uncalibrated formula (TTFTModel's defaults).",
+    )
+    ttft_error: dict[str, float] = Field(
+        default_factory=dict,
+        description="Cross-validated error of this calibration's TTFT estimates, as error.",
+    )
 
     def efficiency(self, gpu_name: str) -> Efficiency:
         """The efficiencies of the family ``gpu_name`` belongs to."""
@@ -91,9 +148,24 @@ class Calibration(Frozen):
             return self.default
         return self.families[max(hits, key=len)]
 
+    def ttft_model(self, engine: str | None) -> TTFTModel:
+        """The TTFT model of ``engine`` (a profile such as ``sglang-tbo`` falls back to
+        ``sglang``), else the calibration's ``default`` one, else the uncalibrated one."""
+        name = engine or "default"
+        for key in (name, name.split("-")[0], "default"):
+            if key in self.ttft:
+                return self.ttft[key]
+        return TTFTModel()
+
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON: what a plan records to name its calibration."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical JSON: what a plan records to name its calibration.
+        The TTFT fields are left out while empty, so a calibration written before they
+        existed keeps its hash."""
+        data = self.model_dump(mode="json")
+        for key in ("ttft", "ttft_error"):
+            if not data[key]:
+                del data[key]
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -119,6 +119,11 @@ def use_engine(name: str | None) -> Iterator[None]:
         _ENGINE.reset(token)
 
 
+def active_engine() -> str | None:
+    """The engine profile name in force (see :func:`use_engine`), None outside any."""
+    return _ENGINE.get()
+
+
 def engine_comm(name: str | None) -> EngineComm:
     """The profile named ``name`` (None: the one in force, see :func:`use_engine`); an
     engine without its own profile (e.g. Megatron) is priced as ``generic``."""
@@ -198,6 +203,65 @@ def nodes_reached(top_k: int, nodes: int, n_group: int | None, topk_group: int |
     return distinct_targets(top_k, nodes)
 
 
+class DispatchParts(Frozen):
+    """The pieces of one all-to-all dispatch and combine, split so the placement model can
+    price the cross-node part from where the experts sit (placer/locality.py):
+    ``max(intra, inter_latency + per_node x nodes reached by a token)`` seconds."""
+
+    nodes: int = Field(ge=1, description="Nodes the EP group spans.")
+    intra: float = Field(ge=0, description="Seconds of the NVLink part (sends inside a node).")
+    inter_latency: float = Field(ge=0, description="Fixed seconds of the cross-node part.")
+    per_node: float = Field(
+        ge=0,
+        description="Cross-node seconds per node a token reaches on average (its remote "
+        "share (nodes - 1) / nodes included).",
+    )
+    cap_nodes: float = Field(
+        ge=0, description="Nodes a token's top-k picks reach at most on average (uniform)."
+    )
+
+    def seconds(self, reached: float) -> float:
+        """Dispatch and combine time when a token reaches ``reached`` nodes on average."""
+        if self.nodes == 1:
+            return self.intra
+        t_inter = self.per_node * min(reached, self.cap_nodes) + self.inter_latency
+        return max(self.intra, t_inter)
+
+
+def dispatch_parts(
+    tokens: float,
+    top_k: int,
+    hidden: int,
+    ep: int,
+    per_node: int,
+    intra: Wire,
+    inter: Wire,
+    dispatch_bytes: float,
+    combine_bytes: float,
+) -> DispatchParts:
+    """All-to-all dispatch and combine of ``tokens`` tokens per GPU over ``ep`` GPUs,
+    ``per_node`` of them on each node. A token goes once to each rank holding one of its
+    experts (expected distinct ranks of ``top_k`` picks), and crosses to another node once
+    per node it reaches (the node forwards over NVLink, as DeepEP's internode kernels do).
+    Dispatch sends ``dispatch_bytes`` per element, combine returns ``combine_bytes``."""
+    nodes = max(1, ep // per_node)
+    local = min(ep, per_node)
+    ranks = distinct_targets(top_k, ep)
+    # Ranks reached inside this node, of which one may be the GPU itself.
+    ranks_here = ranks / nodes
+    intra_sends = tokens * ranks_here * (local - 1) / local
+    per_elem = dispatch_bytes + combine_bytes
+    t_intra = intra_sends * hidden * per_elem / intra.bandwidth + 2 * intra.latency
+    remote_share = (nodes - 1) / nodes
+    return DispatchParts(
+        nodes=nodes,
+        intra=t_intra,
+        inter_latency=2 * inter.latency if nodes > 1 else 0.0,
+        per_node=tokens * remote_share * hidden * per_elem / inter.bandwidth,
+        cap_nodes=distinct_targets(top_k, nodes),
+    )
+
+
 def dispatch_combine_time(
     tokens: float,
     top_k: int,
@@ -211,23 +275,20 @@ def dispatch_combine_time(
     n_group: int | None = None,
     topk_group: int | None = None,
 ) -> float:
-    """All-to-all dispatch and combine of ``tokens`` tokens per GPU over ``ep`` GPUs,
-    ``per_node`` of them on each node. A token goes once to each rank holding one of its
-    experts (expected distinct ranks of ``top_k`` picks), and crosses to another node once
-    per node it reaches (the node forwards over NVLink, as DeepEP's internode kernels do).
-    Dispatch sends ``dispatch_bytes`` per element, combine returns ``combine_bytes``."""
+    """:func:`dispatch_parts` priced with groups laid on nodes where they can be
+    (:func:`nodes_reached`): the cost of the reference placement, before the placement
+    model prices the actual one (docs/cost-model.md, "Communication locality")."""
     if ep <= 1:
         return 0.0
-    nodes = max(1, ep // per_node)
-    local = min(ep, per_node)
-    ranks = distinct_targets(top_k, ep)
-    # Ranks reached inside this node, of which one may be the GPU itself.
-    ranks_here = ranks / nodes
-    intra_sends = tokens * ranks_here * (local - 1) / local
-    per_elem = dispatch_bytes + combine_bytes
-    t_intra = intra_sends * hidden * per_elem / intra.bandwidth + 2 * intra.latency
-    if nodes == 1:
-        return t_intra
-    remote_nodes = nodes_reached(top_k, nodes, n_group, topk_group) * (nodes - 1) / nodes
-    t_inter = tokens * remote_nodes * hidden * per_elem / inter.bandwidth + 2 * inter.latency
-    return max(t_intra, t_inter)
+    parts = dispatch_parts(
+        tokens, top_k, hidden, ep, per_node, intra, inter, dispatch_bytes, combine_bytes
+    )
+    return parts.seconds(nodes_reached(top_k, parts.nodes, n_group, topk_group))
+
+
+def group_reach(groups_here: int, n_group: int, topk_group: int) -> float:
+    """Chance that a token's ``topk_group`` chosen groups (of ``n_group``, uniform) include
+    one of the ``groups_here`` groups with a slot on a node: ``1 - C(n_group - m,
+    topk_group) / C(n_group, topk_group)``, concave and rising in ``m``."""
+    m = max(0, min(groups_here, n_group))
+    return 1.0 - math.comb(n_group - m, topk_group) / math.comb(n_group, topk_group)

@@ -155,8 +155,9 @@ _MODULE_KEYS = {
 }
 
 
-def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSpec:
-    allowed = {
+#: Top-level fields of a module list.
+_MODULE_LIST_KEYS = frozenset(
+    {
         "format",
         "name",
         "dtype",
@@ -168,9 +169,52 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
         "notes",
         "source",
     }
+)
+
+
+def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSpec:
+    """A module list (``"modules": [...]``) as a :class:`ModelSpec`, each step checked with
+    an error naming the field: fields and dtype, modules, layer count and width, edges,
+    top-k against the experts."""
     for key in raw:
-        if key not in allowed:
+        if key not in _MODULE_LIST_KEYS:
             raise InvalidInputError("unknown field in a module list", source, one_line(key))
+    dtype, assumed = _module_dtype(raw, source)
+    modules = _read_modules(raw.get("modules"), dtype, source)
+    n = _module_layer_count(raw, modules, source)
+    hidden = raw.get("hidden_size")
+    if hidden is None:
+        raise InvalidInputError(
+            "required field is missing (activation width per token, used "
+            "for traffic between GPUs)",
+            source,
+            "hidden_size",
+        )
+    edges = _module_edges(raw.get("edges", []), modules, n, source)
+    top_k = _module_top_k(raw.get("top_k"), modules, source)
+    moe_layers = {m.layer for m in modules if m.kind == "expert"}
+    layers = tuple(
+        LayerSpec(mixer="attention", ffn="moe" if i in moe_layers else "dense") for i in range(n)
+    )
+    body = {
+        "name": raw.get("name", default_name),
+        "format": "module-list",
+        "dtype": dtype,
+        "expert_dtype": dtype,
+        "num_layers": n,
+        "hidden_size": hidden,
+        "layers": layers,
+        "modules": tuple(modules),
+        "edges": edges,
+        "top_k": top_k,
+        "assumed": tuple(assumed),
+        "source": source,
+    }
+    return validate(ModelSpec, body, source)
+
+
+def _module_dtype(raw: dict[str, Any], source: str) -> tuple[str, list[Assumption]]:
+    """The dtype module bytes are counted in (bf16, recorded as assumed, when absent)."""
     assumed: list[Assumption] = []
     dtype = raw.get("dtype")
     if dtype is None:
@@ -184,14 +228,17 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
         )
     if not isinstance(dtype, str) or dtype not in BYTES_PER_ELEMENT:
         raise InvalidInputError(f"unknown dtype {dtype!r}", source, "dtype")
-    mods = raw.get("modules")
+    return dtype, assumed
+
+
+def _read_modules(mods: Any, dtype: str, source: str) -> list[ModuleSpec]:
+    """Every entry of ``modules`` validated, ``bytes`` turned into parameters of ``dtype``."""
     if not isinstance(mods, list) or not mods:
         raise InvalidInputError("must be a non-empty list of modules", source, "modules")
     if len(mods) > MAX_MODULES:
         raise InvalidInputError(
             f"has {len(mods)} modules, more than the {MAX_MODULES} placer reads", source, "modules"
         )
-    width = BYTES_PER_ELEMENT[dtype]
     modules: list[ModuleSpec] = []
     for i, m in enumerate(mods):
         if not isinstance(m, dict):
@@ -201,43 +248,44 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
                 raise InvalidInputError("unknown field", source, one_line(f"modules.{i}.{key}"))
         body = dict(m)
         if "bytes" in body:
-            size = body.pop("bytes")
-            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-                raise InvalidInputError(
-                    f"must be a positive integer, got {size!r}", source, f"modules.{i}.bytes"
-                )
-            params = size / width
-            if params != int(params):
-                raise InvalidInputError(
-                    f"{size} bytes is not a whole number of {dtype} values",
-                    source,
-                    f"modules.{i}.bytes",
-                )
-            if params > MAX_MODULE_PARAMS:
-                raise InvalidInputError(
-                    f"must be at most {MAX_MODULE_PARAMS * width} ({MAX_MODULE_PARAMS} "
-                    f"{dtype} values), got {size}",
-                    source,
-                    f"modules.{i}.bytes",
-                )
-            body["params"] = int(params)
+            body["params"] = _module_params(body.pop("bytes"), dtype, source, f"modules.{i}.bytes")
         modules.append(validate(ModuleSpec, body, source, f"modules.{i}"))
+    return modules
+
+
+def _module_params(size: Any, dtype: str, source: str, where: str) -> int:
+    """Parameters of a module given as ``size`` bytes of ``dtype`` values."""
+    width = BYTES_PER_ELEMENT[dtype]
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise InvalidInputError(f"must be a positive integer, got {size!r}", source, where)
+    params = size / width
+    if params != int(params):
+        raise InvalidInputError(
+            f"{size} bytes is not a whole number of {dtype} values", source, where
+        )
+    if params > MAX_MODULE_PARAMS:
+        raise InvalidInputError(
+            f"must be at most {MAX_MODULE_PARAMS * width} ({MAX_MODULE_PARAMS} "
+            f"{dtype} values), got {size}",
+            source,
+            where,
+        )
+    return int(params)
+
+
+def _module_layer_count(raw: dict[str, Any], modules: list[ModuleSpec], source: str) -> int:
+    """``num_layers``, by default one more than the highest layer a module names."""
     layers_used = [m.layer for m in modules if m.layer is not None]
     n = raw.get("num_layers", (max(layers_used) + 1) if layers_used else 1)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise InvalidInputError(f"must be a positive integer, got {n!r}", source, "num_layers")
     if n > MAX_LAYERS:
         raise InvalidInputError(f"must be at most {MAX_LAYERS}, got {n}", source, "num_layers")
-    hidden = raw.get("hidden_size")
-    if hidden is None:
-        raise InvalidInputError(
-            "required field is missing (activation width per token, used "
-            "for traffic between GPUs)",
-            source,
-            "hidden_size",
-        )
-    edges = _module_edges(raw.get("edges", []), modules, n, source)
-    top_k = raw.get("top_k")
+    return n
+
+
+def _module_top_k(top_k: Any, modules: list[ModuleSpec], source: str) -> Any:
+    """``top_k``: required with experts, at most the experts of the smallest MoE layer."""
     if top_k is None and any(m.kind == "expert" for m in modules):
         raise InvalidInputError(
             "required field is missing (experts per token, for a module list with experts)",
@@ -254,25 +302,7 @@ def _module_list(raw: dict[str, Any], source: str, default_name: str) -> ModelSp
             raise InvalidInputError(
                 f"top_k ({top_k}) exceeds the experts of a layer ({fewest})", source, "top_k"
             )
-    moe_layers = {m.layer for m in modules if m.kind == "expert"}
-    layers = tuple(
-        LayerSpec(mixer="attention", ffn="moe" if i in moe_layers else "dense") for i in range(n)
-    )
-    body2 = {
-        "name": raw.get("name", default_name),
-        "format": "module-list",
-        "dtype": dtype,
-        "expert_dtype": dtype,
-        "num_layers": n,
-        "hidden_size": hidden,
-        "layers": layers,
-        "modules": tuple(modules),
-        "edges": edges,
-        "top_k": top_k,
-        "assumed": tuple(assumed),
-        "source": source,
-    }
-    return validate(ModelSpec, body2, source)
+    return top_k
 
 
 def _module_edges(

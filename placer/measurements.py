@@ -9,7 +9,10 @@ prompt/output lengths, concurrency and the measured TTFT, TPOT and throughput
 A row is predicted as continuous batching runs it (docs/cost-model.md): every
 decode step carries all ``concurrency`` requests, and each request's prompt is
 prefilled once per ``output_len`` steps, so the mean time per output token is
-one decode step plus ``1 / output_len`` of prefilling every prompt.
+one decode step plus ``1 / output_len`` of prefilling every prompt. Its time to
+first token is the serving objective's (:func:`placer.serving.timing.ttft_s`):
+the queue of prompts ahead, one prompt's prefill and the decode steps it waits
+for, with the calibration's TTFT model of the row's engine.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from placer._base import Float, Frozen, PosInt
-from placer.calibration import Calibration
+from placer.calibration import Calibration, active_calibration
 from placer.cluster import ClusterSpec
 from placer.cost import StepTerms, estimate, step_terms, steps
 from placer.dtypes import WeightDtype
@@ -30,6 +33,7 @@ from placer.io import read_json, validate
 from placer.layout import Layout
 from placer.load import load_cluster, load_model
 from placer.model import ModelSpec
+from placer.serving.timing import ttft_s
 from placer.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,8 +120,26 @@ def workload_of(row: Measurement) -> Workload:
     )
 
 
+def predict_s(row: Measurement, calibration: Calibration | None = None) -> tuple[float, float]:
+    """Predicted (TPOT, TTFT) of ``row`` in seconds (see the module docstring): TPOT is one
+    decode step plus the row's share of prefilling every prompt; TTFT is the serving
+    objective's (docs/serving.md, "Timing model"), with the calibration's TTFT model of
+    the row's engine."""
+    model = _model(row.model)
+    cluster = _cluster(row.hardware, row.gpus)
+    w = workload_of(row)
+    layout = row.layout()
+    calib = calibration if calibration is not None else active_calibration()
+    est = estimate(model, cluster, w, layout, calibration=calib, engine=row.engine)
+    one = w.model_copy(update={"batch": 1, "phase": "prefill"})
+    pre = estimate(model, cluster, one, layout, calibration=calib, engine=row.engine)
+    tpot = est.cycle_s + est.ttft_s / row.output_len
+    ttft = ttft_s(w, row.concurrency, est.cycle_s, pre.latency_s, calib.ttft_model(row.engine))
+    return tpot, ttft
+
+
 def predict_tpot_s(row: Measurement, calibration: Calibration | None = None) -> float:
-    """Predicted mean time per output token of ``row`` (see the module docstring)."""
+    """Predicted mean time per output token of ``row`` (see :func:`predict_s`)."""
     model = _model(row.model)
     cluster = _cluster(row.hardware, row.gpus)
     est = estimate(
@@ -131,13 +153,20 @@ def predict_tpot_s(row: Measurement, calibration: Calibration | None = None) -> 
     return est.cycle_s + est.ttft_s / row.output_len
 
 
+def predict_ttft_s(row: Measurement, calibration: Calibration | None = None) -> float:
+    """Predicted mean time to first token of ``row`` (see :func:`predict_s`)."""
+    return predict_s(row, calibration)[1]
+
+
 @dataclass(frozen=True)
 class RowTerms:
-    """The roofline terms of a row's decode step and of its prefill share (per token)."""
+    """The roofline terms of a row's decode step, of its prefill share (per token) and of
+    one prompt's prefill (what a new request's first token waits for)."""
 
     decode: StepTerms
     prefill: StepTerms
     prefill_weight: float  # 1 / output_len
+    prefill_one: StepTerms
 
 
 def row_terms(row: Measurement) -> RowTerms:
@@ -148,10 +177,14 @@ def row_terms(row: Measurement) -> RowTerms:
     layout = row.layout()
     st = steps(w, layout)
     decode = st["decode"] if layout.pp == 1 else st["decode_micro"]
+    one = w.model_copy(update={"batch": 1, "phase": "prefill"})
     return RowTerms(
         decode=step_terms(model, cluster, w, layout, decode, row.engine),
         prefill=step_terms(model, cluster, w, layout, st["prefill"], row.engine),
         prefill_weight=1.0 / row.output_len,
+        prefill_one=step_terms(
+            model, cluster, one, layout, steps(one, layout)["prefill"], row.engine
+        ),
     )
 
 

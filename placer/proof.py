@@ -10,7 +10,10 @@ the same integer tables (:class:`~placer.search.tables.LayoutTables`):
 - every (stage, EP rank) holds its fixed bytes, its layers' base bytes and its slots
   within its capacity;
 - a stage's time is fixed by its layers alone (the busiest rank of a layer always
-  holds ``ceil(slots / ep)`` slots), so the objective depends on the split only.
+  holds ``ceil(slots / ep)`` slots), so the objective depends on the split only; the one
+  exception is an all-to-all priced from where expert groups sit (placer/locality.py)
+  when the slot counts are free, which is charged its lower bound and marks the optimum
+  inexact (:func:`locality_exact`).
 
 Two facts make it small. The layers a stage can hold are closed under removing a
 layer, so for each stage and first layer there is a last layer it can reach (found
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from placer.search.tables import LayoutTables
+from placer.search.tables import LayoutTables, balanced_counts, contiguous_map
 
 #: Nodes the exhaustive slot search may visit per stage check before it gives up.
 SEARCH_NODES = 20_000
@@ -168,7 +171,31 @@ def _layer_times(t: LayoutTables) -> np.ndarray:
     """(L + 1, pp) prefix sums of each layer's time on each stage, busiest rank included."""
     busiest = -(-t.slots // t.layout.ep)
     per = t.time_layer + t.time_slot * busiest[:, None]
+    if t.locality is not None:
+        # Fixed counts (slots % ep == 0) fix the all-to-all; otherwise its lower bound.
+        free = _free(t)
+        per = per + t.locality.lower_bound(t.slots, t.layout.ep) * free
+        per = per + t.locality.table(_even_map(t)) * ~free
     return np.vstack([np.zeros((1, t.layout.pp), dtype=np.int64), np.cumsum(per, axis=0)])
+
+
+def _free(t: LayoutTables) -> np.ndarray:
+    """(L, pp) bool: the layer's slot counts, hence its all-to-all on that stage, are the
+    placement's choice."""
+    assert t.locality is not None
+    free: np.ndarray = t.locality.placed & (t.slots % t.layout.ep != 0)[:, None]
+    return free
+
+
+def _even_map(t: LayoutTables) -> dict[int, tuple[tuple[int, ...], ...]]:
+    """The contiguous expert map when every rank holds slots / ep slots."""
+    return contiguous_map(t, balanced_counts(t))
+
+
+def locality_exact(t: LayoutTables) -> bool:
+    """Whether :func:`layout_optimum` is exact for the all-to-all: no layer's cross-node
+    traffic depends on a choice of slot counts (docs/certificate.md)."""
+    return t.locality is None or not _free(t).any()
 
 
 def _stage_costs(t: LayoutTables, reach: Reach) -> list[np.ndarray]:
@@ -226,7 +253,8 @@ def layout_optimum(t: LayoutTables, objective: str, reach: Reach | None = None) 
         # Undecided stages were counted as fitting, so "no split" is proven either way.
         return LayoutOptimum(value=None, split=None, exact=True)
     if objective == "latency" or pp == 1:
-        return LayoutOptimum(value=plain[0], split=plain[1], exact=reach.exact)
+        exact = reach.exact and locality_exact(t)
+        return LayoutOptimum(value=plain[0], split=plain[1], exact=exact)
     # max(pp * T, S(T)) over caps T on the slowest stage, S(T) the smallest sum under the cap:
     # pp * T grows and S(T) shrinks with T, so the best cap is next to where they cross.
     caps = np.unique(np.concatenate([c[c < _NONE] for c in costs]))
@@ -249,7 +277,7 @@ def layout_optimum(t: LayoutTables, objective: str, reach: Reach | None = None) 
         before = _min_sum(costs, int(caps[lo - 1]))
         if before is not None and before[0] < value:
             value, split = before
-    return LayoutOptimum(value=value, split=split, exact=reach.exact)
+    return LayoutOptimum(value=value, split=split, exact=reach.exact and locality_exact(t))
 
 
 def any_fit(t: LayoutTables) -> tuple[bool, bool]:

@@ -7,6 +7,7 @@ import itertools
 import math
 
 from placer import evaluate, get_profile
+from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.cost import estimate
 from placer.layout import Layout
@@ -37,7 +38,9 @@ def point(
     prefill = estimate(model, cluster, one, layout).latency_s
     chunks = -(-workload.prompt_len // workload.max_batched_tokens)
     tpot = step + c * prefill / workload.output_len
-    ttft = prefill + (chunks + 1) * step
+    q = active_calibration().ttft_model("generic")
+    ttft = q.fixed_ms / 1e3 + (q.prefill_factor + q.queue * (c - 1)) * prefill
+    ttft += (q.steps + chunks) * step
     return True, tpot, ttft, c / tpot
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from placer.balance.loads import LoadStats, load_loads, synthetic_loads
+from placer.balance.loads import LoadStats, load_loads
 from placer.balance.solve import balance
+from placer.balance.synthetic import synthetic_loads
 from placer.budget import Budget
 from placer.exceptions import InvalidInputError
 

@@ -21,8 +21,8 @@ from placer.balance.loads import (
     load_loads,
     loads_from_dict,
     loads_to_json,
-    synthetic_loads,
 )
+from placer.balance.synthetic import synthetic_loads
 from placer.exceptions import InvalidInputError
 
 ROOT = Path(__file__).resolve().parent.parent

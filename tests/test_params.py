@@ -125,3 +125,14 @@ def test_placer_format_round_trip() -> None:
     assert again.total_params() == spec.total_params()
     assert again.model_dump(exclude={"format", "source"}) == spec.model_dump(
         exclude={"format", "source"})
+
+
+def test_glm_4_5_counts_the_router_correction_bias() -> None:
+    """GLM-4.5's router holds one score-correction bias per routed expert in every MoE layer
+    (transformers' Glm4MoeTopkRouter), although its config names no ``topk_method``."""
+    spec = load_model(MODELS / "glm-4.5.json")
+    assert spec.moe is not None and spec.moe.router_bias
+    data = spec.model_dump()
+    data["moe"]["router_bias"] = False
+    without = ModelSpec.model_validate(data)
+    assert spec.total_params() - without.total_params() == 89 * 160

@@ -65,7 +65,7 @@ class LayerSolution:
     deterministic_time: float
 
 
-def _charge(budget: Budget, solver: cp_model.CpSolver, status: Any, seconds: float) -> None:
+def charge_solve(budget: Budget, solver: cp_model.CpSolver, status: Any, seconds: float) -> None:
     """Charge the solve's deterministic time; in deterministic mode, record a stop by the
     wall clock (CP-SAT ended unproven before its deterministic limit), after which the
     answer is no longer reproducible."""
@@ -117,6 +117,24 @@ def _patterns(experts: int, per_gpu: int, allow_duplicates: bool) -> int:
     return math.comb(experts, per_gpu)
 
 
+def _run(
+    m: cp_model.CpModel, budget: Budget, seconds: float, seed: int
+) -> tuple[cp_model.CpSolver, Any]:
+    """Solve a hinted model on one worker (reproducible) within ``seconds`` of ``budget``,
+    with symmetry presolve off (module docstring) and no gap tolerance."""
+    solver = cp_model.CpSolver()
+    p = solver.parameters
+    budget.limit_cpsat(p, seconds)
+    p.num_workers = 1
+    p.random_seed = seed
+    p.symmetry_level = 0
+    p.relative_gap_limit = 0.0
+    p.absolute_gap_limit = 0.0
+    status = solver.solve(m)
+    charge_solve(budget, solver, status, seconds)
+    return solver, status
+
+
 def solve_layer(
     w: np.ndarray,
     slots: int,
@@ -153,10 +171,8 @@ def solve_layer(
     objective = m.new_int_var(floor_z, hint_peak, "Z")
     for e in range(experts):
         m.add_exactly_one(z[e, k] for k in options[e])
-        m.add_hint(z[e, int(counts[e])], 1)
         for k in options[e]:
-            if k != int(counts[e]):
-                m.add_hint(z[e, k], 0)
+            m.add_hint(z[e, k], int(k == int(counts[e])))
     m.add_hint(objective, hint_peak)
     if _patterns(experts, per_gpu, allow_duplicates) <= MAX_PATTERNS:
         extract = _pattern_model(
@@ -182,30 +198,15 @@ def solve_layer(
         return None
     m.minimize(objective)
 
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    budget.limit_cpsat(p, seconds)
-    p.num_workers = 1
-    p.random_seed = seed
-    p.symmetry_level = 0
-    p.relative_gap_limit = 0.0
-    p.absolute_gap_limit = 0.0
-    status = solver.solve(m)
-    _charge(budget, solver, status, seconds)
+    solver, status = _run(m, budget, seconds, seed)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     best = round(solver.objective_value)
     bound_scaled = max(math.ceil(solver.best_objective_bound - 1e-6), floor_z)
     bound = bound_scaled / q
     if best >= hint_peak:
-        return LayerSolution(
-            counts,
-            assign,
-            bound,
-            exact and bound_scaled >= hint_peak,
-            False,
-            solver.deterministic_time,
-        )
+        proven = exact and bound_scaled >= hint_peak
+        return LayerSolution(counts, assign, bound, proven, False, solver.deterministic_time)
     new_counts = np.array(
         [next(k for k in options[e] if solver.value(z[e, k])) for e in range(experts)],
         dtype=np.int64,
@@ -372,7 +373,7 @@ def optimal_for_counts(
     solver.parameters.num_workers = 1
     solver.parameters.relative_gap_limit = 0.0
     status = solver.solve(m)
-    _charge(budget, solver, status, seconds)
+    charge_solve(budget, solver, status, seconds)
     if status != cp_model.OPTIMAL:
         return None
     out = np.zeros((gpus, per_gpu), dtype=np.int64)

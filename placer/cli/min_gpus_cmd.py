@@ -63,7 +63,7 @@ def min_gpus_cmd(
     config = config_from_options(
         profile=("--profile", profile), time_limit_s=("--time-limit", time_limit)
     )
-    budget = Budget(config.time_limit_s)
+    budget = Budget.for_process(config.time_limit_s)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path)
     if len(cluster.groups) != 1:

@@ -56,6 +56,8 @@ def _plot_serving_frontier(data: dict[str, Any], output: str, plan_path: str | N
         s = load_plan(plan_path).serving
         if s is None:
             raise InvalidInputError("not a serving plan (no targets)", source=plan_path)
+        if s.tokens_per_s_per_user is None or s.tokens_per_s_per_gpu is None:
+            raise InvalidInputError("the plan deploys nothing to mark", source=plan_path)
         mark = (s.tokens_per_s_per_user, s.tokens_per_s_per_gpu)
     points = [p for p in data["points"] if isinstance(p, dict)]
     plot_serving_frontier(points, output, mark)

@@ -161,9 +161,9 @@ def solve_cmd(
             "instance's fixed-batch question, the concurrency the serving one",
             field="--concurrency",
         )
-    # The time limit counts from here: importing the solver and reading the inputs are
-    # part of the run.
-    budget = Budget(config.time_limit_s, config.deterministic)
+    # The time limit counts from the start of the process (start-up, importing the solver and
+    # reading the inputs are part of the run), with a reserve for writing the plan.
+    budget = Budget.for_process(config.time_limit_s, config.deterministic)
     model = load_model(model_path)
     cluster = load_cluster(hardware_path, gpus=gpus, nodes=nodes)
     workload_file = kwargs.get("workload_file")

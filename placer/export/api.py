@@ -89,7 +89,7 @@ def export_plan(
         )
     rel = release(engine, engine_version)
     s = plan.serving
-    if s is not None and (s.instances > 1 or (s.disagg is not None and s.disagg.deployed)):
+    if s is not None and ((s.instances or 0) > 1 or (s.disagg is not None and s.disagg.deployed)):
         from placer.export.serving import export_serving
 
         return export_serving(plan, engine, model_reference(plan, model_ref), nodes_addr, rel)

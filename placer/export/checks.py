@@ -15,8 +15,10 @@ from placer.export.common import (
     _Ctx,
 )
 from placer.ledger import ExpertMap, default_expert_map, memory_ledger
-from placer.report import (
+from placer.topology import (
+    balanced_counts,
     communication_levels,
+    contiguous_slots,
     plan_phys,
 )
 
@@ -25,14 +27,7 @@ from placer.report import (
 def _linear_map(experts: int, slots: int, ep: int, layers: Sequence[int]) -> ExpertMap:
     """Slot p holds logical p % E; ranks hold contiguous blocks, the first slots % ep one
     more (vLLM ``linear`` [V5], SGLang ``trivial`` [S7], TensorRT-LLM's default [T4])."""
-    base, extra = divmod(slots, ep)
-    ranks: list[tuple[int, ...]] = []
-    start = 0
-    for r in range(ep):
-        n = base + (1 if r < extra else 0)
-        ranks.append(tuple(p % experts for p in range(start, start + n)))
-        start += n
-    row = tuple(ranks)
+    row = contiguous_slots(experts, balanced_counts(slots, ep))
     return dict.fromkeys(layers, row)
 
 

@@ -162,6 +162,7 @@ def _replicated(plan: Plan, engine: str, model_ref: str, head: str, rel: EngineR
     """``k`` identical instances and the router over them."""
     s = plan.serving
     assert s is not None and plan.layout is not None
+    assert s.instances is not None and s.gpus_per_instance is not None  # a plan with a layout
     sf = _serving(rel)
     cluster = plan_specs(plan).cluster
     per_node = cluster.gpus_per_node

@@ -14,6 +14,7 @@ from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.evaluate import Constraint, evaluate
+from placer.gap import minimise_gap, minimise_status
 from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.plan import (
@@ -28,10 +29,9 @@ from placer.plan import (
     digest,
 )
 from placer.rules import get_profile
-from placer.search.fixes import explain_infeasible
 from placer.search.space import LayoutSpace
-from placer.search.tables import TIME_SCALE, LayoutTables
-from placer.topology import ExpertMap, contiguous_slots
+from placer.search.tables import TIME_SCALE, LayoutTables, contiguous_map
+from placer.topology import ExpertMap
 from placer.workload import Workload
 
 
@@ -65,11 +65,7 @@ class Incumbent:
 
 def expert_map_from_counts(tables: LayoutTables, counts: np.ndarray) -> ExpertMap:
     """Fill each rank's slots with logical experts contiguously (slot p holds p % E)."""
-    return {
-        i: contiguous_slots(int(tables.experts[i]), (int(n) for n in counts[i]))
-        for i, slots in enumerate(tables.slots)
-        if slots != 0
-    }
+    return contiguous_map(tables, counts)
 
 
 def layout_entry(
@@ -206,11 +202,12 @@ def assemble_plan(
         # (layouts never enumerated or never solved) proves nothing, and is "unknown".
         proven = space.complete and all(e.status == "infeasible" for e in entries)
         # Explaining gets what is left of the time limit.
-        why = (
-            explain_infeasible(model, cluster, workload, config, entries, budget)
-            if proven
-            else None
-        )
+        why = None
+        if proven:
+            # Loads OR-Tools: only a proven-infeasible plan pays for it (docs/certificate.md).
+            from placer.search.fixes import explain_infeasible
+
+            why = explain_infeasible(model, cluster, workload, config, entries, budget)
         return Plan(
             status="infeasible" if proven else "unknown",
             layout=None,
@@ -232,7 +229,7 @@ def _objective_record(
     """The objective in its unit (s, or GPUs), with bound and gap when both are known."""
     gap = None
     if value_units is not None and bound is not None:
-        gap = (value_units - bound) / value_units if value_units else 0.0
+        gap = minimise_gap(value_units, bound)  # the rule of placer.gap, shared with verify
     return ObjectiveRecord(
         name=objective,
         unit="GPUs" if objective == "gpus" else "s",
@@ -257,7 +254,7 @@ def _best_plan(
     """The plan of the incumbent, evaluated again from scratch for its certificate."""
     objective = config.objective
     value_units = best.gpus if objective == "gpus" else best.value
-    status = "optimal" if bound >= value_units else "feasible"
+    status = minimise_status(value_units, bound)
     lay = best.cand.layout.model_copy(update={"layers_per_stage": best.split})
     emap = expert_map_from_counts(best.cand.tables, best.counts)
     ev = evaluate(model, cluster, workload, lay, get_profile(config.profile), emap)

@@ -8,9 +8,18 @@ Decision variables (:class:`PlacementVars`):
   identical in size and, without load statistics, in load, so which logical
   expert fills a slot does not change any constraint or the objective: the model
   decides counts, and the plan fills slots with experts contiguously. This is an
-  exact symmetry reduction, not an approximation;
+  exact symmetry reduction, not an approximation. The exception is group-limited
+  routing across nodes, where the fill decides which groups share a node: there the
+  model optimises over contiguous fills of its counts (priced below; the limit is
+  stated in docs/cost-model.md);
 - ``q[l, s, r] = n[l, r]`` if layer ``l`` is on stage ``s``, else 0 (memory);
 - ``v[l, s]``: routed-expert time of layer ``l`` on stage ``s`` (busiest rank);
+- ``a[l, s]``: the layer's all-to-all on stage ``s`` where it depends on the placement
+  (group-limited routing across nodes, placer/locality.py): node ``k``'s slots are
+  ``[A_k, A_{k+1})`` with ``A_k`` the prefix sum of ``n[l, r]`` over the ranks before
+  it; with slots filled contiguously, group ``g`` has a slot on node ``k`` exactly when
+  one of its slot intervals meets that range (reified comparisons of ``A_k``); ``m_k``
+  counts those groups and a table lookup prices each node (``add_element``);
 - ``t[s]``: stage time; ``T``: the objective (pipelined cycle or latency).
 
 Each constraint family is one function with a named enforcement literal, so an
@@ -19,13 +28,15 @@ infeasible layout can be explained from CP-SAT's assumptions core.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
 
 from placer.exceptions import InvalidInputError
-from placer.search.tables import LayoutTables, objective_ns, stage_times
+from placer.search.cpsat_locality import add_locality
+from placer.search.tables import LayoutTables, locality_ns, objective_ns, stage_times
 
 #: CP-SAT's integer domains and the sums it checks must stay inside 2^62 (its overflow check
 #: on linear constraints); the objective is at most pp x the horizon.
@@ -44,12 +55,29 @@ class PlacementVars:
     t: dict[int, cp_model.IntVar] = field(default_factory=dict)
     objective: cp_model.IntVar | None = None
     families: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    #: ``a[l, s]``: the layer's placement-dependent all-to-all when it sits on stage ``s``.
+    a2a: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)
+    #: Every locality helper variable with the function of the slot counts it equals (the
+    #: complete hint evaluates them).
+    derived: list[tuple[cp_model.IntVar, Callable[[np.ndarray], int]]] = field(
+        default_factory=list
+    )
 
     def family(self, model: cp_model.CpModel, name: str) -> cp_model.IntVar:
         """The enforcement literal of a constraint family (created on first use)."""
         if name not in self.families:
             self.families[name] = model.new_bool_var(name)
         return self.families[name]
+
+
+def _a2a_horizon(t: LayoutTables) -> int:
+    """The most the placement-dependent all-to-all can add to a step (every layer at its
+    worst stage and worst spread)."""
+    loc = t.locality
+    if loc is None:
+        return 0
+    worst = np.where(loc.placed, np.maximum(np.maximum(loc.intra, loc.inter + loc.cap), 0), 0)
+    return int(sum(int(row.max()) for row in worst))
 
 
 def create_variables(model: cp_model.CpModel, t: LayoutTables) -> PlacementVars:
@@ -62,6 +90,7 @@ def create_variables(model: cp_model.CpModel, t: LayoutTables) -> PlacementVars:
         + sum(int(x) * int(n) for row, n in zip(t.time_slot, t.slots, strict=True) for x in row)
         + sum(int(x) for x in t.handoff)
         + sum(int(x) for x in t.time_last)
+        + _a2a_horizon(t)
         + 1
     )
     if horizon * max(pp, 1) > MAX_DOMAIN:
@@ -161,9 +190,10 @@ def add_stage_time(
             model.add(var >= int(t.time_slot[i, s]) * v.n[i, r]).only_enforce_if(v.x[i, s])
     for s in range(pp):
         moe = [i for i in range(n_layers) if (i, s) in v.v]
+        placed = [v.a2a[i, s] for i in range(n_layers) if (i, s) in v.a2a]
         expr = cp_model.LinearExpr.weighted_sum(
-            [v.x[i, s] for i in range(n_layers)] + [v.v[i, s] for i in moe],
-            [int(t.time_layer[i, s]) for i in range(n_layers)] + [1] * len(moe),
+            [v.x[i, s] for i in range(n_layers)] + [v.v[i, s] for i in moe] + placed,
+            [int(t.time_layer[i, s]) for i in range(n_layers)] + [1] * (len(moe) + len(placed)),
         )
         extra = int(t.handoff[s]) + (int(t.time_last[s]) if s == pp - 1 else 0)
         model.add(v.t[s] == expr + extra)
@@ -183,6 +213,7 @@ def build_model(t: LayoutTables, objective: str) -> tuple[cp_model.CpModel, Plac
     add_expert_slots(model, v, t)
     add_slot_location(model, v, t)
     add_memory(model, v, t)
+    add_locality(model, v, t)
     add_stage_time(model, v, t, objective)
     return model, v
 
@@ -208,6 +239,11 @@ def add_hint(
         model.add_hint(var, int(counts[i, r]) if stage[i] == s else 0)
     for (i, s), var in v.v.items():
         model.add_hint(var, int(t.time_slot[i, s]) * int(counts[i].max()) if stage[i] == s else 0)
+    a2a = locality_ns(t, counts)
+    for (i, s), var in v.a2a.items():
+        model.add_hint(var, int(a2a[i, s]) if stage[i] == s else 0)
+    for var, value in v.derived:
+        model.add_hint(var, value(counts))
     times = stage_times(t, split, counts)
     for s in range(pp):
         model.add_hint(v.t[s], int(times[s]))

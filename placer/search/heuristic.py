@@ -15,7 +15,13 @@ from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.rules import RulesProfile
 from placer.search.space import enumerate_layouts
-from placer.search.tables import LayoutTables, balanced_counts, build_tables, memory_lower_bound
+from placer.search.tables import (
+    LayoutTables,
+    balanced_counts,
+    build_tables,
+    locality_ns,
+    memory_lower_bound,
+)
 from placer.workload import Workload
 
 
@@ -31,7 +37,7 @@ def best_split(t: LayoutTables, counts: np.ndarray | None = None) -> tuple[int, 
     pre_exp = np.vstack(
         [np.zeros((1, c.shape[1]), dtype=np.int64), np.cumsum(c * t.unit[:, None], axis=0)]
     )
-    layer_time = t.time_layer + t.time_slot * busiest[:, None]
+    layer_time = t.time_layer + t.time_slot * busiest[:, None] + locality_ns(t, c)
     pre_time = np.vstack([np.zeros((1, pp), dtype=np.int64), np.cumsum(layer_time, axis=0)])
     inf = np.iinfo(np.int64).max
     best = np.full((pp + 1, n + 1), inf, dtype=np.int64)

@@ -48,11 +48,13 @@ def enumerate_layouts(
     candidates = 0
     counts = range(1, limit + 1) if only_gpus is None else [only_gpus]
     for gpus in counts:
-        if budget is not None and budget.expired():
-            return LayoutSpace(
-                legal=tuple(legal), candidates=candidates, rejected=rejected, complete=False
-            )
         for pp in divisors(gpus):
+            # Checked per stage count: one GPU count of a large cluster has thousands of
+            # candidates, and the hard stop must not wait for all of them.
+            if budget is not None and budget.expired():
+                return LayoutSpace(
+                    legal=tuple(legal), candidates=candidates, rejected=rejected, complete=False
+                )
             if pp > model.num_layers:
                 continue
             width = gpus // pp

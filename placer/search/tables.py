@@ -7,6 +7,7 @@ solver's objective and the verifier's recomputation are the same integer.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,7 +25,9 @@ from placer.ledger import (
     layer_bytes,
 )
 from placer.limits import MAX_ENTRY_NS
+from placer.locality import ExpertRanks, Locality, build_locality
 from placer.model import ModelSpec
+from placer.topology import contiguous_slots, ep_rank
 from placer.workload import Workload
 
 #: Objective scale: one unit is one nanosecond. CP-SAT needs integers; a
@@ -51,6 +54,8 @@ class LayoutTables:
     time_slot: np.ndarray  # (L, pp) ns per expert slot on the busiest rank
     time_last: np.ndarray  # (pp,) ns, LM head if the stage is last
     handoff: np.ndarray  # (pp,) ns, send to the next stage
+    #: The all-to-all that depends on where experts sit (placer/locality.py), or None.
+    locality: Locality | None = None
 
 
 def _ns(values: np.ndarray) -> np.ndarray:
@@ -73,6 +78,15 @@ def objective_step(workload: Workload, layout: Layout, objective: str) -> str:
     if objective == "latency" or layout.pp == 1:
         return phase
     return phase + "_micro"
+
+
+def _cached(cache: dict[object, object] | None, key: object, make: Callable[[], object]) -> object:
+    """``make()``, shared through ``cache`` between the layouts of one search."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 def build_tables(
@@ -98,13 +112,9 @@ def build_tables(
             f"{layout.describe()} needs {layout.gpus} GPUs, the cluster has {cluster.num_gpus}"
         )
     n = model.num_layers
-    ekey = ("expert_bytes", layout.expert_tp)
-    if cache is not None and ekey in cache:
-        per_expert = cache[ekey]
-    else:
-        per_expert = expert_bytes(model, workload, layout)
-        if cache is not None:
-            cache[ekey] = per_expert
+    per_expert = _cached(
+        cache, ("expert_bytes", layout.expert_tp), lambda: expert_bytes(model, workload, layout)
+    )
     assert isinstance(per_expert, dict)
     unit = np.zeros(n, dtype=np.int64)
     experts = np.zeros(n, dtype=np.int64)
@@ -120,14 +130,7 @@ def build_tables(
         ],
         dtype=np.int64,
     )
-    memory = cluster.memory_bytes[: layout.gpus]
-    usable = capacity_bytes(memory, workload)
-    width = layout.stage_width
-    cap = np.full((layout.pp, layout.ep), np.iinfo(np.int64).max, dtype=np.int64)
-    for g in range(layout.gpus):
-        s, pos = divmod(g, width)
-        r = (pos // layout.expert_tp) % layout.ep
-        cap[s, r] = min(cap[s, r], usable[g])
+    cap = _capacity_by_rank(cluster, workload, layout)
     n_pp = (n, layout.pp)
     costs = CostTables(
         layer=np.zeros(n_pp),
@@ -139,13 +142,11 @@ def build_tables(
     if with_costs:
         step = steps(workload, layout)[objective_step(workload, layout, objective)]
         costs = cost_tables(model, cluster, workload, layout, step, cache)
-    key = ("layer_bytes", layout.tp, layout.dp_attn)
-    if cache is not None and key in cache:
-        base = cache[key]
-    else:
-        base = layer_bytes(model, workload, layout)
-        if cache is not None:
-            cache[key] = base
+    base = _cached(
+        cache,
+        ("layer_bytes", layout.tp, layout.dp_attn),
+        lambda: layer_bytes(model, workload, layout),
+    )
     return LayoutTables(
         layout=layout,
         base=base,  # type: ignore[arg-type]
@@ -161,7 +162,19 @@ def build_tables(
         time_slot=_ns(costs.slot),
         time_last=_ns(costs.last),
         handoff=_ns(costs.handoff),
+        locality=build_locality(model, cluster, layout, costs.dispatch, _ns),
     )
+
+
+def _capacity_by_rank(cluster: ClusterSpec, workload: Workload, layout: Layout) -> np.ndarray:
+    """(pp, ep) smallest usable capacity among the GPUs of each stage's EP rank."""
+    usable = capacity_bytes(cluster.memory_bytes[: layout.gpus], workload)
+    cap = np.full((layout.pp, layout.ep), np.iinfo(np.int64).max, dtype=np.int64)
+    for g in range(layout.gpus):
+        s, pos = divmod(g, layout.stage_width)
+        r = ep_rank(pos, layout.ep, layout.expert_tp)
+        cap[s, r] = min(cap[s, r], usable[g])
+    return cap
 
 
 def add_costs(
@@ -181,7 +194,34 @@ def add_costs(
         time_slot=_ns(costs.slot),
         time_last=_ns(costs.last),
         handoff=_ns(costs.handoff),
+        locality=build_locality(model, cluster, t.layout, costs.dispatch, _ns),
     )
+
+
+def contiguous_map(t: LayoutTables, counts: np.ndarray) -> dict[int, ExpertRanks]:
+    """Fill each rank's slots with logical experts contiguously (slot p holds p % E), the
+    way a plan fills the slot counts the model chose."""
+    return {
+        i: contiguous_ranks(int(t.experts[i]), counts[i])
+        for i, slots in enumerate(t.slots)
+        if slots
+    }
+
+
+def contiguous_ranks(experts: int, counts: np.ndarray) -> ExpertRanks:
+    """One layer's contiguous fill: rank ``r`` holds the next ``counts[r]`` slots."""
+    return contiguous_slots(experts, (int(c) for c in counts))
+
+
+def locality_ns(
+    t: LayoutTables, counts: np.ndarray, expert_map: Mapping[int, ExpertRanks] | None = None
+) -> np.ndarray:
+    """(L, pp) ns of the placement-dependent all-to-all of every layer on every stage, for
+    ``expert_map`` (default: the contiguous fill of ``counts``)."""
+    if t.locality is None:
+        return np.zeros((len(t.base), t.layout.pp), dtype=np.int64)
+    emap = expert_map if expert_map is not None else contiguous_map(t, counts)
+    return t.locality.table(emap)
 
 
 def stage_of_layers(split: tuple[int, ...]) -> np.ndarray:
@@ -203,27 +243,39 @@ def memory_by_rank(t: LayoutTables, split: tuple[int, ...], counts: np.ndarray) 
     return mem
 
 
-def stage_times(t: LayoutTables, split: tuple[int, ...], counts: np.ndarray) -> np.ndarray:
-    """Integer ns of every stage: layers, busiest-rank experts, LM head, hand-off."""
+def stage_times(
+    t: LayoutTables,
+    split: tuple[int, ...],
+    counts: np.ndarray,
+    expert_map: Mapping[int, ExpertRanks] | None = None,
+) -> np.ndarray:
+    """Integer ns of every stage: layers, busiest-rank experts, the placement-dependent
+    all-to-all (``expert_map``, default the contiguous fill of ``counts``), LM head,
+    hand-off."""
     stage = stage_of_layers(split)
     pp = t.layout.pp
     busiest = counts.max(axis=1) if counts.size else np.zeros(len(stage), dtype=np.int64)
+    a2a = locality_ns(t, counts, expert_map)
     out = np.zeros(pp, dtype=np.int64)
     for s in range(pp):
         mask = stage == s
         out[s] = int(t.time_layer[mask, s].sum()) + int(
             (t.time_slot[mask, s] * busiest[mask]).sum()
         )
-        out[s] += t.handoff[s]
+        out[s] += int(a2a[mask, s].sum()) + t.handoff[s]
     out[pp - 1] += t.time_last[pp - 1]
     return out
 
 
 def objective_ns(
-    t: LayoutTables, split: tuple[int, ...], counts: np.ndarray, objective: str
+    t: LayoutTables,
+    split: tuple[int, ...],
+    counts: np.ndarray,
+    objective: str,
+    expert_map: Mapping[int, ExpertRanks] | None = None,
 ) -> int:
     """The objective in ns: the pipelined cycle (throughput) or the sum of stages (latency)."""
-    times = stage_times(t, split, counts)
+    times = stage_times(t, split, counts, expert_map)
     if objective == "latency" or t.layout.pp == 1:
         return int(times.sum())
     return int(max(t.layout.pp * int(times.max()), int(times.sum())))
@@ -249,13 +301,17 @@ def lower_bound_ns(t: LayoutTables, objective: str) -> int:
     """A bound no split or slot assignment of this layout can beat.
 
     Every layer runs on some stage at no less than its cheapest stage's cost, with
-    at least ceil(slots / ep) slots on its busiest rank; every hand-off and the LM
+    at least ceil(slots / ep) slots on its busiest rank and its all-to-all's least
+    cross-node traffic (placer/locality.py); every hand-off and the LM
     head happen once. The pipelined cycle is at least the sum of stages, and at
     least pp times the most expensive single layer.
     """
     pp = t.layout.pp
     busiest = np.array([ceil_div(int(s), t.layout.ep) for s in t.slots], dtype=np.int64)
-    per_layer = (t.time_layer + t.time_slot * busiest[:, None]).min(axis=1)
+    per_layer = t.time_layer + t.time_slot * busiest[:, None]
+    if t.locality is not None:
+        per_layer = per_layer + t.locality.lower_bound(t.slots, t.layout.ep)
+    per_layer = per_layer.min(axis=1)
     total = int(per_layer.sum()) + int(t.handoff[: pp - 1].sum()) + int(t.time_last.min())
     if objective == "latency" or pp == 1:
         return total

@@ -6,8 +6,10 @@ instance's memory at the chosen concurrency, its decode step and prefill for the
 split and expert map, TTFT and TPOT against the targets, the instance count and the
 objective; then, for every legal layout, that its recorded concurrency ranges cover
 ``1..memory_limit``, that ``memory_limit + 1`` breaks the aggregate memory condition, and
-that every range's bound (or exclusion) is what the record says and cannot beat the plan
-(docs/serving.md, "Proof").
+that every range's bound (or exclusion) is what the record says and cannot beat the plan,
+and that every layout's best concurrency, rate and instance count are what the record says
+(docs/serving.md, "Proof"). A plan that deploys nothing (infeasible or unknown) carries the
+same record, so its status is re-proven the same way: nothing is taken on trust.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from placer.serving.timing import (
 from placer.workload import Workload
 
 
-def _close(a: float, b: float, rel: float = 1e-9) -> bool:
+def _close(a: float, b: float | None, rel: float = 1e-9) -> bool:
+    if b is None:
+        return False
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
 
 
@@ -86,14 +90,16 @@ def check_serving(
             bad.append(f"serving: {name} differs from the workload's")
     if plan.layout is not None:
         _check_plan(plan, s, model, cluster, workload, profile, bad, checked)
-    elif plan.status in ("optimal", "feasible"):
-        bad.append(f"status '{plan.status}' without a layout")
+    else:
+        _check_nothing_deployed(plan, s, bad, checked)
     if s.objective == "latency":
         from placer.serving.latency_check import check_latency_record
 
         check_latency_record(plan, s, model, cluster, workload, profile, bad, checked)
     else:
         _check_record(plan, s, model, cluster, workload, profile, bad, checked)
+    from placer.serving.tail_check import check_tail
+
     check_tail(plan, s, model, cluster, workload, profile, bad, checked)
     if s.disagg is not None:
         _check_disagg(s, model, cluster, workload, bad, checked)
@@ -101,7 +107,7 @@ def check_serving(
 
         check_disagg_search(
             s.disagg,
-            s.tokens_per_s_per_gpu,
+            s.tokens_per_s_per_gpu or 0.0,  # a disaggregated record needs a deployment (above)
             s.max_instance_gpus,
             model,
             cluster,
@@ -111,6 +117,23 @@ def check_serving(
             checked,
         )
     return bad, checked
+
+
+def _check_nothing_deployed(
+    plan: Plan, s: ServingRecord, bad: list[str], checked: list[str]
+) -> None:
+    """A plan without a layout: status infeasible or unknown, no deployment figures, and no
+    value, bound or gap (its record is re-proven by :func:`_check_record`)."""
+    if plan.status in ("optimal", "feasible"):
+        bad.append(f"status '{plan.status}' without a layout")
+    o = plan.objective
+    if o.value is not None or o.bound is not None or o.gap is not None or s.deploys:
+        bad.append(
+            "serving: a plan without a layout must deploy nothing and claim no value, bound or gap"
+        )
+    if s.disagg is not None:
+        bad.append("serving: a disaggregated record on a plan that deploys nothing")
+    checked.append(f"serving: status {plan.status}, nothing deployed")
 
 
 def _check_disagg(
@@ -177,15 +200,18 @@ def _check_plan(
 ) -> None:
     assert plan.layout is not None
     n = cluster.num_gpus
-    c = s.concurrency
+    c, k = s.concurrency, s.instances
+    if c is None or k is None or s.idle_gpus is None:
+        bad.append("serving: a plan with a layout needs its deployment (instances, concurrency)")
+        return
     layout = plan.layout.to_layout()
     g = layout.gpus
     if s.gpus_per_instance != g or plan.layout.gpus_used != g:
         bad.append(f"serving: the layout uses {g} GPUs, the plan says {s.gpus_per_instance}")
-    if s.instances < 1 or s.instances * g > n:
-        bad.append(f"serving: {s.instances} instances of {g} GPUs do not fit {n} GPUs")
-    if s.idle_gpus != n - s.instances * g:
-        bad.append(f"serving: {s.idle_gpus} idle GPUs, recomputed {n - s.instances * g}")
+    if k < 1 or k * g > n:
+        bad.append(f"serving: {k} instances of {g} GPUs do not fit {n} GPUs")
+    if s.idle_gpus != n - k * g:
+        bad.append(f"serving: {s.idle_gpus} idle GPUs, recomputed {n - k * g}")
     checked.append("serving: instances x GPUs per instance within the cluster, idle GPUs")
     ev = evaluate(model, cluster, instance_workload(workload, c), layout, profile, plan.expert_map)
     for con in ev.constraints:
@@ -205,7 +231,7 @@ def _check_plan(
     )
     step = objective_ns(probe.tables(c), split, counts, "throughput")
     pre = objective_ns(probe.prefill_tables, split, counts, "latency")
-    tpot, ttft = tpot_ns(workload, c, step, pre), ttft_ns(workload, step, pre)
+    tpot, ttft = tpot_ns(workload, c, step, pre), ttft_ns(workload, c, step, pre)
     rate = tokens_per_s(workload, c, step, pre)
     for name, mine_s, theirs in (
         ("step", step / NS, s.step_s),
@@ -213,10 +239,10 @@ def _check_plan(
         ("TPOT", tpot / NS, s.tpot_s),
         ("TTFT", ttft / NS, s.ttft_s),
         ("tokens/s per instance", rate, s.tokens_per_s_instance),
-        ("tokens/s per GPU", s.instances * rate / n, s.tokens_per_s_per_gpu),
+        ("tokens/s per GPU", k * rate / n, s.tokens_per_s_per_gpu),
     ):
         if not _close(mine_s, theirs):
-            bad.append(f"serving: {name}: plan says {theirs:.6g}, recomputed {mine_s:.6g}")
+            bad.append(f"serving: {name}: plan says {theirs}, recomputed {mine_s:.6g}")
     if workload.tpot_ms is not None and tpot > workload.tpot_ms * 1e6:
         bad.append(f"serving: TPOT {tpot / 1e6:.3f} ms exceeds the target {workload.tpot_ms} ms")
     if workload.ttft_ms is not None and ttft > workload.ttft_ms * 1e6:
@@ -227,52 +253,167 @@ def _check_plan(
         if o.value is None or not _close(o.value, tpot / 1e6):
             bad.append("serving: the objective is not the recomputed TPOT")
     elif s.objective == "throughput":
-        if o.value is None or not _close(o.value, s.instances * rate / n):
+        if o.value is None or not _close(o.value, k * rate / n):
             bad.append("serving: the objective is not the recomputed tokens/s per GPU")
     else:
         need = (workload.request_rate or 0.0) * workload.output_len
-        if s.instances * rate < need * (1 - TIE):
-            served = s.instances * rate / workload.output_len
+        if k * rate < need * (1 - TIE):
+            served = k * rate / workload.output_len
             bad.append(
-                f"serving: {s.instances} instances serve {served:.4g} requests/s, the workload "
+                f"serving: {k} instances serve {served:.4g} requests/s, the workload "
                 f"asks {workload.request_rate}"
             )
-        if o.value != s.instances * g:
+        if o.value != k * g:
             bad.append("serving: the objective is not instances x GPUs per instance")
     checked.append("serving: objective value")
 
 
-def _beats(s: ServingRecord, plan: Plan, e: ServingEntry, bound: float, need: float) -> bool:
-    """Whether an instance rate ``bound`` of layout ``e`` could beat the plan."""
-    value = plan.objective.value
-    if value is None:
-        return bound > 0
+def _deployment(s: ServingRecord, gpus: int, rate: float, need: float) -> tuple[int, float | None]:
+    """Instances of a layout at instance rate ``rate`` by the search's rule (all that fit for
+    throughput; the fewest reaching the request rate for gpus), and the objective they give,
+    None when the cluster cannot hold them."""
+    n = s.cluster_gpus
     if s.objective == "throughput":
-        return (s.cluster_gpus // e.gpus) * bound / s.cluster_gpus > value * (1 + TIE)
+        k = n // gpus
+        return k, (k * rate / n if k >= 1 else None)
+    k = math.ceil(need / rate * (1 - TIE)) if need > 0 else 1
+    return k, (float(k * gpus) if k * gpus <= n else None)
+
+
+def _beats(s: ServingRecord, plan: Plan, e: ServingEntry, bound: float, need: float) -> bool:
+    """Whether an instance rate ``bound`` of layout ``e`` could beat the plan, or, in a plan
+    that deploys nothing, give a deployment at all."""
     if bound <= 0:
         return False
+    value = plan.objective.value
+    if value is None:
+        return _deployment(s, e.gpus, bound, need)[1] is not None
+    if s.objective == "throughput":
+        return (s.cluster_gpus // e.gpus) * bound / s.cluster_gpus > value * (1 + TIE)
     return e.gpus * math.ceil(need / bound * (1 - TIE)) < value
 
 
-def _check_floors_entry(
+def _check_best(
     s: ServingRecord,
-    plan: Plan,
     e: ServingEntry,
-    model: ModelSpec,
-    cluster: ClusterSpec,
+    probe: LayoutProbe,
     workload: Workload,
     need: float,
     bad: list[str],
-) -> None:
-    """A layout pruned by its attention-TP floors: the rate bound recomputed, and unable to
-    beat the plan."""
-    from placer.serving.tail import floors_ns, instance_rate_bound
+) -> float:
+    """A layout's recorded best concurrency, rate, instances and value, re-derived; returns
+    the verified rate (0 when the record names no concurrency)."""
+    if e.concurrency is None:
+        if e.rate is not None or e.value is not None or e.status == "solved":
+            bad.append(f"serving: {e.layout}: a rate or value without a concurrency")
+        return 0.0
+    c = e.concurrency
+    if c < 1 or (e.leaves and c > e.memory_limit):
+        bad.append(f"serving: {e.layout}: concurrency {c} outside 1..{e.memory_limit}")
+        return 0.0
+    p = probe.at(c)
+    why = cap_check(workload, p, bound=False)
+    if why is not None:
+        bad.append(f"serving: {e.layout}: concurrency {c} breaks {why} (recomputed)")
+        return 0.0
+    rate = tokens_per_s(workload, c, p.step_ns, p.prefill_ns)
+    if not _close(rate, e.rate):
+        bad.append(f"serving: {e.layout} at {c}: rate {e.rate}, recomputed {rate:.6g}")
+        return 0.0
+    k, value = _deployment(s, e.gpus, rate, need)
+    if e.instances != k or (value is None) != (e.value is None):
+        bad.append(
+            f"serving: {e.layout}: {e.instances} instances, value {e.value}; recomputed "
+            f"{k}, {value}"
+        )
+    elif value is not None and not _close(value, e.value):
+        bad.append(f"serving: {e.layout}: value {e.value}, recomputed {value:.6g}")
+    return rate
 
-    rate = instance_rate_bound(workload, *floors_ns(model, cluster, workload, e.tp))
-    if e.status != "pruned" or e.ceiling is None or not _close(rate, e.ceiling):
-        bad.append(f"serving: {e.layout}: floors rate recomputed {rate:.6g}")
-    elif _beats(s, plan, e, rate, need):
-        bad.append(f"serving: {e.layout} was pruned by floors that could beat the plan")
+
+def _check_bound(e: ServingEntry, rate: float, bad: list[str]) -> None:
+    """The entry's summary bound: its ceiling, or the best of its rate and its ranges."""
+    if e.bound is None:
+        return
+    want = e.ceiling if e.ceiling is not None else max([rate, *(f.bound for f in e.leaves)])
+    if not _close(want, e.bound):
+        bad.append(f"serving: {e.layout}: bound {e.bound}, recomputed {want:.6g}")
+
+
+def _check_ranges(
+    s: ServingRecord,
+    plan: Plan,
+    e: ServingEntry,
+    probe: LayoutProbe,
+    workload: Workload,
+    need: float,
+    rate: float,
+    bad: list[str],
+) -> int:
+    """The memory limit and every concurrency range of one layout, re-derived; returns how
+    many ranges could still beat the plan (or deploy, in a plan without one). A range whose
+    bound does not exceed the layout's own verified rate is settled by that rate."""
+    open_ranges = 0
+    if e.memory_limit == 0 and probe.memory_bound_fits(1):
+        bad.append(f"serving: {e.layout} holds one request, the record says none")
+    if e.memory_limit and probe.memory_bound_fits(e.memory_limit + 1):
+        bad.append(f"serving: {e.layout} holds {e.memory_limit + 1} requests, record says not")
+    if e.memory_limit and not probe.memory_bound_fits(e.memory_limit):
+        bad.append(f"serving: {e.layout} does not hold {e.memory_limit} requests")
+    nxt = 1
+    for leaf in e.leaves:
+        if leaf.low != nxt or leaf.high < leaf.low:
+            bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
+            return open_ranges
+        nxt = leaf.high + 1
+        p = probe.at(leaf.low) if leaf.tight else probe.loose(leaf.low)
+        why = cap_check(workload, p, bound=True)
+        if leaf.excluded:
+            if why != leaf.excluded:
+                bad.append(
+                    f"serving: {e.layout} at {leaf.low}: excluded by {leaf.excluded} in "
+                    f"the record, recomputed {why or 'allowed'}"
+                )
+            continue
+        ub = tokens_per_s_bound(workload, leaf.low, leaf.high, p.step_bound_ns, p.prefill_bound_ns)
+        if why is not None or not _close(ub, leaf.bound):
+            bad.append(f"serving: {e.layout} {leaf.low}..{leaf.high}: bound recomputed {ub:.6g}")
+        elif ub > rate * (1 + TIE) and _beats(s, plan, e, ub, need):
+            open_ranges += 1
+    if e.leaves and nxt != e.memory_limit + 1:
+        bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
+    return open_ranges
+
+
+def _check_entry(
+    s: ServingRecord,
+    plan: Plan,
+    e: ServingEntry,
+    probe: LayoutProbe,
+    workload: Workload,
+    need: float,
+    bad: list[str],
+) -> int:
+    """One layout's record re-derived; returns how many of its ranges (or its own best)
+    could still beat the plan, or deploy in a plan without one."""
+    if not e.leaves and e.ceiling is None:
+        if e.status == "pruned" and s.objective == "gpus" and plan.objective.value is not None:
+            if e.gpus < plan.objective.value:
+                bad.append(f"serving: {e.layout} was pruned but one instance is smaller")
+            return 0
+        if e.status == "unresolved":
+            return 1  # never searched: it could be anything
+    if e.ceiling is not None and not e.leaves:
+        one = probe.loose(1)
+        ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
+        if not _close(ceiling, e.ceiling) or cap_check(workload, one, bound=True):
+            bad.append(f"serving: {e.layout}: ceiling recomputed {ceiling:.6g}")
+            return 0
+        return 1 if _beats(s, plan, e, ceiling, need) else 0
+    rate = _check_best(s, e, probe, workload, need, bad)
+    _check_bound(e, rate, bad)
+    own = 1 if _beats(s, plan, e, rate, need) else 0
+    return own + _check_ranges(s, plan, e, probe, workload, need, rate, bad)
 
 
 def _check_record(
@@ -285,11 +426,22 @@ def _check_record(
     bad: list[str],
     checked: list[str],
 ) -> None:
+    """Every legal instance layout's record re-derived; optimal and infeasible need every
+    layout settled, and instances larger than the searched ones ruled out by the tail bound
+    (:mod:`placer.serving.tail_check`)."""
+    from placer.serving.tail_check import check_floors_entry, tail_excludes
+
+    if plan.status == "infeasible":
+        tail_excludes(s, model, cluster, workload, profile, bad)
     space = enumerate_layouts(model, cluster, profile, s.max_instance_gpus)
     by_name = {e.layout: e for e in s.entries}
     missing = [lay.describe() for lay in space.legal if lay.describe() not in by_name]
     if missing:
         bad.append(f"serving: {len(missing)} legal layouts have no record, e.g. {missing[0]}")
+    if len(by_name) != len(s.entries) or len(s.entries) != len(space.legal):
+        bad.append(
+            f"serving: {len(s.entries)} entries for {len(space.legal)} legal layouts (one each)"
+        )
     need = (workload.request_rate or 0.0) * workload.output_len
     cache: dict[object, object] = {}
     open_ranges = 0
@@ -297,215 +449,29 @@ def _check_record(
         e = by_name.get(lay.describe())
         if e is None:
             continue
+        if (e.tp, e.pp, e.ep, e.etp, e.dp_attn, e.gpus) != (
+            lay.tp,
+            lay.pp,
+            lay.ep,
+            lay.expert_tp,
+            lay.dp_attn,
+            lay.gpus,
+        ):
+            bad.append(f"serving: {e.layout}: its degrees or GPU count differ from its name")
+            continue
         if e.by_floors:
-            _check_floors_entry(s, plan, e, model, cluster, workload, need, bad)
+            check_floors_entry(s, plan, e, model, cluster, workload, need, bad)
             continue
-        if not e.leaves:
-            if e.status == "pruned" and s.objective == "gpus" and plan.objective.value is not None:
-                if e.gpus < plan.objective.value:
-                    bad.append(f"serving: {e.layout} was pruned but one instance is smaller")
-                continue
-            if e.status == "unresolved":
-                open_ranges += 1
-                continue
         probe = LayoutProbe(model, cluster, workload, lay, cache)
-        if e.ceiling is not None and not e.leaves:
-            one = probe.loose(1)
-            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
-            if not _close(ceiling, e.ceiling) or cap_check(workload, one, bound=True):
-                bad.append(f"serving: {e.layout}: ceiling recomputed {ceiling:.6g}")
-            elif _beats(s, plan, e, ceiling, need):
-                open_ranges += 1
-            continue
-        if e.memory_limit == 0 and probe.memory_bound_fits(1):
-            bad.append(f"serving: {e.layout} holds one request, the record says none")
-        if e.memory_limit and probe.memory_bound_fits(e.memory_limit + 1):
-            bad.append(f"serving: {e.layout} holds {e.memory_limit + 1} requests, record says not")
-        if e.memory_limit and not probe.memory_bound_fits(e.memory_limit):
-            bad.append(f"serving: {e.layout} does not hold {e.memory_limit} requests")
-        nxt = 1
-        for leaf in e.leaves:
-            if leaf.low != nxt or leaf.high < leaf.low:
-                bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
-                break
-            nxt = leaf.high + 1
-            p = probe.at(leaf.low) if leaf.tight else probe.loose(leaf.low)
-            why = cap_check(workload, p, bound=True)
-            if leaf.excluded:
-                if why != leaf.excluded:
-                    bad.append(
-                        f"serving: {e.layout} at {leaf.low}: excluded by {leaf.excluded} in "
-                        f"the record, recomputed {why or 'allowed'}"
-                    )
-                continue
-            ub = tokens_per_s_bound(
-                workload, leaf.low, leaf.high, p.step_bound_ns, p.prefill_bound_ns
-            )
-            if why is not None or not _close(ub, leaf.bound):
-                bad.append(
-                    f"serving: {e.layout} {leaf.low}..{leaf.high}: bound recomputed {ub:.6g}"
-                )
-            elif _beats(s, plan, e, ub, need):
-                open_ranges += 1
-        else:
-            if e.leaves and nxt != e.memory_limit + 1:
-                bad.append(f"serving: {e.layout}: the ranges do not cover 1..{e.memory_limit}")
+        open_ranges += _check_entry(s, plan, e, probe, workload, need, bad)
     if plan.status == "optimal" and open_ranges:
         bad.append(f"serving: status optimal but {open_ranges} ranges could still beat the plan")
+    if plan.status == "infeasible" and open_ranges:
+        bad.append(
+            f"serving: status infeasible but {open_ranges} layouts or ranges could still "
+            "serve within the targets"
+        )
     checked.append(
-        f"serving search record: {len(space.legal)} layouts, memory limits, every range's bound"
+        f"serving search record: {len(space.legal)} layouts, memory limits, every range's "
+        "bound, every layout's best concurrency, rate and instances"
     )
-
-
-def check_serving_without_record(
-    plan: Plan,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: Workload,
-    profile: RulesProfile,
-) -> tuple[list[str], list[str], list[str]]:
-    """(violations, what was checked, what was taken on trust) of a serving plan that
-    deploys nothing: ``unknown`` claims nothing; ``infeasible`` is re-proven layout by layout.
-
-    TPOT, TTFT and memory only grow with the concurrency (docs/serving.md, "Proof"), so a
-    layout that misses a target or memory at concurrency 1 misses it at every concurrency.
-    A layout whose bound figures pass at concurrency 1 is re-checked with its achievable
-    figures; with the ``gpus`` objective a layout that meets the targets is excluded only
-    when no instance count on the cluster can reach the request rate by the rate ceiling.
-    """
-    bad: list[str] = []
-    o = plan.objective
-    if plan.layout is not None or o.value is not None or o.bound is not None or o.gap is not None:
-        bad.append(
-            "serving: a plan without a serving record must deploy nothing and claim "
-            "no value, bound or gap"
-        )
-    if plan.status == "unknown":
-        return bad, ["serving: status unknown, nothing claimed"], []
-    if plan.status != "infeasible":
-        bad.append(f"serving: status '{plan.status}' without a serving record")
-        return bad, [], []
-    if plan.certificate.solver.objective == "latency":
-        # The concurrency asked for is recorded with a plan's serving record only.
-        return bad, [], ["serving: objective latency declared infeasible (not re-proven)"]
-    n = cluster.num_gpus
-    need = (workload.request_rate or 0.0) * workload.output_len
-    limit = _larger_excluded(plan, model, cluster, workload, profile, bad)
-    space = enumerate_layouts(model, cluster, profile, limit)
-    cache: dict[object, object] = {}
-    trusted: list[str] = []
-    for lay in space.legal:
-        probe = LayoutProbe(model, cluster, workload, lay, cache)
-        one = probe.loose(1)
-        if cap_check(workload, one, bound=True) is not None:
-            continue  # excluded at every concurrency by its bound figures
-        if workload.request_rate is not None:
-            ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
-            if (n // lay.gpus) * ceiling < need:
-                continue  # no instance count reaches the rate
-            trusted.append(f"serving: {lay.describe()} cannot reach the rate (not re-proven)")
-            continue
-        if cap_check(workload, probe.at(1), bound=False) is None:
-            bad.append(
-                f"serving: declared infeasible, but {lay.describe()} meets the targets and "
-                "memory at concurrency 1"
-            )
-        else:
-            trusted.append(
-                f"serving: {lay.describe()} misses the targets by its best split at "
-                "concurrency 1 but not by its bound (split optimality taken from the DP)"
-            )
-    checked = [f"serving: infeasibility re-proven over {len(space.legal)} legal layouts"]
-    return bad, checked, trusted
-
-
-def check_tail(
-    plan: Plan,
-    s: ServingRecord,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: Workload,
-    profile: RulesProfile,
-    bad: list[str],
-    checked: list[str],
-) -> None:
-    """The bound on instances larger than the searched ones (placer/serving/tail.py):
-    present whenever such instances fit the cluster, re-derived term by term, and (for
-    ``optimal``) unable to beat the plan."""
-    from placer.serving.tail import gpus_for_rate, tail_bound, tpot_floor_ns
-
-    n = cluster.num_gpus
-    t = s.tail
-    if s.max_instance_gpus >= n:
-        if t is not None:
-            bad.append("serving: a tail bound on a cluster whose every instance was searched")
-        return
-    if t is None or t.above_gpus != s.max_instance_gpus:
-        bad.append(
-            f"serving: instances of more than {s.max_instance_gpus} GPUs fit the cluster but "
-            "no tail bound covers them"
-        )
-        return
-    mine = tail_bound(model, cluster, workload, profile, t.above_gpus)
-    if [x.tp for x in mine.terms] != [x.tp for x in t.terms]:
-        bad.append("serving: the tail bound does not cover every attention TP degree")
-        return
-    for a, b in zip(mine.terms, t.terms, strict=True):
-        for name in ("step_floor_s", "prefill_floor_s", "instance_rate", "per_gpu"):
-            if not _close(getattr(a, name), getattr(b, name)):
-                bad.append(
-                    f"serving: tail bound tp {a.tp}: {name} recomputed "
-                    f"{getattr(a, name):.6g}, the record says {getattr(b, name):.6g}"
-                )
-    if not _close(mine.per_gpu, t.per_gpu):
-        bad.append(f"serving: tail bound recomputed {mine.per_gpu:.6g} tokens/s per GPU")
-    value = plan.objective.value
-    floor = tpot_floor_ns(mine, workload, s.carried or 1, n) / NS
-    if s.objective == "latency" and (t.tpot_floor_s is None or not _close(floor, t.tpot_floor_s)):
-        bad.append(f"serving: tail TPOT floor recomputed {floor:.6g} s")
-    if plan.status == "optimal" and value is not None:
-        need = (workload.request_rate or 0.0) * workload.output_len
-        if s.objective == "latency":
-            beats = floor * 1e3 < value * (1 - TIE)
-        elif s.objective == "throughput":
-            beats = mine.per_gpu > value * (1 + TIE)
-        else:
-            beats = math.ceil(gpus_for_rate(mine, need) * (1 - TIE)) < value
-        if beats:
-            bad.append("serving: status optimal but the tail bound could beat the plan")
-    checked.append(
-        f"serving: tail bound on instances of more than {t.above_gpus} GPUs "
-        f"({len(t.terms)} attention TP degrees)"
-    )
-
-
-def _larger_excluded(
-    plan: Plan,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: Workload,
-    profile: RulesProfile,
-    bad: list[str],
-) -> int:
-    """The largest instance an ``infeasible`` claim is re-proven for layout by layout (the
-    search's first cap, placer.serving.solve.first_cap); larger instances must be excluded
-    by the tail bound (placer/serving/tail.py), else the claim is a violation."""
-    from placer.serving.solve import AUTO_INSTANCE_CAP
-    from placer.serving.tail import gpus_for_rate, tail_bound
-
-    n = cluster.num_gpus
-    limit = min(n, plan.certificate.solver.max_gpus or AUTO_INSTANCE_CAP)
-    if limit >= n:
-        return limit
-    tail = tail_bound(model, cluster, workload, profile, limit)
-    need = (workload.request_rate or 0.0) * workload.output_len
-    if workload.request_rate is not None:
-        excluded = gpus_for_rate(tail, need) > n
-    else:
-        excluded = tail.per_gpu <= 0.0
-    if not excluded:
-        bad.append(
-            f"serving: declared infeasible, but the tail bound does not exclude instances of "
-            f"more than {limit} GPUs"
-        )
-    return limit

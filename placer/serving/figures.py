@@ -95,7 +95,7 @@ def figures_at(
         step_ns=p.step_ns,
         prefill_ns=p.prefill_ns,
         tpot=tpot_ns(workload, c, p.step_ns, p.prefill_ns),
-        ttft=ttft_ns(workload, p.step_ns, p.prefill_ns),
+        ttft=ttft_ns(workload, c, p.step_ns, p.prefill_ns),
         rate=tokens_per_s(workload, c, p.step_ns, p.prefill_ns),
     )
 

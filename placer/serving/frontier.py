@@ -118,7 +118,7 @@ def frontier(
                 user, gpu = NS / tp, k * a * NS / tp / n
                 if not _dominated(front(), user, gpu):
                     found[:] = [f for f in found if not (user >= f[0] and gpu >= f[1])]
-                    ttft = ttft_ns(workload, p.step_ns, p.prefill_ns)
+                    ttft = ttft_ns(workload, a, p.step_ns, p.prefill_ns)
                     found.append((user, gpu, lay, a, tp / 1e6, ttft / 1e6))
             t = tpot_ns(workload, a, p.step_bound_ns, p.prefill_bound_ns)
             if _dominated(front(), NS / t, k * b * NS / t / n):

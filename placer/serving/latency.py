@@ -24,7 +24,7 @@ from placer.search.solve import solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.figures import figures_at, serving_constraints
 from placer.serving.probe import LayoutProbe, Point
-from placer.serving.record import ServingEntry, TailBound
+from placer.serving.record import ServingEntry, ServingRecord, TailBound
 from placer.serving.search import TIE, cap_check
 from placer.serving.tail import floors_ns, tail_bound, tpot_floor_ns
 from placer.serving.timing import NS, tpot_ns
@@ -179,7 +179,7 @@ def solve_latency(
     )
     inputs = serving_inputs(model, cluster, workload)
     if best.probe is None:
-        return _no_plan(cluster, workload, entries, tail, certificate, inputs, carried)
+        return _no_plan(cluster, workload, entries, tail, certificate, inputs, carried, limit)
     fig = figures_at(model, cluster, workload, config, best.probe, best.concurrency)
     k = best.instances
     constraints = fig.constraints + serving_constraints(
@@ -221,6 +221,7 @@ def _no_plan(
     certificate: Certificate,
     inputs: PlanInputs,
     carried: int,
+    limit: int,
 ) -> Plan:
     """No layout carries the concurrency: infeasible when every layout was excluded and no
     larger instance meets the TPOT target either."""
@@ -259,4 +260,17 @@ def _no_plan(
         certificate=certificate,
         infeasibility=why,
         inputs=inputs,
+        # Nothing deployed, but the record keeps every layout's fate and the requests
+        # carried, so that verify re-proves the status (docs/certificate.md).
+        serving=ServingRecord(
+            objective="latency",
+            ttft_ms=workload.ttft_ms,
+            tpot_ms=workload.tpot_ms,
+            request_rate=workload.request_rate,
+            cluster_gpus=cluster.num_gpus,
+            max_instance_gpus=limit,
+            entries=tuple(entries),
+            tail=tail,
+            carried=carried,
+        ),
     )

@@ -39,7 +39,7 @@ def check_latency_record(
     if carried is None or carried < 1:
         bad.append("serving: objective latency without the requests it carries")
         return
-    if plan.layout is not None:
+    if plan.layout is not None and s.gpus_per_instance is not None:
         k, c = share(n, s.gpus_per_instance, carried)
         if (s.instances, s.concurrency) != (k, c):
             bad.append(
@@ -85,7 +85,30 @@ def check_latency_record(
             beaten += 1
     if plan.status == "optimal" and beaten:
         bad.append(f"serving: status optimal but {beaten} layouts could have a lower TPOT")
+    if plan.status == "infeasible":
+        _check_infeasible(s, workload, bad)
     checked.append(
         f"serving latency record: {len(space.legal)} layouts, each one's share of {carried} "
         "requests and TPOT floor"
     )
+
+
+def _check_infeasible(s: ServingRecord, workload: Workload, bad: list[str]) -> None:
+    """``infeasible``: every searched layout excluded (each exclusion re-derived above), and
+    no larger instance meets the TPOT target by the tail's floor (recomputed by
+    :func:`placer.serving.tail_check.check_tail`)."""
+    open_layouts = [e.layout for e in s.entries if e.status != "infeasible"]
+    if open_layouts:
+        bad.append(
+            f"serving: declared infeasible, but {len(open_layouts)} layouts were not excluded, "
+            f"e.g. {open_layouts[0]}"
+        )
+    t = s.tail
+    if t is not None and (
+        workload.tpot_ms is None
+        or t.tpot_floor_s is None
+        or t.tpot_floor_s * 1e3 <= workload.tpot_ms
+    ):
+        bad.append(
+            "serving: declared infeasible, but the tail bound does not exclude larger instances"
+        )

@@ -277,7 +277,7 @@ class DisaggRecord(Frozen):
 
 
 class ServingRecord(Frozen):
-    """The deployment the serving search chose, and its proof."""
+    """The deployment the serving search chose (if any), and its proof."""
 
     objective: ServingObjective = Field(description="throughput or gpus.")
     ttft_ms: float | None = Field(description="TTFT target.")
@@ -285,22 +285,35 @@ class ServingRecord(Frozen):
     request_rate: float | None = Field(description="Requests/s to serve (objective gpus).")
     cluster_gpus: int = Field(description="GPUs of the cluster.")
     max_instance_gpus: int = Field(description="Largest instance size searched.")
-    instances: int = Field(description="Identical instances deployed.")
-    gpus_per_instance: int = Field(description="GPUs of one instance.")
-    idle_gpus: int = Field(description="GPUs of the cluster no instance uses.")
-    concurrency: int = Field(description="Concurrent requests per instance.")
-    tpot_s: float = Field(
+    # The deployment: None in a plan that deploys nothing (infeasible or unknown), which
+    # still carries its search record below, so that verify re-derives every layout.
+    instances: int | None = Field(default=None, description="Identical instances deployed.")
+    gpus_per_instance: int | None = Field(default=None, description="GPUs of one instance.")
+    idle_gpus: int | None = Field(default=None, description="GPUs no instance uses.")
+    concurrency: int | None = Field(default=None, description="Concurrent requests per instance.")
+    tpot_s: float | None = Field(
+        default=None,
         description="Mean time per output token: the decode step plus its share of the "
-        "interleaved prefills (docs/serving.md)."
+        "interleaved prefills (docs/serving.md).",
     )
-    step_s: float = Field(description="Decode step at the chosen concurrency.")
-    ttft_s: float = Field(description="Time to first token (docs/serving.md).")
-    prefill_s: float = Field(description="One prompt through the instance.")
-    tokens_per_s_instance: float = Field(description="Output tokens/s of one instance.")
-    tokens_per_s: float = Field(description="Output tokens/s of all instances.")
-    tokens_per_s_per_gpu: float = Field(description="Output tokens/s per GPU of the cluster.")
-    tokens_per_s_per_user: float = Field(description="Output tokens/s one request sees.")
-    requests_per_s: float = Field(description="Requests/s all instances complete.")
+    step_s: float | None = Field(default=None, description="Decode step at the concurrency.")
+    ttft_s: float | None = Field(default=None, description="Time to first token.")
+    prefill_s: float | None = Field(default=None, description="One prompt through the instance.")
+    tokens_per_s_instance: float | None = Field(
+        default=None, description="Output tokens/s of one instance."
+    )
+    tokens_per_s: float | None = Field(
+        default=None, description="Output tokens/s of all instances."
+    )
+    tokens_per_s_per_gpu: float | None = Field(
+        default=None, description="Output tokens/s per GPU of the cluster."
+    )
+    tokens_per_s_per_user: float | None = Field(
+        default=None, description="Output tokens/s one request sees."
+    )
+    requests_per_s: float | None = Field(
+        default=None, description="Requests/s all instances complete."
+    )
     entries: tuple[ServingEntry, ...] = Field(description="One per legal instance layout.")
     disagg: DisaggRecord | None = Field(
         default=None,
@@ -329,11 +342,14 @@ class ServingRecord(Frozen):
             for name, v in (("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms))
             if v is not None
         )
+        if not self.deploys:
+            return [self._search_line("search      ")]
+        tpot_s, step_s, ttft_s = self.tpot_s or 0.0, self.step_s or 0.0, self.ttft_s or 0.0
         lines = [
             f"instances   {self.instances} x {self.gpus_per_instance} GPUs of "
             f"{self.cluster_gpus} ({self.idle_gpus} idle), concurrency {self.concurrency} each",
-            f"latency     TPOT {self.tpot_s * 1e3:.3f} ms (step {self.step_s * 1e3:.3f} ms), "
-            f"TTFT {self.ttft_s * 1e3:.1f} ms" + (f" (targets {targets})" if targets else ""),
+            f"latency     TPOT {tpot_s * 1e3:.3f} ms (step {step_s * 1e3:.3f} ms), "
+            f"TTFT {ttft_s * 1e3:.1f} ms" + (f" (targets {targets})" if targets else ""),
             f"serving     {self.tokens_per_s_per_gpu:,.1f} tokens/s per GPU, "
             f"{self.tokens_per_s_per_user:,.1f} tokens/s per user, "
             f"{self.tokens_per_s:,.0f} tokens/s in all, {self.requests_per_s:,.2f} requests/s",
@@ -349,6 +365,26 @@ class ServingRecord(Frozen):
             lines.append("disagg      unknown: the time limit stopped the split search first")
         return lines
 
+    @property
+    def deploys(self) -> bool:
+        """Whether the record describes a deployment (False: infeasible or unknown)."""
+        return self.instances is not None
+
+    def _settled(self) -> dict[str, int]:
+        return {
+            s: sum(1 for e in self.entries if e.status == s)
+            for s in ("solved", "pruned", "infeasible", "unresolved")
+        }
+
+    def _search_line(self, prefix: str) -> str:
+        settled = self._settled()
+        return (
+            f"{prefix}{len(self.entries)} instance layouts of at most "
+            f"{self.max_instance_gpus} GPUs: {settled['solved']} solved, {settled['pruned']} "
+            f"pruned by a bound, {settled['infeasible']} excluded by memory or the targets, "
+            f"{settled['unresolved']} unresolved"
+        )
+
     def objective_text(self) -> str:
         """What the objective measures, in words."""
         if self.objective == "gpus":
@@ -360,13 +396,10 @@ class ServingRecord(Frozen):
             )
         return "output tokens/s per GPU of the whole cluster within the targets (docs/serving.md)"
 
-    def markdown_lines(self) -> list[str]:
-        """The report's serving section: deployment, latency, throughput and the search."""
-        settled = {
-            s: sum(1 for e in self.entries if e.status == s)
-            for s in ("solved", "pruned", "infeasible", "unresolved")
-        }
-        rows = [
+    def _deployment_rows(self) -> list[tuple[str, str]]:
+        tpot_s, step_s = self.tpot_s or 0.0, self.step_s or 0.0
+        ttft_s, prefill_s = self.ttft_s or 0.0, self.prefill_s or 0.0
+        return [
             (
                 "instances",
                 f"{self.instances} x {self.gpus_per_instance} GPUs "
@@ -375,13 +408,13 @@ class ServingRecord(Frozen):
             ("concurrency", f"{self.concurrency} requests per instance"),
             (
                 "TPOT",
-                f"{self.tpot_s * 1e3:.3f} ms (decode step {self.step_s * 1e3:.3f} ms plus "
+                f"{tpot_s * 1e3:.3f} ms (decode step {step_s * 1e3:.3f} ms plus "
                 "its share of interleaved prefills)"
                 + (f"; target {self.tpot_ms:g} ms" if self.tpot_ms is not None else ""),
             ),
             (
                 "TTFT",
-                f"{self.ttft_s * 1e3:.1f} ms (prefill {self.prefill_s * 1e3:.1f} ms)"
+                f"{ttft_s * 1e3:.1f} ms (prefill {prefill_s * 1e3:.1f} ms)"
                 + (f"; target {self.ttft_ms:g} ms" if self.ttft_ms is not None else ""),
             ),
             ("tokens/s per GPU", f"{self.tokens_per_s_per_gpu:,.1f} (idle GPUs included)"),
@@ -390,14 +423,15 @@ class ServingRecord(Frozen):
                 "tokens/s in all",
                 f"{self.tokens_per_s:,.0f} ({self.requests_per_s:,.2f} requests/s)",
             ),
-            (
-                "search",
-                f"{len(self.entries)} instance layouts of at most "
-                f"{self.max_instance_gpus} GPUs: {settled['solved']} solved, {settled['pruned']} "
-                f"pruned by a bound, {settled['infeasible']} excluded by memory or the targets, "
-                f"{settled['unresolved']} unresolved",
-            ),
         ]
+
+    def markdown_lines(self) -> list[str]:
+        """The report's serving section: deployment, latency, throughput and the search."""
+        search = ("search", self._search_line(""))
+        if not self.deploys:
+            rows = [("deployment", "none"), search]
+        else:
+            rows = [*self._deployment_rows(), search]
         if self.disagg is not None:
             rows += self.disagg.markdown_rows()
         elif self.disagg_unknown:

@@ -56,7 +56,7 @@ def cap_check(workload: Workload, point: Point, bound: bool) -> str | None:
     c = point.concurrency
     if workload.tpot_ms is not None and tpot_ns(workload, c, step, pre) > workload.tpot_ms * 1e6:
         return "tpot"
-    if workload.ttft_ms is not None and ttft_ns(workload, step, pre) > workload.ttft_ms * 1e6:
+    if workload.ttft_ms is not None and ttft_ns(workload, c, step, pre) > workload.ttft_ms * 1e6:
         return "ttft"
     return None
 

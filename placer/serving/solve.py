@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 
 from placer.budget import Budget
+from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
 from placer.exceptions import InvalidInputError
+from placer.gap import maximise_gap, maximise_status, minimise_gap, minimise_status
 from placer.model import ModelSpec
 from placer.plan import (
     Certificate,
@@ -28,7 +30,7 @@ from placer.search.solve import solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.figures import InstanceFigures, figures_at, serving_constraints
 from placer.serving.layouts import Incumbent, LayoutSearch
-from placer.serving.record import ServingEntry, ServingObjective, TailBound
+from placer.serving.record import ServingEntry, ServingObjective, ServingRecord, TailBound
 from placer.serving.search import TIE
 from placer.serving.tail import gpus_for_rate, needed_above, tail_bound
 from placer.serving.unreachable import proven_empty, rate_unreachable, unreachable
@@ -66,11 +68,12 @@ def serving_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -
     m["format"] = "placer"
     c = cluster.model_dump(mode="json")
     w = workload.model_dump(mode="json", exclude={"batch"})
+    # The calibration prices every step and holds the TTFT model: verify must use this one.
+    cal = active_calibration().model_dump(mode="json")
+    copies = {"model": m, "cluster": c, "workload": w, "calibration": cal}
     return PlanInputs(
-        model=m,
-        cluster=c,
-        workload=w,
-        hashes={"model": digest(m), "cluster": digest(c), "workload": digest(w)},
+        **copies,
+        hashes={name: digest(copy) for name, copy in copies.items()},
         sources={"model": model.source, "cluster": cluster.source},
     )
 
@@ -157,7 +160,7 @@ def solve_serving(
     search = LayoutSearch(model, cluster, workload, objective, budget)
     space, limit, tail = _search_sizes(search, profile, config)
     plan = _assemble(search, config, space, limit, tail)
-    if config.disagg and plan.serving is not None:
+    if config.disagg and plan.serving is not None and plan.serving.deploys:
         from placer.serving.disagg import disaggregated
 
         rec, cut = disaggregated(
@@ -165,7 +168,7 @@ def solve_serving(
             cluster,
             workload,
             config,
-            plan.serving.tokens_per_s_per_gpu,
+            plan.serving.tokens_per_s_per_gpu or 0.0,
             instance_cap(cluster.num_gpus, config),
             budget,
             search.cache,
@@ -265,8 +268,8 @@ def search_record(space: LayoutSpace, entries: list[ServingEntry]) -> SearchReco
 
 def _no_plan(
     search: LayoutSearch,
-    config: SolveConfig,
     space: LayoutSpace,
+    limit: int,
     tail: TailBound | None,
     certificate: Certificate,
 ) -> Plan:
@@ -296,6 +299,18 @@ def _no_plan(
         certificate=certificate,
         infeasibility=why,
         inputs=serving_inputs(search.model, search.cluster, wl),
+        # Nothing deployed, but the record still lists every layout's fate, so that verify
+        # re-proves the status rather than taking it on trust (docs/certificate.md).
+        serving=ServingRecord(
+            objective=search.objective,
+            ttft_ms=wl.ttft_ms,
+            tpot_ms=wl.tpot_ms,
+            request_rate=wl.request_rate,
+            cluster_gpus=search.n,
+            max_instance_gpus=limit,
+            entries=tuple(entries),
+            tail=tail,
+        ),
     )
 
 
@@ -305,13 +320,14 @@ _UNITS = {"throughput": "tokens/s/GPU", "gpus": "GPUs", "latency": "ms"}
 def objective_record(
     name: str, value: float, bound: float | None, maximise: bool, scale: float
 ) -> ObjectiveRecord:
-    """The objective with its bound and gap; ``optimal`` when the gap is 0. ``scale`` turns
+    """The objective with its bound and gap by the rule of :mod:`placer.gap`; ``optimal``
+    when the gap is 0. ``scale`` turns
     values into the integer units recorded (1000 for tokens/s, 1 for GPUs)."""
     if maximise:
         units = math.floor(value * scale)
         bnd_units = math.ceil(bound * scale) if bound is not None else None
-        gap = (bound - value) / bound if bound is not None and bound > 0 else None
-        optimal = bound is not None and bound <= value * (1 + TIE)
+        gap = maximise_gap(value, bound) if bound is not None else None
+        optimal = bound is not None and maximise_status(value, bound, TIE) == "optimal"
     else:
         units = math.ceil(value * scale) if scale != 1 else int(value)
         bnd_units = (
@@ -319,8 +335,8 @@ def objective_record(
             if bound is not None
             else None
         )
-        gap = (value - bound) / value if bound is not None and value > 0 else None
-        optimal = bound is not None and bound >= value * (1 - TIE)
+        gap = minimise_gap(value, bound) if bound is not None else None
+        optimal = bound is not None and minimise_status(value, bound, TIE) == "optimal"
     if optimal:
         return ObjectiveRecord(
             name=name, unit=_UNITS[name], value=value, bound=value, gap=0.0,
@@ -347,7 +363,7 @@ def _assemble(
     )
     best = search.best
     if best.layout is None or best.res is None or best.probe is None:
-        return _no_plan(search, config, space, tail, certificate)
+        return _no_plan(search, space, limit, tail, certificate)
     fig = instance_figures(search.model, search.cluster, search.workload, config, best)
     k, n = best.instances, search.n
     constraints = fig.constraints + serving_constraints(

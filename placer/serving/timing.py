@@ -11,9 +11,13 @@ integer tables of :mod:`placer.search.tables`, so a calibrated cost model plugs 
   decode steps. While each of the ``c`` requests produces ``output_len`` tokens, ``c`` new
   prompts are prefilled, so a request waits on average ``step(c) + c x prefill /
   output_len`` per output token. This, not the bare step, is what a user sees.
-- TTFT(c): a new request waits for the step in progress (one step), then its prompt goes
-  through in ``ceil(prompt / max_batched_tokens)`` chunks, each riding on one decode step of
-  the running batch: ``prefill + (chunks + 1) x step(c)``.
+- TTFT(c): a new request waits for the prompts queued ahead of it (a closed loop of ``c``
+  clients), the steps of the running batch its prompt's ``ceil(prompt /
+  max_batched_tokens)`` chunks ride on, and a fixed wait outside the steps:
+  ``fixed + prefill_factor x prefill + (steps + chunks) x step(c) + queue x (c - 1) x
+  prefill``, with the calibration's bounded, non-negative TTFT parameters of the engine
+  (:class:`placer.calibration.TTFTModel`; uncalibrated: ``prefill + (chunks + 1) x
+  step(c)``).
 - Output tokens/s of an instance: ``c / TPOT(c)``; per user ``1 / TPOT(c)``.
 
 step, TPOT and TTFT are non-decreasing in ``c``; this is what makes the concurrency search exact
@@ -22,6 +26,8 @@ step, TPOT and TTFT are non-decreasing in ``c``; this is what makes the concurre
 
 from __future__ import annotations
 
+from placer.calibration import TTFTModel, active_calibration
+from placer.collectives import active_engine
 from placer.ledger import ceil_div
 from placer.workload import Workload
 
@@ -45,10 +51,48 @@ def prefill_chunks(workload: Workload) -> int:
     return ceil_div(workload.prompt_len, workload.max_batched_tokens)
 
 
-def ttft_ns(workload: Workload, step_ns: int, prefill_ns: int) -> int:
-    """Time to first token: the step in progress, then the prompt's chunks, each riding on
-    one decode step of the running batch."""
-    return prefill_ns + (prefill_chunks(workload) + 1) * step_ns
+def ttft_model(engine: str | None = None) -> TTFTModel:
+    """The TTFT model in force: the active calibration's, for ``engine`` (default: the
+    engine profile in force, see :func:`placer.collectives.use_engine`)."""
+    return active_calibration().ttft_model(engine if engine is not None else active_engine())
+
+
+def _ttft(
+    workload: Workload, concurrency: int, step: float, prefill: float, fixed: float, m: TTFTModel
+) -> float:
+    """TTFT in the unit of ``step``, ``prefill`` and ``fixed`` (see :func:`ttft_s`)."""
+    waits = m.steps + prefill_chunks(workload)
+    queued = m.queue * (concurrency - 1)
+    return fixed + (m.prefill_factor + queued) * prefill + waits * step
+
+
+def ttft_s(
+    workload: Workload,
+    concurrency: int,
+    step_s: float,
+    prefill_s: float,
+    model: TTFTModel | None = None,
+) -> float:
+    """Mean time to first token, seconds (``model``: default :func:`ttft_model`).
+
+    The queue term is what concurrency adds: a closed loop of ``c`` clients keeps up to
+    ``c - 1`` other prompts ahead of a new one. Every term is a non-negative multiple of a
+    figure that does not shrink with ``c``, so TTFT is non-decreasing in ``c``, and a lower
+    bound when ``step_s`` and ``prefill_s`` are lower bounds."""
+    m = model if model is not None else ttft_model()
+    return _ttft(workload, concurrency, step_s, prefill_s, m.fixed_ms * 1e-3, m)
+
+
+def ttft_ns(
+    workload: Workload,
+    concurrency: int,
+    step_ns: int,
+    prefill_ns: int,
+    model: TTFTModel | None = None,
+) -> int:
+    """:func:`ttft_s` in integer nanoseconds (rounding keeps it non-decreasing in ``c``)."""
+    m = model if model is not None else ttft_model()
+    return round(_ttft(workload, concurrency, step_ns, prefill_ns, m.fixed_ms * 1e6, m))
 
 
 def tpot_ns(workload: Workload, concurrency: int, step_ns: int, prefill_ns: int) -> float:

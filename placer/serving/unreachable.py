@@ -66,7 +66,7 @@ def unreachable(
             continue
         fits_any = True
         best_tpot = min(best_tpot, tpot_ns(workload, 1, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
-        best_ttft = min(best_ttft, ttft_ns(workload, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
+        best_ttft = min(best_ttft, ttft_ns(workload, 1, p.step_bound_ns, p.prefill_bound_ns) / 1e6)
     where = f"every layout of {n} x {gpu}"
     if not fits_any:
         return _why(
