@@ -47,5 +47,5 @@ if __name__ == "__main__":
     for gpus, (status, step) in best_step_per_gpu_count([4, 8, 16]).items():
         print(gpus, status, step)
     for layer, imbalance in balanced_mixtral(4):
-        print(layer, round(imbalance, 4))
-    print(report_of_eight().splitlines()[0])
+        print("balance", layer, imbalance)
+    print("report", report_of_eight().splitlines()[0])
