@@ -28,8 +28,8 @@ from rich.table import Table
 
 from placer.balance.eplb import rebalance_experts
 from placer.balance.loads import load_loads
-from placer.balance.solve import balance, balance_layer
 from placer.balance.synthetic import synthetic_loads
+from placer.balance.whole_model import balance, balance_layer
 from placer.budget import Budget
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from placer.config import SolveConfig
 from placer.layout import Layout
 from placer.load import load_cluster, load_model
 from placer.locality import groups_on_nodes
-from placer.search.solve import solve_layout
+from placer.search.outer import solve_layout
 from placer.search.tables import build_tables, contiguous_map, objective_ns
 from placer.workload import Workload
 

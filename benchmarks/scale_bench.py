@@ -36,7 +36,7 @@ CASES = [
 CHILD = r"""
 import json, resource, sys, time
 from placer import SolveConfig, load_cluster, load_model, verify
-from placer.search.solve import solve
+from placer.search.outer import solve
 model, hw, gpus, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 m = load_model(model)
 c = load_cluster(hw, gpus=int(gpus) if gpus != "None" else None)

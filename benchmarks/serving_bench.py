@@ -47,7 +47,7 @@ def run_case(model: str, hardware: str, gpus: int, max_instance: int | None) -> 
     """Solve and verify one case in this process; the figures as a dict."""
     from placer import load_cluster, load_model, load_workload, verify
     from placer.config import SolveConfig
-    from placer.search.solve import solve
+    from placer.search.outer import solve
 
     m = load_model(ROOT / "models" / f"{model}.json")
     c = load_cluster(ROOT / "instances" / "hardware" / f"{hardware}.json", gpus=gpus)

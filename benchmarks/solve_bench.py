@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from placer import SolveConfig, load_cluster, load_model, load_workload, verify
-from placer.search.solve import solve
+from placer.search.outer import solve
 
 ROOT = Path(__file__).resolve().parent.parent
 M, H = ROOT / "models", ROOT / "instances" / "hardware"

@@ -2,14 +2,17 @@
 
 The public API, re-exported here (PyVRP style):
 
-- loading: :func:`load_model`, :func:`load_cluster`, :func:`load_workload`;
+- loading: :func:`load_model`, :func:`load_cluster`, :func:`load_workload`,
+  :func:`load_loads`, :func:`load_calibration`, :func:`load_plan`, :func:`load_deployment`;
 - specs: :class:`ModelSpec`, :class:`ClusterSpec`, :class:`Workload`, :class:`Layout`;
 - analysis: :func:`memory_ledger`, :func:`estimate`, :func:`evaluate`, :func:`inspect_model`;
 - search: :func:`solve` -> :class:`Plan`, :func:`verify` -> :class:`VerifyReport`,
   :class:`SolveConfig`; :func:`min_gpus` (the fewest GPUs, with the proof on one fewer);
-  serving: :func:`frontier` (docs/serving.md).
+  serving: :func:`frontier` (docs/serving.md);
+- around a plan: :func:`markdown_report`, :func:`export_plan`, :func:`check_claims`;
+- expert balance: :func:`balance` (docs/balance.md); capacity planning: :func:`sweep`.
 
-``solve``, ``min_gpus`` and ``frontier`` import the solver on first use, so that
+``solve``, ``min_gpus``, ``frontier`` and ``balance`` import the solver on first use, so that
 ``placer.verify`` never loads OR-Tools.
 """
 
@@ -18,8 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from placer.balance.loads import LoadStats, load_loads
+
 # First, so that its clock reading marks the start of a command-line run (placer.budget).
 from placer.budget import PROCESS_STARTED as _PROCESS_STARTED  # noqa: F401
+from placer.calibration import Calibration, load_calibration
+from placer.check import CheckReport, Deployment, check_claims, load_deployment
 from placer.cluster import ClusterSpec, GPUType, Link
 from placer.config import SolveConfig
 from placer.cost import Estimates, estimate
@@ -31,20 +38,22 @@ from placer.exceptions import (
     PlacerError,
     SolverError,
 )
+from placer.export import Export, export_plan
 from placer.layout import Layout
 from placer.ledger import Ledger, memory_ledger
 from placer.load import load_cluster, load_model, load_workload, model_from_dict
 from placer.model import ModelSpec
 from placer.model_report import ModelReport, inspect_model
 from placer.plan import Plan
+from placer.report import markdown_report
 from placer.rules import PROFILES, RulesProfile, get_profile
+from placer.sweep import SweepResult, sweep
 from placer.verify import VerifyReport, load_plan, verify
 from placer.workload import Workload
 
 if TYPE_CHECKING:
-    from placer.balance.loads import LoadStats
+    from placer.balance.result import BalanceResult, Policy
     from placer.budget import Budget
-    from placer.calibration import Calibration
     from placer.search.fewest import FewestGpus
     from placer.serving.frontier import Frontier
 
@@ -52,10 +61,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROFILES",
+    "Calibration",
+    "CheckReport",
     "ClusterSpec",
     "Constraint",
+    "Deployment",
     "Estimates",
     "Evaluation",
+    "Export",
     "GPUType",
     "InfeasibleError",
     "InvalidInputError",
@@ -63,6 +76,7 @@ __all__ = [
     "LayoutError",
     "Ledger",
     "Link",
+    "LoadStats",
     "ModelReport",
     "ModelSpec",
     "PlacerError",
@@ -70,21 +84,30 @@ __all__ = [
     "RulesProfile",
     "SolveConfig",
     "SolverError",
+    "SweepResult",
     "VerifyReport",
     "Workload",
+    "balance",
+    "check_claims",
     "estimate",
     "evaluate",
+    "export_plan",
     "frontier",
     "get_profile",
     "inspect_model",
+    "load_calibration",
     "load_cluster",
+    "load_deployment",
+    "load_loads",
     "load_model",
     "load_plan",
     "load_workload",
+    "markdown_report",
     "memory_ledger",
     "min_gpus",
     "model_from_dict",
     "solve",
+    "sweep",
     "verify",
 ]
 
@@ -108,7 +131,7 @@ def solve(
     the shipped one); ``budget`` is the call's clock (default: from ``config``). OR-Tools is
     imported here, on first use, so that :func:`verify` never loads it.
     """
-    from placer.search.solve import solve as search
+    from placer.search.outer import solve as search
 
     return search(model, cluster, workload, config, progress, loads, calibration, budget)
 
@@ -140,3 +163,39 @@ def min_gpus(
     from placer.search.fewest import fewest_gpus
 
     return fewest_gpus(model, cluster, workload, config, budget)
+
+
+def balance(
+    loads: LoadStats,
+    gpus: int,
+    nodes: int = 1,
+    slots: int | None = None,
+    groups: int | None = None,
+    policy: Policy = "global",
+    workers: int = 2,
+    allow_duplicates: bool = False,
+    time_limit_s: float = 10.0,
+    seed: int = 0,
+    deterministic: bool = False,
+    budget: Budget | None = None,
+) -> BalanceResult:
+    """Replicate and place each layer's experts from their load statistics, with the lower
+    bound, gap and proof per layer next to the EPLB baseline (docs/balance.md); OR-Tools
+    loads on first use. ``time_limit_s`` is the default of ``placer balance``; see
+    :func:`placer.balance.whole_model.balance` for the options."""
+    from placer.balance.whole_model import balance as run
+
+    return run(
+        loads,
+        gpus,
+        nodes=nodes,
+        slots=slots,
+        groups=groups,
+        policy=policy,
+        workers=workers,
+        allow_duplicates=allow_duplicates,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        deterministic=deterministic,
+        budget=budget,
+    )

@@ -166,7 +166,7 @@ def _compare(
 ) -> tuple[str, str | None, float | None]:
     """The optimum's summary, its status, and its throughput as a multiple of the claimed
     layout's when the optimum is proven (None otherwise)."""
-    from placer.search.solve import solve
+    from placer.search.outer import solve
 
     plan: Plan = solve(model, cluster, workload, SolveConfig(profile=profile, time_limit_s=limit))
     if plan.estimates is None or plan.layout is None:

@@ -17,6 +17,7 @@ from placer.cost import Estimates
 from placer.evaluate import Evaluation, evaluate
 from placer.layout import Layout
 from placer.model import ModelSpec
+from placer.topology import balanced_counts, ep_rank
 from placer.workload import Workload
 
 Verdict = Literal["holds", "fails", "cannot judge"]
@@ -103,14 +104,13 @@ def _modules_per_gpu(model: ModelSpec, layout: Layout) -> list[int]:
     out = []
     for s in range(layout.pp):
         for r in range(layout.stage_width):
-            ep_rank = (r // layout.expert_tp) % layout.ep
+            rank = ep_rank(r, layout.ep, layout.expert_tp)
             n = 0
             for i in stages[s]:
                 n += 1  # the layer's attention (or Mamba) block, sharded or whole
                 e = model.experts_in_layer(i)
                 if e:
-                    base, extra = divmod(e + layout.redundant_experts, layout.ep)
-                    n += base + (1 if ep_rank < extra else 0)
+                    n += balanced_counts(e + layout.redundant_experts, layout.ep)[rank]
             out.append(n)
     return out
 

@@ -13,7 +13,7 @@ so a placement that keeps groups inside nodes keeps traffic on NVLink
 - dispatch and combine take ``max(intra, inter_latency + per_node x reached)``,
   less the attention it hides behind under two-batch overlap, never below zero.
 
-The CP-SAT model (placer/search/cpsat.py) carries the same integer terms, so its
+The CP-SAT model (placer/search/placement_model.py) carries the same integer terms, so its
 objective and the verifier's recomputation are the same number of nanoseconds.
 Numpy and plain Python only: ``verify`` imports this module.
 """

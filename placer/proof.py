@@ -1,7 +1,7 @@
 """Exact answers about one layout without a solver: does any placement fit, and how fast
 can the best one be (numpy and plain Python; see docs/certificate.md).
 
-The per-layout problem is the one :mod:`placer.search.cpsat` gives CP-SAT, read from
+The per-layout problem is the one :mod:`placer.search.placement_model` gives CP-SAT, read from
 the same integer tables (:class:`~placer.search.tables.LayoutTables`):
 
 - layers go to ``pp`` stages in order, every stage at least one layer;

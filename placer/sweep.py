@@ -161,7 +161,7 @@ class Case:
 
 def run_case(case: Case) -> SweepRow:
     """Solve one case; any placer error becomes the row's reason, never an exception."""
-    from placer.search.solve import solve
+    from placer.search.outer import solve
 
     base = {
         "model": case.model.name,

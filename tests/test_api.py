@@ -47,8 +47,13 @@ def test_capacity_planning_script_runs_and_its_plans_verify() -> None:
         [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr
-    rows = [line.split() for line in res.stdout.splitlines()]
+    lines = [line.split() for line in res.stdout.splitlines()]
+    rows = [r for r in lines if r[0] not in ("balance", "report")]
     assert [r[0] for r in rows] == ["4", "8", "16"]
+    # Balance: one line per layer of the load file, never below a perfect balance.
+    imbalances = [float(r[2]) for r in lines if r[0] == "balance"]
+    assert len(imbalances) == 3 and all(x >= 1.0 for x in imbalances)
+    assert [r[1:3] for r in lines if r[0] == "report"] == [["#", "Deployment"]]
     # 4 x 32 GB cannot hold batch 8 at 32k tokens (proven, with no value); 8 and 16 GPUs
     # are proven optimal, and more GPUs never make the optimum worse.
     assert rows[0][1:] == ["infeasible", "None"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from placer.balance.loads import LoadStats, load_loads
-from placer.balance.solve import balance
 from placer.balance.synthetic import synthetic_loads
+from placer.balance.whole_model import balance
 from placer.budget import Budget
 from placer.exceptions import InvalidInputError
 

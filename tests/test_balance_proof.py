@@ -20,8 +20,8 @@ import pytest
 from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import exchange, scaled, window_search
 from placer.balance.loads import LoadStats, load_loads
-from placer.balance.solve import balance, balance_layer
 from placer.balance.synthetic import synthetic_loads
+from placer.balance.whole_model import balance, balance_layer
 from placer.budget import Budget
 
 from .helpers import run_cli

@@ -350,7 +350,7 @@ def test_attention_dp_moves_tokens_as_the_engine_does() -> None:
 def test_a_plan_verifies_under_its_profiles_collectives() -> None:
     """Solved with the SGLang profile (DeepEP dispatch), verified with the same pricing."""
     from placer import SolveConfig
-    from placer.search.solve import solve
+    from placer.search.outer import solve
 
     m = load_model(ROOT / "models" / "olmoe-1b-7b-0924.json")
     c = load_cluster(ROOT / "instances" / "hardware" / "dgx-h100.json")

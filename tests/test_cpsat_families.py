@@ -31,7 +31,8 @@ from placer.cluster import ClusterSpec
 from placer.layout import Layout
 from placer.load import cluster_from_dict, model_from_dict
 from placer.model import ModelSpec
-from placer.search.cpsat import (
+from placer.search.heuristic import best_split
+from placer.search.placement_model import (
     PlacementVars,
     add_contiguous_stages,
     add_expert_slots,
@@ -44,7 +45,6 @@ from placer.search.cpsat import (
     enforce_all,
     extract,
 )
-from placer.search.heuristic import best_split
 from placer.search.tables import (
     LayoutTables,
     balanced_counts,

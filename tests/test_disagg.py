@@ -13,7 +13,7 @@ from placer import evaluate, get_profile, load_cluster, load_model, load_workloa
 from placer.config import SolveConfig
 from placer.cost import estimate
 from placer.plan import Plan
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.search.space import enumerate_layouts
 from placer.serving.disagg import kv_transfer_ns
 from tests.conftest import HARDWARE, MODELS

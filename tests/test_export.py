@@ -36,7 +36,7 @@ from placer.load import model_from_dict
 from placer.model import ModelSpec
 from placer.plan import ObjectiveRecord, Plan, PlanLayout, SearchRecord
 from placer.rules import PROFILES, layout_violations
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent

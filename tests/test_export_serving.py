@@ -16,7 +16,7 @@ from placer.engine_facts import release
 from placer.export import Export, ExportError, export_plan
 from placer.export.serving import pack
 from placer.plan import Plan
-from placer.search.solve import solve
+from placer.search.outer import solve
 from tests.conftest import HARDWARE, MODELS
 from tests.helpers import run_cli
 

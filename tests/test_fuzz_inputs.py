@@ -55,7 +55,7 @@ from placer.model import ModelSpec
 from placer.model_report import inspect_model
 from placer.rules import get_profile
 from placer.search import fixes
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.search.space import enumerate_layouts
 from placer.search.tables import build_tables
 from placer.verify import verify

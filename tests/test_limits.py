@@ -24,7 +24,7 @@ from placer.exceptions import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_NO_PLAN, Inv
 from placer.layout import Layout
 from placer.limits import check_scale
 from placer.load import load_cluster, load_model, model_from_dict
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.verify import verify
 from placer.workload import Workload
 
@@ -289,7 +289,7 @@ def test_ctrl_c_before_any_plan_exits_130_and_writes_nothing(tmp_path: Path) -> 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    with mock.patch("placer.search.solve.solve_layout", interrupted):
+    with mock.patch("placer.search.outer.solve_layout", interrupted):
         result = _solve_to("-o", str(target))
     assert "interrupted" in one_line_error(result, EXIT_INTERRUPTED)
     assert not target.exists()

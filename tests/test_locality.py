@@ -1,4 +1,4 @@
-"""Communication locality (placer/locality.py, placer/search/cpsat_locality.py).
+"""Communication locality (placer/locality.py, placer/search/placement_locality.py).
 
 Hand-computed cases of the numpy terms, then the brute force of
 tests/test_solve_property.py on tiny grouped-routing models over two nodes, where the
@@ -27,7 +27,7 @@ from placer.load import cluster_from_dict, model_from_dict
 from placer.locality import Locality, groups_on_nodes, node_bounds, placed_seconds
 from placer.model import ModelSpec
 from placer.rules import get_profile
-from placer.search.solve import solve, solve_layout
+from placer.search.outer import solve, solve_layout
 from placer.search.space import enumerate_layouts
 from placer.search.tables import build_tables, lower_bound_ns, memory_by_rank, objective_ns
 from placer.verify import verify

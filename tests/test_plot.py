@@ -13,7 +13,7 @@ from placer import SolveConfig, load_cluster, load_model
 from placer.exceptions import InvalidInputError
 from placer.plan import Plan
 from placer.plot import pareto_front, plot_expert_load, plot_frontier, plot_memory
-from placer.search.solve import solve
+from placer.search.outer import solve
 
 pytest.importorskip("matplotlib")
 

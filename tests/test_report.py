@@ -10,7 +10,7 @@ import pytest
 from placer import SolveConfig, load_cluster, load_model
 from placer.plan import Plan
 from placer.report import INFEASIBLE_SECTIONS, SECTIONS, markdown_report
-from placer.search.solve import solve
+from placer.search.outer import solve
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = SolveConfig(time_limit_s=20)

@@ -13,7 +13,7 @@ from placer.config import SolveConfig
 from placer.layout import Layout
 from placer.plan import Plan
 from placer.rules import get_profile, layout_violations
-from placer.search.solve import solve
+from placer.search.outer import solve
 from tests.conftest import HARDWARE, MODELS
 from tests.helpers import run_cli
 from tests.serving_brute import best_per_layout, meets, point

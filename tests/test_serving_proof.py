@@ -16,7 +16,7 @@ from placer.budget import Budget
 from placer.config import SolveConfig
 from placer.plan import Plan
 from placer.rules import get_profile
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.search.space import enumerate_layouts
 from placer.serving.solve import solve_serving
 from tests.conftest import HARDWARE, MODELS

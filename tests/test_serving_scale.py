@@ -14,7 +14,7 @@ from placer import load_cluster, load_model, load_workload, verify
 from placer.config import SolveConfig
 from placer.plan import Plan
 from placer.rules import get_profile
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.search.space import enumerate_layouts
 from placer.serving.probe import LayoutProbe
 from placer.serving.tail import tail_bound, tpot_floor_ns

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from placer import SolveConfig, load_cluster, load_model, load_workload, verify
-from placer.search.solve import solve
+from placer.search.outer import solve
 
 from .conftest import HARDWARE, MODELS, WORKLOADS
 from .helpers import run_cli

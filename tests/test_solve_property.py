@@ -39,7 +39,7 @@ from placer.plan import Plan
 from placer.rules import get_profile
 from placer.search import fixes
 from placer.search.heuristic import fitting_layout
-from placer.search.solve import solve, solve_layout
+from placer.search.outer import solve, solve_layout
 from placer.search.space import enumerate_layouts
 from placer.search.tables import (
     LayoutTables,

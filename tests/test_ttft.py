@@ -191,7 +191,7 @@ def test_serving_solve_agrees_with_brute_force_under_a_binding_ttft_model() -> N
     from placer import load_workload, verify
     from placer.config import SolveConfig
     from placer.plan import Plan
-    from placer.search.solve import solve
+    from placer.search.outer import solve
     from tests.serving_brute import best_per_layout, meets
 
     model = load_model(ROOT / "models" / "olmoe-1b-7b-0924.json")

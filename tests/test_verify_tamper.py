@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from placer import SolveConfig, load_cluster, load_model, load_workload
 from placer.plan import digest
-from placer.search import solve as search_solve
+from placer.search import outer as search_solve
 from placer.verify import load_plan, verify
 
 from .conftest import HARDWARE, MODELS, WORKLOADS

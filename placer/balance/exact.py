@@ -26,7 +26,7 @@ from itertools import combinations
 import numpy as np
 from ortools.sat.python import cp_model
 
-from placer.balance.cpsat import MAX_SCALED_TOTAL, charge_solve
+from placer.balance.layer_model import MAX_SCALED_TOTAL, charge_solve
 from placer.balance.placement import spent
 from placer.budget import Budget
 
@@ -75,7 +75,7 @@ def max_replicas(experts: int, slots: int, gpus: int, allow_duplicates: bool) ->
 
 def scaled(w: np.ndarray, slots: int, gpus: int, allow_duplicates: bool) -> Scaled | None:
     """The exact integer form of a layer, or None when a load is not a whole number or the
-    scaled total would exceed :data:`~placer.balance.cpsat.MAX_SCALED_TOTAL`."""
+    scaled total would exceed :data:`~placer.balance.layer_model.MAX_SCALED_TOTAL`."""
     if not np.all(w == np.round(w)) or w.size == 0:
         return None
     k_max = max_replicas(w.size, slots, gpus, allow_duplicates)

@@ -4,7 +4,7 @@ Global policy, in order: the heuristic (:func:`~placer.balance.placement.place_l
 EPLB's map where it is lighter and allowed; with whole-number loads, replica exchanges
 towards the integer mean bound and, for few experts, the exact window search
 (:mod:`placer.balance.exact`); otherwise, or when that settles nothing, the whole-layer CP-SAT
-model (:mod:`placer.balance.cpsat`). Node policy: :mod:`placer.balance.node`. Last, the
+model (:mod:`placer.balance.layer_model`). Node policy: :mod:`placer.balance.node`. Last, the
 bounds (:mod:`placer.balance.bounds`) and the gap.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 
 from placer.balance import placement as pl
 from placer.balance.bounds import lower_bound
-from placer.balance.cpsat import solve_layer
 from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import Scaled, exchange, scaled, window_search
+from placer.balance.layer_model import solve_layer
 from placer.balance.node import place_node
 from placer.balance.result import DEFAULT_LAYER_SECONDS, LayerBalance, Policy
 from placer.budget import Budget

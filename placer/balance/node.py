@@ -15,8 +15,8 @@ import numpy as np
 
 from placer.balance import placement as pl
 from placer.balance.bounds import global_bounds
-from placer.balance.cpsat import solve_layer
 from placer.balance.eplb import rebalance_experts
+from placer.balance.layer_model import solve_layer
 from placer.budget import Budget
 
 #: The busiest node gets CP-SAT only when its gap to its own bound is above this.

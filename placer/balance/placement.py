@@ -217,7 +217,7 @@ def exact_two_per_gpu(
         val, assign, valid = _pairing(w, cs[r], gpus)
         if not valid:
             # The sorted pairing doubles up an expert on a GPU: solve these counts exactly.
-            from placer.balance.cpsat import optimal_for_counts
+            from placer.balance.layer_model import optimal_for_counts
 
             left = seconds - (spent(budget) - spent_before)
             exact = (

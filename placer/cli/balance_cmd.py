@@ -53,7 +53,7 @@ def _parse_numbers(
 ) -> _Numbers:
     """Each option as a number, in the order the checks have always run (the first bad one
     is the one reported)."""
-    from placer.balance.solve import MAX_TIME_LIMIT_S
+    from placer.balance.whole_model import MAX_TIME_LIMIT_S
 
     n_workers = whole_number(workers, "--workers")
     if not 0 < n_workers <= MAX_PROCESSES:
@@ -158,7 +158,7 @@ def balance_cmd(
     """Replicate and place experts of LOADS on --gpus GPUs to even out load, with the lower
     bound and gap of every layer (see docs/balance.md)."""
     from placer.balance.loads import load_loads
-    from placer.balance.solve import balance
+    from placer.balance.whole_model import balance
 
     n = _parse_numbers(workers, balance_time_limit, balance_seed, gpus, nodes, slots, groups)
     loads = load_loads(loads_path, model=load_model_name, domain=domain)

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from placer.balance.solve import BalanceResult
+    from placer.balance.whole_model import BalanceResult
     from placer.check import CheckReport
     from placer.evaluate import Evaluation
     from placer.layout import Layout

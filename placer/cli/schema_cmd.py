@@ -30,7 +30,7 @@ def schema_cmd(which: str) -> None:
         "deployment": Deployment,
     }
     if which == "balance":
-        from placer.balance.solve import BalanceResult
+        from placer.balance.whole_model import BalanceResult
 
         classes["balance"] = BalanceResult
     click.echo(json.dumps(classes[which].model_json_schema(), indent=2))

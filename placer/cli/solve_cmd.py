@@ -225,7 +225,7 @@ def _read_loads(loads_path: str | None, model: ModelSpec) -> LoadStats | None:
     if loads_path is None:
         return None
     from placer.balance.loads import load_loads
-    from placer.search.solve import loads_by_layer
+    from placer.search.outer import loads_by_layer
 
     loads = load_loads(loads_path)
     loads_by_layer(model, loads, loads_path)  # bad loads fail before the search
@@ -242,7 +242,7 @@ def _solve(
     quiet: bool,
 ) -> Plan:
     """The search (with a progress display on a terminal), re-estimated with the loads."""
-    from placer.search.solve import solve, with_loads
+    from placer.search.outer import solve, with_loads
 
     with layout_progress(quiet) as progress:
         plan = solve(model, cluster, workload, config, progress=progress, budget=budget)

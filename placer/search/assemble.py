@@ -1,5 +1,5 @@
 """The plan a search ends with: its search record, objective, bound and gap, certificate and
-input copies. Shared by the fixed-batch search (:mod:`placer.search.solve`) and the serving
+input copies. Shared by the fixed-batch search (:mod:`placer.search.outer`) and the serving
 search."""
 
 from __future__ import annotations

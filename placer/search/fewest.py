@@ -19,7 +19,7 @@ from placer.model import ModelSpec
 from placer.plan import Plan
 from placer.rules import get_profile
 from placer.search.fixes import MAX_GPUS_SEARCHED, min_gpus
-from placer.search.solve import solve
+from placer.search.outer import solve
 from placer.workload import Workload
 
 

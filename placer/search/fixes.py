@@ -23,7 +23,7 @@ from placer.ledger import weight_dtypes
 from placer.model import ModelSpec
 from placer.plan import Infeasibility, SearchEntry
 from placer.rules import RulesProfile, get_profile
-from placer.search import cpsat
+from placer.search import placement_model as cpsat
 from placer.search.heuristic import fitting_layout
 from placer.search.tables import LayoutTables, build_tables, memory_lower_bound
 from placer.workload import Workload

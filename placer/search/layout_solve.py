@@ -71,7 +71,7 @@ def solve_layout(
     # whose time is spent before CP-SAT does not pay for them (docs/certificate.md, "Time").
     from ortools.sat.python import cp_model
 
-    from placer.search import cpsat
+    from placer.search import placement_model as cpsat
 
     counts0 = balanced_counts(t)
     split0 = best_split(t, counts0)

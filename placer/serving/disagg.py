@@ -29,40 +29,47 @@ The search, exact over the split space:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from placer.budget import Budget
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
-from placer.dtypes import nbytes
 from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.rules import get_profile
 from placer.search.space import enumerate_layouts
-from placer.serving.probe import LayoutProbe, Point
+from placer.serving.decode_probe import DecodeProbe as DecodeProbe
 from placer.serving.record import (
     DecodeGroup,
     DisaggRecord,
     DisaggSearch,
+    Leaf,
     PrefillEntry,
     ServingEntry,
 )
-from placer.serving.search import TIE, best_concurrency, entry
-from placer.serving.timing import NS, disagg_ttft_ns
+from placer.serving.search import (
+    TIE,
+    LayoutResult,
+    best_concurrency,
+    cap_check,
+    entry,
+    memory_limit,
+)
+from placer.serving.splits import (
+    PrefillSize,
+    Split,
+    SplitSpace,
+    all_splits,
+    decode_floor,
+    prefill_sizes,
+    settle,
+    split_value,
+    step_cap,
+)
+from placer.serving.splits import kv_transfer_ns as kv_transfer_ns
+from placer.serving.timing import NS, disagg_ttft_ns, tokens_per_s_bound
 from placer.workload import Workload
-
-
-class DecodeProbe(LayoutProbe):
-    """A layout as a decode-only instance: prefills happen elsewhere, so they add nothing to
-    TPOT, and TTFT is judged for the pair, not here."""
-
-    def loose(self, concurrency: int) -> Point:
-        """Bound figures with no prefill share."""
-        return replace(super().loose(concurrency), prefill_ns=0, prefill_bound_ns=0)
-
-    def at(self, concurrency: int) -> Point:
-        """Achievable and bound figures with no prefill share."""
-        return replace(super().at(concurrency), prefill_ns=0, prefill_bound_ns=0)
 
 
 def layout_from_text(text: str) -> Layout:
@@ -77,21 +84,6 @@ def layout_from_text(text: str) -> Layout:
     return Layout(**degrees)
 
 
-def kv_transfer_ns(
-    model: ModelSpec, cluster: ClusterSpec, workload: Workload, g_p: int, g_d: int, used: int
-) -> int:
-    """One request's prompt KV cache over the slowest link of the GPUs in use, sent by
-    ``min(g_p, g_d)`` GPUs in parallel."""
-    elements = 0
-    for i in range(model.num_layers):
-        window = model.layers[i].window if model.modules is None else None
-        tokens = min(workload.prompt_len, window) if window else workload.prompt_len
-        elements += tokens * model.kv_elements_per_token(i)
-    link = cluster.link(cluster.level_of(range(used)))
-    seconds = nbytes(elements, workload.kv_dtype) / (link.bandwidth_gbps * 1e9 * min(g_p, g_d))
-    return int(seconds * NS + link.latency_us * 1e3 + 0.999999)
-
-
 def decode_workload(workload: Workload, step_cap_ns: int | None) -> Workload:
     """The workload a decode group is searched under: no TTFT (judged per split), and the
     TPOT target replaced by the step cap when one is given."""
@@ -99,100 +91,6 @@ def decode_workload(workload: Workload, step_cap_ns: int | None) -> Workload:
     if step_cap_ns is not None:
         update["tpot_ms"] = step_cap_ns / 1e6
     return workload.model_copy(update=update)
-
-
-def step_cap(workload: Workload, prefill_ns: int, transfer_ns: int) -> int | None:
-    """The decode step TTFT allows after the prefills and the transfer, when it binds more
-    than the TPOT target (None when it does not, or there is no TTFT target)."""
-    if workload.ttft_ms is None:
-        return None
-    cap = math.floor(workload.ttft_ms * 1e6) - disagg_ttft_ns(prefill_ns, transfer_ns, 0)
-    if workload.tpot_ms is not None and cap >= workload.tpot_ms * 1e6:
-        return None
-    return cap
-
-
-def split_value(n: int, out: int, x: int, prefill_ns: int, y: int, rate: float) -> float:
-    """Output tokens/s per GPU of ``x`` prefill instances of ``prefill_ns`` per prompt and
-    ``y`` decode instances of ``rate`` output tokens/s each, on ``n`` GPUs."""
-    prefill_rate = x * NS / prefill_ns if prefill_ns > 0 else math.inf
-    return min(prefill_rate, y * rate / out) * out / n
-
-
-@dataclass(frozen=True)
-class PrefillSize:
-    """The prefill instances of one GPU count: the fastest achievable and the bound."""
-
-    best_ns: int  # 0 when no layout of this size fits
-    layout: str
-    bound_ns: int
-
-
-def prefill_sizes(entries: tuple[PrefillEntry, ...]) -> dict[int, PrefillSize]:
-    """Per GPU count with a layout that may fit: its fastest prefill and prefill bound."""
-    out: dict[int, PrefillSize] = {}
-    for e in entries:
-        if not e.fits_bound:
-            continue
-        cur = out.get(e.gpus, PrefillSize(0, "", e.prefill_bound_ns))
-        bound = min(cur.bound_ns, e.prefill_bound_ns)
-        if e.fits and (cur.best_ns == 0 or e.prefill_ns < cur.best_ns):
-            cur = PrefillSize(e.prefill_ns, e.layout, bound)
-        out[e.gpus] = replace(cur, bound_ns=bound)
-    return out
-
-
-class SplitSpace:
-    """The splits of the cluster and their KV transfers (module docstring, step 3)."""
-
-    def __init__(self, model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> None:
-        self.model, self.cluster, self.workload = model, cluster, workload
-        self.n = cluster.num_gpus
-        # The largest GPU count of each link level (range(u) spans a slower level as u grows).
-        self.level_ends = self._level_ends()
-        self._transfer: dict[tuple[int, int, int], int] = {}
-
-    def _level_ends(self) -> list[int]:
-        ends: list[int] = []
-        lo = 1
-        while lo <= self.n:
-            level = self.cluster.level_of(range(lo))
-            a, b = lo, self.n  # largest u >= lo with the same level, by bisection
-            while a < b:
-                mid = (a + b + 1) // 2
-                if self.cluster.level_of(range(mid)) == level:
-                    a = mid
-                else:
-                    b = mid - 1
-            ends.append(a)
-            lo = a + 1
-        return ends
-
-    def transfer_ns(self, g_p: int, g_d: int, used: int) -> int:
-        """:func:`kv_transfer_ns`, memoised per link level."""
-        end = next(e for e in self.level_ends if used <= e)
-        key = (g_p, g_d, end)
-        if key not in self._transfer:
-            self._transfer[key] = kv_transfer_ns(
-                self.model, self.cluster, self.workload, g_p, g_d, end
-            )
-        return self._transfer[key]
-
-    def splits(self, g_p: int, g_d: int) -> Iterator[tuple[int, int, int]]:
-        """(x, y, transfer ns) of every undominated split of prefill size ``g_p`` and decode
-        size ``g_d``: per x, the most decode instances within each link level."""
-        for x in range(1, self.n // g_p + 1):
-            base = x * g_p
-            most = (self.n - base) // g_d
-            if most < 1:
-                break
-            ys = {most}
-            for end in self.level_ends:
-                y = (end - base) // g_d
-                if 1 <= y < most:
-                    ys.add(y)
-            for y in sorted(ys):
-                yield x, y, self.transfer_ns(g_p, g_d, base + y * g_d)
 
 
 @dataclass
@@ -218,55 +116,136 @@ class Group:
         return max([0.0, *(e.bound or 0.0 for e in self.entries if e.gpus == gpus)])
 
 
-def prefill_entries(
-    model: ModelSpec, cluster: ClusterSpec, workload: Workload, legal: Sequence[Layout]
-) -> tuple[tuple[PrefillEntry, ...], dict[str, tuple[int, ...]]]:
-    """Every legal layout as a prefill instance, and the DP split of those that fit."""
-    cache: dict[object, object] = {}
-    entries, splits = [], {}
-    for lay in legal:
-        p = LayoutProbe(model, cluster, workload, lay, cache).at(1)
-        entries.append(
-            PrefillEntry(
-                layout=lay.describe(),
-                gpus=lay.gpus,
-                fits=p.fits,
-                fits_bound=p.fits_bound,
-                prefill_ns=p.prefill_ns,
-                prefill_bound_ns=p.prefill_bound_ns,
-            )
-        )
-        if p.split is not None:
-            splits[lay.describe()] = p.split
-    return tuple(entries), splits
+@dataclass
+class Stop:
+    """The split search's view of the budget: once it has run out, it stays out, and the
+    search remembers that it was cut (the record then says so and never claims optimal)."""
+
+    budget: Budget
+    cut: bool = False
+
+    def expired(self) -> bool:
+        """True once the budget has run out (and from then on)."""
+        if not self.cut and self.budget.expired():
+            self.cut = True
+        return self.cut
 
 
-def decode_group(
+@dataclass
+class Probed:
+    """Every legal layout probed once: its decode probe (shared by every decode group), its
+    prefill entry, and the DP split of those that hold a prompt."""
+
+    probes: list[DecodeProbe]
+    prefill: tuple[PrefillEntry, ...]
+    prefill_splits: dict[str, tuple[int, ...]]
+
+
+def probe_layouts(
     model: ModelSpec,
     cluster: ClusterSpec,
     workload: Workload,
-    layouts: Sequence[Layout],
-    cap_ns: int | None,
+    legal: Sequence[Layout],
+    stop: Stop,
     cache: dict[object, object],
+) -> Probed | None:
+    """Every legal layout as a prefill instance, with the memory limit and the loose figures
+    at concurrency 1 of its decode probe already memoised (so that a cut decode group can
+    still bound every layout without new work); None if the budget ran out first.
+    ``cache``: cost columns, shared with the aggregated search (the targets change none).
+
+    Per GPU count only the fastest prefill is a candidate, so a layout whose prefill bound
+    is above the fastest achievable prefill of its size already found keeps its loose
+    entry (``tight`` False): its DP split could change neither the size's fastest prefill
+    nor its bound. Layouts of a size are taken by prefill bound, lowest first."""
+    probes = []
+    decode_wl = decode_workload(workload, None)
+    for lay in legal:
+        if stop.expired():
+            return None
+        probe = DecodeProbe(model, cluster, decode_wl, lay, cache, stop.budget)
+        if probe.find_memory_limit() > 0:
+            probe.loose(1)
+        probes.append(probe)
+    fastest: dict[int, int] = {}
+    found: dict[str, PrefillEntry] = {}
+    splits: dict[str, tuple[int, ...]] = {}
+    by_bound = sorted(
+        probes, key=lambda p: (p.layout.gpus, p.prefill_bound_point().prefill_bound_ns)
+    )
+    for probe in by_bound:
+        if stop.expired():
+            return None
+        g, name = probe.layout.gpus, probe.layout.describe()
+        tight = not probe.prefill_bound_point().prefill_bound_ns > fastest.get(g, math.inf)
+        p = probe.prefill_point(tight)
+        found[name] = PrefillEntry(
+            layout=name,
+            gpus=g,
+            fits=p.fits,
+            fits_bound=p.fits_bound,
+            prefill_ns=p.prefill_ns,
+            prefill_bound_ns=p.prefill_bound_ns,
+            tight=tight,
+        )
+        if p.split is not None:
+            splits[name] = p.split
+            fastest[g] = min(fastest.get(g, p.prefill_ns), p.prefill_ns)
+    entries = tuple(found[p.layout.describe()] for p in probes)
+    return Probed(probes, entries, splits)
+
+
+def coarse_entry(probe: DecodeProbe) -> ServingEntry:
+    """A layout the time limit left unsearched: its whole range 1..memory limit closed by
+    one bound from the loose figures at concurrency 1 (the step only grows with the
+    concurrency), which ``placer verify`` re-derives like any other range."""
+    lay, wl = probe.layout, probe.workload
+    res = LayoutResult(memory_limit=memory_limit(probe), cap_reason="memory")
+    if res.memory_limit == 0:
+        return entry(lay, "infeasible", res, probe.exact, reason="memory excludes every one")
+    one = probe.loose(1)
+    why = cap_check(wl, one, bound=True)
+    if why is not None:
+        res.cap_reason = why
+        res.leaves.append(Leaf(low=1, high=res.memory_limit, bound=0.0, tight=False, excluded=why))
+        return entry(lay, "infeasible", res, probe.exact, reason=f"{why} excludes every one")
+    ub = tokens_per_s_bound(wl, 1, res.memory_limit, one.step_bound_ns, one.prefill_bound_ns)
+    res.leaves.append(Leaf(low=1, high=res.memory_limit, bound=ub, tight=False))
+    return entry(lay, "unresolved", res, probe.exact, reason="time limit")
+
+
+def decode_group(
+    probes: Sequence[DecodeProbe],
+    workload: Workload,
+    cap_ns: int | None,
+    stop: Stop,
     floor: Callable[[int], float] = lambda g: 0.0,
     found: Callable[[Group, int], None] = lambda group, g: None,
 ) -> Group:
-    """The decode branch and bound of every layout in ``layouts`` under ``cap_ns``.
+    """The decode branch and bound of every probed layout under ``cap_ns``; once the budget
+    has run out, the remaining layouts get :func:`coarse_entry`.
 
     ``floor(g)``: the rate a decode instance of ``g`` GPUs must exceed to matter (ranges at
     or below it are closed); ``found(group, g)`` is told of each new candidate of size g."""
     wl = decode_workload(workload, cap_ns)
     group = Group()
     best_rate: dict[int, float] = {}
-    for lay in layouts:
-        g = lay.gpus
-        probe = DecodeProbe(model, cluster, wl, lay, cache)
+    for base in probes:
+        probe = base.under(wl)
+        lay, g = probe.layout, probe.layout.gpus
+        if stop.expired():
+            group.entries.append(coarse_entry(probe))
+            continue
         res = best_concurrency(
             probe,
             lambda g=g: max(best_rate.get(g, 0.0), floor(g)),  # type: ignore[misc]
+            stop.budget,
         )
+        if res.open_bound > 0.0:
+            stop.expired()  # a range left open by the time limit marks the search as cut
         if res.concurrency is None:
             status = "infeasible" if res.cap == 0 else "pruned"
+            status = "unresolved" if res.open_bound > 0.0 else status
         else:
             status = "solved" if res.open_bound == 0.0 else "unresolved"
             p = probe.at(res.concurrency)
@@ -279,60 +258,6 @@ def decode_group(
         if res.concurrency is not None:
             found(group, g)
     return group
-
-
-def decode_floor(n: int, out: int, sizes: dict[int, PrefillSize], value: float, g_d: int) -> float:
-    """The decode rate an instance of ``g_d`` GPUs must exceed for any split to beat
-    ``value``: the split needs ``x`` prefill instances whose bound capacity beats it, and the
-    fewest such ``x`` leaves the most room for decode instances (finite: a huge number when
-    no split can beat ``value``, so that no range is closed on an infinite ceiling)."""
-    if value <= 0:
-        return 0.0
-    most = 0
-    for g_p, size in sizes.items():
-        x = math.floor(value * n * size.bound_ns / (NS * out)) + 1
-        most = max(most, (n - x * g_p) // g_d)
-    return value * n / most if most >= 1 else 1e300
-
-
-Split = tuple[int, int, int, int, int]  # g_p, x, g_d, y, transfer ns
-
-
-def settle(
-    workload: Workload,
-    n: int,
-    splits: list[Split],
-    prefill_bound: dict[int, int],
-    tpot_bound: Callable[[int], float],
-    capped_bound: Callable[[int, int], float | None],
-    value: float,
-) -> tuple[dict[str, int], float]:
-    """How each split is settled against the plan's ``value`` (module docstring, steps 3-4):
-    counts of pruned, capped, excluded and open splits, and the bound over all of them.
-    The search and ``placer verify`` both call this on figures they derived."""
-    counts = {"pruned": 0, "capped": 0, "excluded": 0, "open": 0}
-    top = value
-    out = workload.output_len
-    for g_p, x, g_d, y, transfer in splits:
-        pre = prefill_bound[g_p]
-        ub = split_value(n, out, x, pre, y, tpot_bound(g_d))
-        if ub <= value * (1 + TIE):
-            counts["pruned"] += 1
-            continue
-        cap = step_cap(workload, pre, transfer)
-        if cap is not None and cap < 1:
-            counts["excluded"] += 1
-            continue
-        if cap is not None:
-            rate = capped_bound(g_d, cap)
-            if rate is not None:
-                ub = split_value(n, out, x, pre, y, rate)
-                if ub <= value * (1 + TIE):
-                    counts["capped"] += 1
-                    continue
-        counts["open"] += 1
-        top = max(top, ub)
-    return counts, top
 
 
 @dataclass
@@ -360,18 +285,6 @@ class _Incumbent:
                 self.value, self.split, self.prefill, self.decode = v, sp, size, cand
 
 
-def all_splits(
-    space: SplitSpace, sizes: dict[int, PrefillSize], legal: Sequence[Layout]
-) -> list[Split]:
-    """Every undominated split: prefill sizes that may fit x decode sizes x instance counts."""
-    return [
-        (g_p, x, g_d, y, t)
-        for g_p in sorted(sizes)
-        for g_d in sorted({lay.gpus for lay in legal})
-        for x, y, t in space.splits(g_p, g_d)
-    ]
-
-
 def disaggregated(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -379,14 +292,23 @@ def disaggregated(
     config: SolveConfig,
     aggregated: float,
     max_instance_gpus: int,
-) -> DisaggRecord | None:
+    budget: Budget,
+    cache: dict[object, object] | None = None,
+) -> tuple[DisaggRecord | None, bool]:
     """The best disaggregated deployment within the targets, with its proof record (module
-    docstring); None if no prefill/decode split fits the cluster and the targets."""
+    docstring), and whether the budget cut the search. The record is None when no split was
+    found: proven when the search was not cut, unknown when it was. ``cache``: the aggregated
+    search's cost columns, reused."""
     n = cluster.num_gpus
+    stop = Stop(budget)
     legal = enumerate_layouts(model, cluster, get_profile(config.profile), max_instance_gpus).legal
-    prefill, prefill_splits = prefill_entries(model, cluster, workload, legal)
-    sizes = prefill_sizes(prefill)
-    cache: dict[object, object] = {}
+    # Larger decode instances first: they usually decode the most per GPU, so the
+    # incumbent, and with it the floor, rises early.
+    legal = tuple(sorted(legal, key=lambda lay: (-lay.gpus, lay.describe())))
+    probed = probe_layouts(model, cluster, workload, legal, stop, {} if cache is None else cache)
+    if probed is None:
+        return None, True
+    sizes = prefill_sizes(probed.prefill)
     splits = all_splits(SplitSpace(model, cluster, workload), sizes, legal)
     best = _Incumbent(n=n)
 
@@ -398,10 +320,7 @@ def disaggregated(
             if sp[2] == g:
                 best.offer(sp, sizes[sp[0]], group, workload)
 
-    # Larger decode instances first: they usually decode the most per GPU, so the
-    # incumbent, and with it the floor, rises early.
-    order = sorted(legal, key=lambda lay: (-lay.gpus, lay.describe()))
-    tpot_group = decode_group(model, cluster, workload, order, None, cache, floor, found)
+    tpot_group = decode_group(probed.probes, workload, None, stop, floor, found)
 
     def relaxed(sp: Split) -> float:
         return split_value(
@@ -410,18 +329,18 @@ def disaggregated(
 
     capped: dict[tuple[int, int], Group] = {}
     for sp in sorted(splits, key=relaxed, reverse=True):
-        if relaxed(sp) <= best.value * (1 + TIE):
+        if relaxed(sp) <= best.value * (1 + TIE) or stop.expired():
             break  # sorted: no later split can beat the incumbent either
         cap = step_cap(workload, sizes[sp[0]].bound_ns, sp[4])
         if cap is None or cap < 1:
             continue
         key = (sp[2], cap)
         if key not in capped:
-            same = [lay for lay in legal if lay.gpus == sp[2]]
-            capped[key] = decode_group(model, cluster, workload, same, cap, cache, floor, found)
+            same = [p for p in probed.probes if p.layout.gpus == sp[2]]
+            capped[key] = decode_group(same, workload, cap, stop, floor, found)
         best.offer(sp, sizes[sp[0]], capped[key], workload)
     if best.split is None or best.prefill is None or best.decode is None:
-        return None
+        return None, stop.cut
     counts, top = settle(
         workload,
         n,
@@ -431,8 +350,21 @@ def disaggregated(
         lambda g, cap: capped[(g, cap)].bound(g) if (g, cap) in capped else None,
         best.value,
     )
-    search = DisaggSearch(
-        prefill=prefill,
+    search = _search_record(probed, tpot_group, capped, len(splits), counts)
+    split = probed.prefill_splits[best.prefill.layout]
+    return _record(best, search, top, aggregated, n, workload, split, stop.cut), stop.cut
+
+
+def _search_record(
+    probed: Probed,
+    tpot_group: Group,
+    capped: dict[tuple[int, int], Group],
+    splits: int,
+    counts: dict[str, int],
+) -> DisaggSearch:
+    """The proof record: prefill entries, the TPOT group, each capped group, the counts."""
+    return DisaggSearch(
+        prefill=probed.prefill,
         decode=(
             DecodeGroup(gpus=None, step_cap_ns=None, entries=tuple(tpot_group.entries)),
             *(
@@ -440,13 +372,12 @@ def disaggregated(
                 for (g, cap), grp in sorted(capped.items())
             ),
         ),
-        splits=len(splits),
+        splits=splits,
         pruned=counts["pruned"],
         capped=counts["capped"],
         excluded=counts["excluded"],
         open=counts["open"],
     )
-    return _record(best, search, top, aggregated, n, workload, prefill_splits[best.prefill.layout])
 
 
 def _record(
@@ -457,12 +388,14 @@ def _record(
     n: int,
     workload: Workload,
     prefill_split: tuple[int, ...],
+    cut: bool,
 ) -> DisaggRecord:
-    """The plan's disaggregated record of the incumbent."""
+    """The plan's disaggregated record of the incumbent: ``optimal`` only when the search
+    ran to its end and no split stays open; ``bound`` None when a bound is not finite."""
     assert best.split is not None and best.prefill is not None and best.decode is not None
     g_p, x, g_d, y, transfer = best.split
     pre, cand = best.prefill.best_ns, best.decode
-    optimal = search.open == 0
+    optimal = search.open == 0 and not cut
     return DisaggRecord(
         prefill_layout=best.prefill.layout,
         prefill_gpus=g_p,
@@ -483,7 +416,8 @@ def _record(
         prefill_split=prefill_split,
         decode_split=cand.split,
         status="optimal" if optimal else "feasible",
-        bound=top,
+        bound=top if math.isfinite(top) else None,
+        cut=cut,
         deployed=best.value > aggregated * (1 + TIE),
         search=search,
     )

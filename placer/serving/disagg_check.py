@@ -5,17 +5,21 @@ OR-Tools; docs/serving.md, "Disaggregated").
 What is re-derived, not read from the record:
 
 - the legal layouts (each prefill entry and the TPOT decode group must list each once);
-- every prefill figure (achievable and bound) and whether it fits;
+- every prefill figure (achievable and bound, or the loose bound alone where the record
+  kept it) and whether it fits;
 - every decode entry's memory limit, concurrency ranges, exclusions and bounds, and its best
   concurrency's rate, as :mod:`placer.serving.check` does for the aggregated search;
 - the split space, the step caps TTFT sets and how each split is settled
-  (:func:`placer.serving.disagg.settle`): ``optimal`` only when no split stays open, and the
-  recorded bound and counts must equal the recomputed ones;
+  (:func:`placer.serving.splits.settle`): ``optimal`` only when no split stays open and the
+  search was not cut by the time limit, and the recorded bound and counts must equal the
+  recomputed ones (a cut search's unreached layouts carry one range bounded from their loose
+  figures, re-derived like any other);
 - the deployed choice: disaggregated exactly when it beats the aggregated plan.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from placer.cluster import ClusterSpec
@@ -23,17 +27,11 @@ from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.rules import RulesProfile
 from placer.search.space import enumerate_layouts
-from placer.serving.disagg import (
-    DecodeProbe,
-    SplitSpace,
-    all_splits,
-    decode_workload,
-    prefill_sizes,
-    settle,
-)
+from placer.serving.disagg import DecodeProbe, decode_workload
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import DisaggRecord, DisaggSearch, PrefillEntry, ServingEntry
 from placer.serving.search import TIE, cap_check
+from placer.serving.splits import SplitSpace, all_splits, prefill_sizes, settle
 from placer.serving.timing import NS, tokens_per_s_bound
 from placer.workload import Workload
 
@@ -58,7 +56,9 @@ def _prefill(
     by_name = {e.layout: e for e in search.prefill}
     cache: dict[object, object] = {}
     for lay in legal:
-        p = LayoutProbe(model, cluster, workload, lay, cache).at(1)
+        theirs = by_name[lay.describe()]
+        probe = LayoutProbe(model, cluster, workload, lay, cache)
+        p = probe.at(1) if theirs.tight else probe.loose(1)
         mine = PrefillEntry(
             layout=lay.describe(),
             gpus=lay.gpus,
@@ -66,8 +66,9 @@ def _prefill(
             fits_bound=p.fits_bound,
             prefill_ns=p.prefill_ns,
             prefill_bound_ns=p.prefill_bound_ns,
+            tight=theirs.tight,
         )
-        if by_name[lay.describe()] != mine:
+        if theirs != mine:
             bad.append(f"disagg: prefill of {lay.describe()} differs from the recomputed one")
 
 
@@ -167,6 +168,8 @@ def check_disagg_search(
         bad.append("disagg: 'deployed' does not follow from the two figures")
     if not _close(d.aggregated_tokens_per_s_per_gpu, aggregated):
         bad.append("disagg: the aggregated figure is not the plan's")
+    if d.cut and d.status == "optimal":
+        bad.append("disagg: the time limit cut the split search, its status cannot be optimal")
     search = d.search
     if search is None:
         if d.status == "optimal":
@@ -199,9 +202,11 @@ def check_disagg_search(
         bad.append(
             f"disagg: splits/pruned/capped/excluded/open recomputed {mine}, record {theirs}"
         )
-    if d.bound is None or not _close(top, d.bound):
+    if (math.isfinite(top) or d.bound is not None) and (
+        d.bound is None or not _close(top, d.bound)
+    ):
         bad.append(f"disagg: bound recomputed {top:.6g}, the record says {d.bound}")
-    if d.status == "optimal" and counts["open"]:
+    if d.status == "optimal" and (counts["open"] or d.bound is None):
         bad.append(f"disagg: status optimal but {counts['open']} splits could still beat it")
     checked.append(
         f"disagg search: {len(legal)} prefill and decode layouts, {len(groups)} decode "

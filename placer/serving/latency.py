@@ -20,7 +20,7 @@ from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.plan import Certificate, Infeasibility, ObjectiveRecord, Plan, PlanInputs, PlanLayout
 from placer.rules import RulesProfile
-from placer.search.solve import solver_record
+from placer.search.outer import solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.figures import figures_at, serving_constraints
 from placer.serving.probe import LayoutProbe, Point

@@ -125,6 +125,12 @@ class PrefillEntry(Frozen):
     fits_bound: bool = Field(description="The aggregate memory condition holds.")
     prefill_ns: int = Field(description="One prompt through the DP split (0 if it does not fit).")
     prefill_bound_ns: int = Field(description="No split prefills one prompt faster.")
+    tight: bool = Field(
+        default=True,
+        description="The figures come from the DP split (LayoutProbe.at); False: the loose "
+        "bound figures alone (LayoutProbe.loose; fits False, prefill_ns 0), kept when the "
+        "bound is above the fastest achievable prefill of the same GPU count.",
+    )
 
 
 class DecodeGroup(Frozen):
@@ -182,7 +188,13 @@ class DisaggRecord(Frozen):
     )
     status: Literal["optimal", "feasible"] = Field(
         default="feasible",
-        description="optimal: no split of the cluster beats it (the search record proves it).",
+        description="optimal: no split of the cluster beats it (the search record proves it); "
+        "feasible: the bound may be higher (see bound and cut).",
+    )
+    cut: bool = Field(
+        default=False,
+        description="The time limit stopped the split search: layouts it did not reach are "
+        "bounded from their loose figures, and the status is never optimal.",
     )
     bound: float | None = Field(
         default=None, description="No disaggregated deployment exceeds this tokens/s per GPU."
@@ -203,9 +215,23 @@ class DisaggRecord(Frozen):
             f"transfer {self.kv_transfer_s * 1e3:.2f} ms), {self.tokens_per_s_per_gpu:,.1f} "
             f"tokens/s per GPU: {self.verdict()}" + ("" if self.exact else " (not proven)"),
             f"            deployed: {'disaggregated' if self.deployed else 'aggregated'}; "
-            f"split {self.status}"
-            + (f", bound {self.bound:,.1f}" if self.bound is not None else ""),
+            f"split {self.status}{self._bound_text()}",
         ]
+
+    def gap(self) -> float | None:
+        """Relative gap of the split to its bound (None without a bound)."""
+        if self.bound is None or self.bound <= 0:
+            return None
+        return max(0.0, (self.bound - self.tokens_per_s_per_gpu) / self.bound)
+
+    def _bound_text(self) -> str:
+        if self.bound is None:
+            return ", no bound" + (" (time limit)" if self.cut else "")
+        text = f", bound {self.bound:,.1f}"
+        gap = self.gap()
+        if self.status != "optimal" and gap is not None:
+            text += f", gap {100 * gap:.2f} %"
+        return text + (" (time limit)" if self.cut else "")
 
     def markdown_rows(self) -> list[tuple[str, str]]:
         """The report's rows for the disaggregated split."""
@@ -224,9 +250,7 @@ class DisaggRecord(Frozen):
             (
                 "deployed",
                 ("disaggregated" if self.deployed else "aggregated")
-                + f" (split {self.status}"
-                + (f", bound {self.bound:,.1f}" if self.bound is not None else "")
-                + ")",
+                + f" (split {self.status}{self._bound_text()})",
             ),
         ]
         if self.search is not None:
@@ -295,6 +319,11 @@ class ServingRecord(Frozen):
         default=None,
         description="With --disagg: the best prefill/decode split and how it compares.",
     )
+    disagg_unknown: bool = Field(
+        default=False,
+        description="With --disagg: the time limit stopped the split search before it found "
+        "any split, so whether one serves is unknown (disagg is then null).",
+    )
     carried: int | None = Field(
         default=None,
         description="Objective latency: requests in flight on the whole cluster, spread over "
@@ -332,6 +361,8 @@ class ServingRecord(Frozen):
             )
         if self.disagg is not None:
             lines.extend(self.disagg.summary_lines())
+        elif self.disagg_unknown:
+            lines.append("disagg      unknown: the time limit stopped the split search first")
         return lines
 
     @property
@@ -403,6 +434,8 @@ class ServingRecord(Frozen):
             rows = [*self._deployment_rows(), search]
         if self.disagg is not None:
             rows += self.disagg.markdown_rows()
+        elif self.disagg_unknown:
+            rows.append(("disaggregated", "unknown: the time limit stopped the split search"))
         out = ["| item | value |", "| --- | --- |"]
         out += [f"| {k} | {v} |" for k, v in rows]
         return out

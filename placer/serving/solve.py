@@ -26,7 +26,7 @@ from placer.plan import (
     digest,
 )
 from placer.rules import RulesProfile, get_profile
-from placer.search.solve import solver_record
+from placer.search.outer import solver_record
 from placer.search.space import LayoutSpace, enumerate_layouts
 from placer.serving.figures import InstanceFigures, figures_at, serving_constraints
 from placer.serving.layouts import Incumbent, LayoutSearch
@@ -163,15 +163,23 @@ def solve_serving(
     if config.disagg and plan.serving is not None and plan.serving.deploys:
         from placer.serving.disagg import disaggregated
 
-        rec = disaggregated(
+        rec, cut = disaggregated(
             model,
             cluster,
             workload,
             config,
             plan.serving.tokens_per_s_per_gpu or 0.0,
             instance_cap(cluster.num_gpus, config),
+            budget,
+            search.cache,
         )
-        plan = plan.model_copy(update={"serving": plan.serving.model_copy(update={"disagg": rec})})
+        serving = plan.serving.model_copy(
+            update={"disagg": rec, "disagg_unknown": rec is None and cut}
+        )
+        # The solver record again: its time now includes the split search.
+        solver = solver_record(config, objective, budget)
+        certificate = plan.certificate.model_copy(update={"solver": solver})
+        plan = plan.model_copy(update={"serving": serving, "certificate": certificate})
     return plan
 
 

@@ -27,6 +27,25 @@ def best_step_per_gpu_count(counts: list[int]) -> dict[int, tuple[str, float | N
     return out
 
 
+def balanced_mixtral(gpus: int) -> list[tuple[int, float]]:
+    """Per layer of the Mixtral C4 loads: the placed imbalance on ``gpus`` GPUs."""
+    loads: placer.LoadStats = placer.load_loads(ROOT / "instances" / "loads" / "mixtral-c4.json")
+    result = placer.balance(loads, gpus, deterministic=True, time_limit_s=5.0)
+    return [(layer.layer, layer.imbalance) for layer in result.layers]
+
+
+def report_of_eight() -> str:
+    """The Markdown report of the toy model's plan on 8 GPUs."""
+    model = placer.load_model(ROOT / "models" / "seed-moe-8x4.json")
+    cluster = placer.load_cluster(ROOT / "instances" / "hardware" / "seed-16x32gb.json", gpus=8)
+    workload = placer.load_workload(ROOT / "instances" / "workloads" / "seed.json")
+    plan = placer.solve(model, cluster, workload, placer.SolveConfig(deterministic=True))
+    return placer.markdown_report(plan)
+
+
 if __name__ == "__main__":
     for gpus, (status, step) in best_step_per_gpu_count([4, 8, 16]).items():
         print(gpus, status, step)
+    for layer, imbalance in balanced_mixtral(4):
+        print("balance", layer, imbalance)
+    print("report", report_of_eight().splitlines()[0])

@@ -27,8 +27,8 @@ from ortools.sat.python import cp_model
 from placer.locality import groups_on_nodes
 from placer.search.tables import LayoutTables, contiguous_ranks
 
-if TYPE_CHECKING:  # cpsat.py imports this module to build the model
-    from placer.search.cpsat import PlacementVars
+if TYPE_CHECKING:  # placement_model.py imports this module to build the model
+    from placer.search.placement_model import PlacementVars
 
 #: A variable with the function of the slot counts it equals (for the complete hint).
 Derived = tuple[cp_model.IntVar, Callable[[np.ndarray], int]]

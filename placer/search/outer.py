@@ -305,7 +305,7 @@ def with_loads(
     by_layer = loads_by_layer(model, loads)
     if plan.layout is None:
         return plan
-    from placer.balance.solve import balance_layer
+    from placer.balance.whole_model import balance_layer
     from placer.cost import estimate
 
     lay = plan.layout

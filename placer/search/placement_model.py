@@ -35,7 +35,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from placer.exceptions import InvalidInputError
-from placer.search.cpsat_locality import add_locality
+from placer.search.placement_locality import add_locality
 from placer.search.tables import LayoutTables, locality_ns, objective_ns, stage_times
 
 #: CP-SAT's integer domains and the sums it checks must stay inside 2^62 (its overflow check
