@@ -222,7 +222,7 @@ def test_a_plan_with_mtp_layers_is_optimal_and_verified() -> None:
     from placer import SolveConfig, load_cluster, verify
     from placer.layout import Layout
     from placer.ledger import memory_ledger, mtp_bytes
-    from placer.search.solve import solve
+    from placer.search.outer import solve
     from placer.workload import Workload
 
     from .conftest import HARDWARE
