@@ -8,7 +8,7 @@ pipeline, expert and attention-DP degrees or size:
 - ``step_floor``: the decode step of one request is at least the sum over layers of each
   layer's attention, dense/shared MLP and fixed cost (``layer - comm`` in the cost tables)
   and its all-reduce over the attention-TP group (every engine issues one after attention,
-  placer/cost.py ``_layer_comm``; counted when ``tp`` divides the scale-up unit, so every
+  placer/cost_layer.py ``layer_comm``; counted when ``tp`` divides the scale-up unit, so every
   TP group sits inside one), plus the LM head and the step's fixed cost. With one request
   the busiest attention-DP group holds that request, so these terms depend on ``tp`` (and
   the GPU type) alone; routed experts, the other collectives and pipeline hand-offs only
