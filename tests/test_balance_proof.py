@@ -301,3 +301,45 @@ def test_expert_load_plot_heatmaps_and_bound_bars(tmp_path) -> None:  # type: ig
                       str(tmp_path / name))
         assert res.exit_code == 0, res.stderr
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_window_search_probing_from_the_bound_matches_brute_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With window caps so small that the incumbent's own window and the midpoint's are
+    often too wide, the window search probes up from the integer mean bound instead: every
+    bound it reports stays below the exhaustive optimum, every placement is valid and above
+    it, every proven one sits on it, and the probing path proves some layers (so this checks
+    something)."""
+    import placer.balance.exact as exact_module
+
+    monkeypatch.setattr(exact_module, "MAX_EASY_PATTERNS", 1)
+    monkeypatch.setattr(exact_module, "MAX_WINDOW_PATTERNS", 4)
+    proven = probed = 0
+    for experts, gpus, per_gpu, seed in SMALL_CASES:
+        slots = gpus * per_gpu
+        if slots < experts:
+            continue
+        w, opt = _small_case(experts, gpus, per_gpu, seed, False)
+        sc = scaled(w, slots, gpus, False)
+        assert sc is not None
+        counts = np.array(next(iter(_count_vectors(experts, slots, gpus))), dtype=np.int64)
+        start = _dealt(counts, gpus, per_gpu)
+        best = sc.peak(counts, start)
+        wide = exact_module.window_patterns(
+            sc, per_gpu, sc.total - (gpus - 1) * (best - 1), best - 1, False
+        )
+        res = window_search(sc, gpus, counts, start, Budget(600.0, deterministic=True), 30.0)
+        if res is None:
+            continue
+        too_wide = wide is None or len(wide) > 1
+        probed += too_wide
+        assert res.bound / sc.q <= opt + 1e-9
+        assert np.array_equal(np.bincount(res.assign.ravel(), minlength=experts), res.counts)
+        assert all(len(set(g)) == per_gpu for g in res.assign.tolist())
+        loads = (w[res.assign] / res.counts[res.assign]).sum(axis=1)
+        assert loads.max() >= opt - 1e-9
+        if res.proven:
+            proven += too_wide
+            assert loads.max() == pytest.approx(opt, rel=1e-9)
+    assert probed > 0 and proven > 0

@@ -10,7 +10,7 @@ every GPU load. Three things follow, all in exact integer arithmetic:
   GPU and another (meet in the middle over sorted subset sums, ``k`` up to 4), aiming at
   that bound; with many experts it reaches it, which proves the layer;
 - :func:`window_search`, an exact search for few experts: is there a placement whose busiest
-  GPU is at most ``T = best - 1``? Every GPU of such a placement carries at least
+  GPU is at most ``T`` (first ``T = best - 1``)? Every GPU of such a placement carries at least
   ``W Q - (P - 1) T``, so only GPU contents (expert, count) whose load lies in that narrow
   window can appear. CP-SAT decides the small configuration model over them; "infeasible"
   proves the incumbent optimal, a solution lowers the incumbent and the search repeats.
@@ -32,6 +32,12 @@ from placer.budget import Budget
 
 #: ``window_search`` gives up (no claim) when the window holds more GPU contents than this.
 MAX_WINDOW_PATTERNS = 4_000
+
+#: The window search decides a threshold near the incumbent or the midpoint only while its
+#: window holds at most this many contents; wider windows cost too much (docs/balance.md).
+MAX_EASY_PATTERNS = 700
+#: Probes from the bound start 1/PROBE_DIVISOR of the way to the incumbent, then double.
+PROBE_DIVISOR = 64
 
 #: ``exchange`` tries subsets of a GPU's replicas only while there are at most this many.
 MAX_SUBSETS = 4_000
@@ -291,6 +297,40 @@ def _feasible_at(
     return "feasible", counts, np.array(rows, dtype=np.int64)
 
 
+def _window(
+    sc: Scaled, per_gpu: int, gpus: int, threshold: int, allow_duplicates: bool
+) -> list[Pattern] | None:
+    """The contents a placement with busiest GPU at most ``threshold`` can use."""
+    low = sc.total - (gpus - 1) * threshold
+    return window_patterns(sc, per_gpu, low, threshold, allow_duplicates)
+
+
+def _next_window(
+    sc: Scaled,
+    per_gpu: int,
+    gpus: int,
+    low: int,
+    best: int,
+    step: int,
+    direct: bool,
+    allow_duplicates: bool,
+) -> tuple[int, list[Pattern], bool] | None:
+    """The next threshold to decide, its window, and whether it is a probe from below.
+
+    Measured on Mixtral loads (docs/balance.md): a window's cost grows with its contents,
+    and a wide feasible window costs several times a narrow infeasible one. So, in order:
+    "anything lighter than the incumbent?" (``direct``, every other round; one infeasible
+    answer proves the incumbent), then the bisection midpoint, each only while its window
+    is small; else a probe ``step`` above the bound, whose window is narrow."""
+    for threshold in ([best - 1] if direct else []) + [(low + best) // 2]:
+        patterns = _window(sc, per_gpu, gpus, threshold, allow_duplicates)
+        if patterns is not None and len(patterns) <= MAX_EASY_PATTERNS:
+            return threshold, patterns, False
+    threshold = min(best - 1, low + step)
+    patterns = _window(sc, per_gpu, gpus, threshold, allow_duplicates)
+    return None if patterns is None else (threshold, patterns, True)
+
+
 @dataclass(frozen=True)
 class WindowResult:
     """What :func:`window_search` settled."""
@@ -312,23 +352,25 @@ def window_search(
     seed: int = 0,
     allow_duplicates: bool = False,
 ) -> WindowResult | None:
-    """Bisect on the busiest GPU's load ``T`` between the integer mean bound and the
-    incumbent: "infeasible" at ``T`` raises the bound to ``T + 1``, a placement lowers the
-    incumbent (module docstring). None when the first window holds too many contents to
-    try (a placement already on the integer mean bound is returned proven). CP-SAT gets
-    at most ``seconds`` of ``budget`` in all."""
+    """Search the busiest GPU's load ``T`` between the integer mean bound and the
+    incumbent (thresholds chosen by :func:`_next_window`): "infeasible" at ``T`` raises the
+    bound to ``T + 1``, a placement lowers the incumbent (module docstring). None when the
+    first window holds too many contents to try (a placement already on the integer mean
+    bound is returned proven). CP-SAT gets at most ``seconds`` of ``budget`` in all."""
     per_gpu = assign.shape[1]
     best = sc.peak(counts, assign)
     low = sc.mean_bound(gpus)
     improved = tried = False
     used = 0.0
+    step = max(1, (best - low) // PROBE_DIVISOR)
+    direct = True
     while low < best and seconds - used > 0:
-        threshold = (low + best) // 2
-        patterns = window_patterns(
-            sc, per_gpu, sc.total - (gpus - 1) * threshold, threshold, allow_duplicates
-        )
-        if patterns is None:
+        chosen = _next_window(sc, per_gpu, gpus, low, best, step, direct, allow_duplicates)
+        direct = not direct
+        if chosen is None:
             break
+        threshold, patterns, probed = chosen
+        step = step * 2 if probed else step
         tried = True
         before = spent(budget)
         status, c2, a2 = _feasible_at(sc, patterns, gpus, budget, seconds - used, seed)
