@@ -107,6 +107,14 @@ class ObjectiveRecord(Frozen):
     value_units: Int | None = Field(description="Value in integer units (ns or GPUs).")
     bound_units: Int | None = Field(description="Bound in integer units.")
 
+    @classmethod
+    def without_plan(cls, name: str, unit: str) -> ObjectiveRecord:
+        """The record of a plan that deploys nothing: no value, bound or gap."""
+        return cls(
+            name=name, unit=unit, value=None, bound=None, gap=None,
+            value_units=None, bound_units=None,
+        )  # fmt: skip
+
 
 class SearchEntry(Frozen):
     """What happened to one legal layout."""

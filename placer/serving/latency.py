@@ -239,15 +239,7 @@ def _no_plan(
     return Plan(
         status="infeasible" if proven else "unknown",
         layout=None,
-        objective=ObjectiveRecord(
-            name="latency",
-            unit="ms",
-            value=None,
-            bound=None,
-            gap=None,
-            value_units=None,
-            bound_units=None,
-        ),
+        objective=ObjectiveRecord.without_plan("latency", "ms"),
         gpus=(),
         expert_map={},
         estimates=None,

@@ -284,15 +284,7 @@ def _no_plan(
     return Plan(
         status="infeasible" if why is not None else "unknown",
         layout=None,
-        objective=ObjectiveRecord(
-            name=search.objective,
-            unit=_UNITS[search.objective],
-            value=None,
-            bound=None,
-            gap=None,
-            value_units=None,
-            bound_units=None,
-        ),
+        objective=ObjectiveRecord.without_plan(search.objective, _UNITS[search.objective]),
         gpus=(),
         expert_map={},
         estimates=None,
