@@ -10,10 +10,11 @@ The public API, re-exported here (PyVRP style):
   :class:`SolveConfig`; :func:`min_gpus` (the fewest GPUs, with the proof on one fewer);
   serving: :func:`frontier` (docs/serving.md);
 - around a plan: :func:`markdown_report`, :func:`export_plan`, :func:`check_claims`;
-- expert balance: :func:`balance` (docs/balance.md); capacity planning: :func:`sweep`.
+- expert balance: :func:`balance_experts` (docs/balance.md); capacity planning:
+  :func:`run_sweep`. (The subpackages ``placer.balance`` and ``placer.sweep`` keep their names.)
 
-``solve``, ``min_gpus``, ``frontier`` and ``balance`` import the solver on first use, so that
-``placer.verify`` never loads OR-Tools.
+``solve``, ``min_gpus``, ``frontier`` and ``balance_experts`` import the solver on first use,
+so that ``placer.verify`` never loads OR-Tools.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from placer.model_report import ModelReport, inspect_model
 from placer.plan import Plan
 from placer.report import markdown_report
 from placer.rules import PROFILES, RulesProfile, get_profile
-from placer.sweep import SweepResult, sweep
+from placer.sweep import SweepResult
+from placer.sweep import sweep as run_sweep
 from placer.verify import VerifyReport, load_plan, verify
 from placer.workload import Workload
 
@@ -87,7 +89,7 @@ __all__ = [
     "SweepResult",
     "VerifyReport",
     "Workload",
-    "balance",
+    "balance_experts",
     "check_claims",
     "estimate",
     "evaluate",
@@ -106,8 +108,8 @@ __all__ = [
     "memory_ledger",
     "min_gpus",
     "model_from_dict",
+    "run_sweep",
     "solve",
-    "sweep",
     "verify",
 ]
 
@@ -165,7 +167,7 @@ def min_gpus(
     return fewest_gpus(model, cluster, workload, config, budget)
 
 
-def balance(
+def balance_experts(
     loads: LoadStats,
     gpus: int,
     nodes: int = 1,

@@ -30,7 +30,7 @@ def best_step_per_gpu_count(counts: list[int]) -> dict[int, tuple[str, float | N
 def balanced_mixtral(gpus: int) -> list[tuple[int, float]]:
     """Per layer of the Mixtral C4 loads: the placed imbalance on ``gpus`` GPUs."""
     loads: placer.LoadStats = placer.load_loads(ROOT / "instances" / "loads" / "mixtral-c4.json")
-    result = placer.balance(loads, gpus, deterministic=True, time_limit_s=5.0)
+    result = placer.balance_experts(loads, gpus, deterministic=True, time_limit_s=5.0)
     return [(layer.layer, layer.imbalance) for layer in result.layers]
 
 
