@@ -43,7 +43,9 @@ from placer.serving.timing import (
 from placer.workload import Workload
 
 
-def _close(a: float, b: float | None, rel: float = 1e-9) -> bool:
+def close(a: float, b: float | None, rel: float = 1e-9) -> bool:
+    """Equal up to the float noise of recomputing a figure (relative ``rel``); a missing
+    recorded figure (None) is never close. Every serving checker compares with this."""
     if b is None:
         return False
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
@@ -179,7 +181,7 @@ def _check_disagg(
         ("TTFT", ttft / NS, d.ttft_s),
         ("tokens/s per GPU", reqs * workload.output_len / n, d.tokens_per_s_per_gpu),
     ):
-        if not _close(mine, theirs):
+        if not close(mine, theirs):
             bad.append(f"disagg: {name}: record says {theirs:.6g}, recomputed {mine:.6g}")
     if workload.tpot_ms is not None and pc.step_ns > workload.tpot_ms * 1e6:
         bad.append("disagg: TPOT exceeds the target")
@@ -241,7 +243,7 @@ def _check_plan(
         ("tokens/s per instance", rate, s.tokens_per_s_instance),
         ("tokens/s per GPU", k * rate / n, s.tokens_per_s_per_gpu),
     ):
-        if not _close(mine_s, theirs):
+        if not close(mine_s, theirs):
             bad.append(f"serving: {name}: plan says {theirs}, recomputed {mine_s:.6g}")
     if workload.tpot_ms is not None and tpot > workload.tpot_ms * 1e6:
         bad.append(f"serving: TPOT {tpot / 1e6:.3f} ms exceeds the target {workload.tpot_ms} ms")
@@ -250,10 +252,10 @@ def _check_plan(
     checked.append("serving: step, prefill, TTFT and TPOT against the targets, throughput")
     o = plan.objective
     if s.objective == "latency":
-        if o.value is None or not _close(o.value, tpot / 1e6):
+        if o.value is None or not close(o.value, tpot / 1e6):
             bad.append("serving: the objective is not the recomputed TPOT")
     elif s.objective == "throughput":
-        if o.value is None or not _close(o.value, k * rate / n):
+        if o.value is None or not close(o.value, k * rate / n):
             bad.append("serving: the objective is not the recomputed tokens/s per GPU")
     else:
         need = (workload.request_rate or 0.0) * workload.output_len
@@ -317,7 +319,7 @@ def _check_best(
         bad.append(f"serving: {e.layout}: concurrency {c} breaks {why} (recomputed)")
         return 0.0
     rate = tokens_per_s(workload, c, p.step_ns, p.prefill_ns)
-    if not _close(rate, e.rate):
+    if not close(rate, e.rate):
         bad.append(f"serving: {e.layout} at {c}: rate {e.rate}, recomputed {rate:.6g}")
         return 0.0
     k, value = _deployment(s, e.gpus, rate, need)
@@ -326,7 +328,7 @@ def _check_best(
             f"serving: {e.layout}: {e.instances} instances, value {e.value}; recomputed "
             f"{k}, {value}"
         )
-    elif value is not None and not _close(value, e.value):
+    elif value is not None and not close(value, e.value):
         bad.append(f"serving: {e.layout}: value {e.value}, recomputed {value:.6g}")
     return rate
 
@@ -336,7 +338,7 @@ def _check_bound(e: ServingEntry, rate: float, bad: list[str]) -> None:
     if e.bound is None:
         return
     want = e.ceiling if e.ceiling is not None else max([rate, *(f.bound for f in e.leaves)])
-    if not _close(want, e.bound):
+    if not close(want, e.bound):
         bad.append(f"serving: {e.layout}: bound {e.bound}, recomputed {want:.6g}")
 
 
@@ -376,7 +378,7 @@ def _check_ranges(
                 )
             continue
         ub = tokens_per_s_bound(workload, leaf.low, leaf.high, p.step_bound_ns, p.prefill_bound_ns)
-        if why is not None or not _close(ub, leaf.bound):
+        if why is not None or not close(ub, leaf.bound):
             bad.append(f"serving: {e.layout} {leaf.low}..{leaf.high}: bound recomputed {ub:.6g}")
         elif ub > rate * (1 + TIE) and _beats(s, plan, e, ub, need):
             open_ranges += 1
@@ -406,7 +408,7 @@ def _check_entry(
     if e.ceiling is not None and not e.leaves:
         one = probe.loose(1)
         ceiling = tokens_per_s_ceiling(workload, one.step_bound_ns, one.prefill_bound_ns)
-        if not _close(ceiling, e.ceiling) or cap_check(workload, one, bound=True):
+        if not close(ceiling, e.ceiling) or cap_check(workload, one, bound=True):
             bad.append(f"serving: {e.layout}: ceiling recomputed {ceiling:.6g}")
             return 0
         return 1 if _beats(s, plan, e, ceiling, need) else 0

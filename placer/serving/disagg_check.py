@@ -27,6 +27,7 @@ from placer.layout import Layout
 from placer.model import ModelSpec
 from placer.rules import RulesProfile
 from placer.search.space import enumerate_layouts
+from placer.serving.check import close
 from placer.serving.disagg import DecodeProbe, decode_workload
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import DisaggRecord, DisaggSearch, PrefillEntry, ServingEntry
@@ -34,10 +35,6 @@ from placer.serving.search import TIE, cap_check
 from placer.serving.splits import SplitSpace, all_splits, prefill_sizes, settle
 from placer.serving.timing import NS, tokens_per_s_bound
 from placer.workload import Workload
-
-
-def _close(a: float, b: float, rel: float = 1e-9) -> bool:
-    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
 
 
 def _prefill(
@@ -99,7 +96,7 @@ def _entry_bound(
                 return None
             continue
         ub = tokens_per_s_bound(wl, leaf.low, leaf.high, p.step_bound_ns, p.prefill_bound_ns)
-        if why is not None or not _close(ub, leaf.bound):
+        if why is not None or not close(ub, leaf.bound):
             bad.append(f"{where} {leaf.low}..{leaf.high}: bound recomputed {ub:.6g}")
             return None
         top = max(top, ub)
@@ -109,7 +106,7 @@ def _entry_bound(
     if e.concurrency is not None:
         p = probe.at(e.concurrency)
         rate = e.concurrency * NS / p.step_ns if p.fits and p.step_ns else 0.0
-        if cap_check(wl, p, bound=False) is not None or not _close(rate, e.rate or 0.0):
+        if cap_check(wl, p, bound=False) is not None or not close(rate, e.rate or 0.0):
             bad.append(f"{where}: concurrency {e.concurrency} recomputed {rate:.6g} tokens/s")
             return None
         top = max(top, rate)
@@ -166,7 +163,7 @@ def check_disagg_search(
     """Re-derive and re-settle the disaggregated search (module docstring)."""
     if d.deployed != (d.tokens_per_s_per_gpu > aggregated * (1 + TIE)):
         bad.append("disagg: 'deployed' does not follow from the two figures")
-    if not _close(d.aggregated_tokens_per_s_per_gpu, aggregated):
+    if not close(d.aggregated_tokens_per_s_per_gpu, aggregated):
         bad.append("disagg: the aggregated figure is not the plan's")
     if d.cut and d.status == "optimal":
         bad.append("disagg: the time limit cut the split search, its status cannot be optimal")
@@ -203,7 +200,7 @@ def check_disagg_search(
             f"disagg: splits/pruned/capped/excluded/open recomputed {mine}, record {theirs}"
         )
     if (math.isfinite(top) or d.bound is not None) and (
-        d.bound is None or not _close(top, d.bound)
+        d.bound is None or not close(top, d.bound)
     ):
         bad.append(f"disagg: bound recomputed {top:.6g}, the record says {d.bound}")
     if d.status == "optimal" and (counts["open"] or d.bound is None):

@@ -10,6 +10,7 @@ from placer.model import ModelSpec
 from placer.plan import Plan
 from placer.rules import RulesProfile
 from placer.search.space import enumerate_layouts
+from placer.serving.check import close
 from placer.serving.latency import floors_tpot_ns, share, tpot_floor
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingRecord
@@ -17,10 +18,6 @@ from placer.serving.search import TIE, cap_check
 from placer.serving.tail import floors_ns
 from placer.serving.timing import NS
 from placer.workload import Workload
-
-
-def _close(a: float, b: float, rel: float = 1e-9) -> bool:
-    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
 
 
 def check_latency_record(
@@ -65,7 +62,7 @@ def check_latency_record(
                 pairs[lay.tp] = floors_ns(model, cluster, workload, lay.tp)
             pair = pairs[lay.tp]
             floor = floors_tpot_ns(workload, pair, n, lay.gpus, carried) / NS
-            if e.status != "pruned" or e.tpot_floor_s is None or not _close(floor, e.tpot_floor_s):
+            if e.status != "pruned" or e.tpot_floor_s is None or not close(floor, e.tpot_floor_s):
                 bad.append(f"serving: {e.layout}: floors TPOT recomputed {floor:.6g} s")
             elif value is not None and floor * 1e3 < value * (1 - TIE):
                 beaten += 1
@@ -79,7 +76,7 @@ def check_latency_record(
                 bad.append(f"serving: {e.layout} excluded by {e.cap_reason}, recomputed {why}")
             continue
         floor = tpot_floor(workload, p) / NS
-        if why is not None or e.tpot_floor_s is None or not _close(floor, e.tpot_floor_s):
+        if why is not None or e.tpot_floor_s is None or not close(floor, e.tpot_floor_s):
             bad.append(f"serving: {e.layout}: TPOT floor recomputed {floor:.6g} s")
         elif value is not None and floor * 1e3 < value * (1 - TIE):
             beaten += 1

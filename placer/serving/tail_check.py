@@ -10,7 +10,7 @@ from placer.cluster import ClusterSpec
 from placer.model import ModelSpec
 from placer.plan import Plan
 from placer.rules import RulesProfile
-from placer.serving.check import _beats, _close
+from placer.serving.check import _beats, close
 from placer.serving.record import ServingEntry, ServingRecord
 from placer.serving.search import TIE
 from placer.serving.timing import NS
@@ -32,7 +32,7 @@ def check_floors_entry(
     from placer.serving.tail import floors_ns, instance_rate_bound
 
     rate = instance_rate_bound(workload, *floors_ns(model, cluster, workload, e.tp))
-    if e.status != "pruned" or e.ceiling is None or not _close(rate, e.ceiling):
+    if e.status != "pruned" or e.ceiling is None or not close(rate, e.ceiling):
         bad.append(f"serving: {e.layout}: floors rate recomputed {rate:.6g}")
     elif _beats(s, plan, e, rate, need):
         bad.append(f"serving: {e.layout} was pruned by floors that could beat the plan")
@@ -71,16 +71,16 @@ def check_tail(
         return
     for a, b in zip(mine.terms, t.terms, strict=True):
         for name in ("step_floor_s", "prefill_floor_s", "instance_rate", "per_gpu"):
-            if not _close(getattr(a, name), getattr(b, name)):
+            if not close(getattr(a, name), getattr(b, name)):
                 bad.append(
                     f"serving: tail bound tp {a.tp}: {name} recomputed "
                     f"{getattr(a, name):.6g}, the record says {getattr(b, name):.6g}"
                 )
-    if not _close(mine.per_gpu, t.per_gpu):
+    if not close(mine.per_gpu, t.per_gpu):
         bad.append(f"serving: tail bound recomputed {mine.per_gpu:.6g} tokens/s per GPU")
     value = plan.objective.value
     floor = tpot_floor_ns(mine, workload, s.carried or 1, n) / NS
-    if s.objective == "latency" and (t.tpot_floor_s is None or not _close(floor, t.tpot_floor_s)):
+    if s.objective == "latency" and (t.tpot_floor_s is None or not close(floor, t.tpot_floor_s)):
         bad.append(f"serving: tail TPOT floor recomputed {floor:.6g} s")
     if plan.status == "optimal" and value is not None:
         need = (workload.request_rate or 0.0) * workload.output_len
