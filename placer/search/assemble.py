@@ -13,7 +13,7 @@ from placer.budget import Budget
 from placer.calibration import active_calibration
 from placer.cluster import ClusterSpec
 from placer.config import SolveConfig
-from placer.evaluate import Constraint, evaluate
+from placer.evaluate import evaluate
 from placer.gap import minimise_gap, minimise_status, search_bound
 from placer.layout import Layout
 from placer.model import ModelSpec
@@ -30,7 +30,7 @@ from placer.plan import (
 )
 from placer.rules import get_profile
 from placer.search.space import LayoutSpace
-from placer.search.tables import TIME_SCALE, LayoutTables, contiguous_map
+from placer.search.tables import TIME_SCALE, LayoutTables, contiguous_map, placement_constraints
 from placer.topology import ExpertMap
 from placer.workload import Workload
 
@@ -251,35 +251,6 @@ def _best_plan(
 
 def _scale(units: int, objective: str) -> float:
     return float(units) if objective == "gpus" else units / TIME_SCALE
-
-
-def placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constraint]:
-    """Slot and coverage constraints of a placement, one instance per MoE layer."""
-    out = []
-    for i, slots in enumerate(t.slots):
-        if slots == 0:
-            continue
-        placed = int(counts[i].sum())
-        out.append(
-            Constraint(
-                name=f"expert_slots[layer {i}]",
-                value=placed,
-                limit=int(slots),
-                holds=placed == slots,
-                detail=f"{placed} slots placed of {int(slots)}",
-            )
-        )
-        most = int(counts[i].max())
-        out.append(
-            Constraint(
-                name=f"one_copy_per_gpu[layer {i}]",
-                value=most,
-                limit=int(t.experts[i]),
-                holds=most <= t.experts[i],
-                detail="no rank holds more slots than there are experts",
-            )
-        )
-    return out
 
 
 def plan_inputs(model: ModelSpec, cluster: ClusterSpec, workload: Workload) -> PlanInputs:

@@ -39,7 +39,6 @@ from placer.search.assemble import (
 
 # Re-exported: the serving search builds its plans with these.
 from placer.search.assemble import expert_map_from_counts as expert_map_from_counts
-from placer.search.assemble import placement_constraints as placement_constraints
 from placer.search.assemble import plan_inputs as plan_inputs
 from placer.search.assemble import solver_record as solver_record
 from placer.search.layout_solve import solve_layout

@@ -14,6 +14,7 @@ import numpy as np
 
 from placer.cluster import ClusterSpec
 from placer.cost import CostTables, cost_tables, steps
+from placer.evaluate import Constraint
 from placer.exceptions import InvalidInputError, LayoutError
 from placer.layout import Layout
 from placer.ledger import (
@@ -329,3 +330,34 @@ def memory_lower_bound(t: LayoutTables) -> tuple[int, int]:
     need += (t.reserve * pp + int(t.act.sum())) * ep
     have = int(t.cap.sum())
     return need, have
+
+
+def placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constraint]:
+    """Slot and coverage constraints of a placement, one instance per MoE layer: the same
+    definition for the plan ``solve`` writes and for ``verify``, which applies it to the slot
+    counts it reads from the plan's expert map."""
+    out = []
+    for i, slots in enumerate(t.slots):
+        if slots == 0:
+            continue
+        placed = int(counts[i].sum())
+        out.append(
+            Constraint(
+                name=f"expert_slots[layer {i}]",
+                value=placed,
+                limit=int(slots),
+                holds=placed == slots,
+                detail=f"{placed} slots placed of {int(slots)}",
+            )
+        )
+        most = int(counts[i].max())
+        out.append(
+            Constraint(
+                name=f"one_copy_per_gpu[layer {i}]",
+                value=most,
+                limit=int(t.experts[i]),
+                holds=most <= t.experts[i],
+                detail="no rank holds more slots than there are experts",
+            )
+        )
+    return out

@@ -12,7 +12,8 @@ from placer.evaluate import Constraint, GPUReport, evaluate
 from placer.ledger import ExpertMap
 from placer.model import ModelSpec
 from placer.rules import get_profile
-from placer.search.outer import expert_map_from_counts, placement_constraints
+from placer.search.outer import expert_map_from_counts
+from placer.search.tables import placement_constraints
 from placer.serving.probe import LayoutProbe
 from placer.serving.record import ServingObjective, ServingRecord
 from placer.serving.search import TIE

@@ -13,7 +13,7 @@ from placer.evaluate import Constraint, evaluate
 from placer.layout import Layout
 from placer.ledger import ExpertMap
 from placer.rules import layout_violations
-from placer.search.tables import LayoutTables, build_tables, objective_ns
+from placer.search.tables import build_tables, objective_ns, placement_constraints
 from placer.verify.context import Context, close, first_difference, value_at
 
 
@@ -56,7 +56,7 @@ def check_layout(ctx: Context) -> None:
     ctx.value_ns = objective_ns(tables, pl.layers_per_stage, counts, ctx.objective, emap)
     ev = evaluate(ctx.model, ctx.cluster, ctx.workload, layout, ctx.profile, emap)
     check_gpus(ctx, ev.gpus)
-    check_constraints(ctx, list(ev.constraints) + _placement_constraints(tables, counts))
+    check_constraints(ctx, list(ev.constraints) + placement_constraints(tables, counts))
     loads = (
         {k: np.asarray(v) for k, v in ctx.plan.inputs.loads.items()}
         if ctx.plan.inputs.loads
@@ -165,31 +165,3 @@ def check_constraints(ctx: Context, mine: list[Constraint]) -> None:
         if not c.holds:
             ctx.bad.append(f"recomputed constraint {c.name} does not hold")
     ctx.found.checked.append(f"{len(mine)} constraint instances: values, limits, holds")
-
-
-def _placement_constraints(t: LayoutTables, counts: np.ndarray) -> list[Constraint]:
-    """The slot and one-copy constraints a plan lists for every MoE layer (recomputed here
-    from the expert map's slot counts)."""
-    out = []
-    for i, slots in enumerate(t.slots):
-        if slots == 0:
-            continue
-        placed = int(counts[i].sum())
-        most = int(counts[i].max())
-        out.append(
-            Constraint(
-                name=f"expert_slots[layer {i}]",
-                value=placed,
-                limit=int(slots),
-                holds=placed == slots,
-            )
-        )
-        out.append(
-            Constraint(
-                name=f"one_copy_per_gpu[layer {i}]",
-                value=most,
-                limit=int(t.experts[i]),
-                holds=most <= t.experts[i],
-            )
-        )
-    return out
