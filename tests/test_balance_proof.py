@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from placer.balance.count_search import count_search
 from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import exchange, scaled, window_search
 from placer.balance.loads import LoadStats, load_loads
+from placer.balance.placement import bounded_compositions, count_vectors
 from placer.balance.synthetic import synthetic_loads
 from placer.balance.whole_model import balance, balance_layer
 from placer.budget import Budget
@@ -141,6 +143,58 @@ def test_exact_search_matches_brute_force(
     assert loads.max() == pytest.approx(sc.peak(res.counts, res.assign) / sc.q, rel=1e-12)
     assert res.proven
     assert loads.max() == pytest.approx(opt, rel=1e-9)
+
+
+COUNT_SEARCH_CASES = SMALL_CASES + [
+    (experts, gpus, per_gpu, seed)
+    for experts, gpus, per_gpu in ((6, 3, 3), (5, 4, 2), (6, 2, 4))
+    for seed in range(3)
+]
+
+
+@pytest.mark.parametrize(("experts", "gpus", "per_gpu", "seed"), COUNT_SEARCH_CASES)
+def test_count_search_matches_brute_force(
+    experts: int, gpus: int, per_gpu: int, seed: int
+) -> None:
+    """The count search, started from a poor placement, returns a valid one-copy placement
+    exactly on the exhaustive optimum (it claims optimality for every answer it gives)."""
+    slots = gpus * per_gpu
+    if slots < experts:
+        pytest.skip("fewer slots than experts")
+    w, opt = _small_case(experts, gpus, per_gpu, seed, False)
+    sc = scaled(w, slots, gpus, False)
+    assert sc is not None
+    counts = np.array(next(iter(_count_vectors(experts, slots, gpus))), dtype=np.int64)
+    res = count_search(sc, gpus, counts, _dealt(counts, gpus, per_gpu))
+    assert res is not None
+    assert np.array_equal(np.bincount(res.assign.ravel(), minlength=experts), res.counts)
+    assert all(len(set(g)) == per_gpu for g in res.assign.tolist())
+    loads = (w[res.assign] / res.counts[res.assign]).sum(axis=1)
+    assert res.peak == sc.peak(res.counts, res.assign)
+    assert loads.max() == pytest.approx(opt, rel=1e-9)
+
+
+def test_count_search_makes_no_claim_past_its_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no exact-cover nodes to spend, the search gives up instead of claiming."""
+    import placer.balance.count_search as count_module
+
+    monkeypatch.setattr(count_module, "MAX_COVER_NODES", 0)
+    w, _ = _small_case(5, 3, 2, 0, False)
+    sc = scaled(w, 6, 3, False)
+    assert sc is not None
+    counts = np.array([2, 1, 1, 1, 1], dtype=np.int64)
+    assert count_search(sc, 3, counts, _dealt(counts, 3, 2)) is None
+
+
+@pytest.mark.parametrize(
+    ("total", "parts", "limit"), [(8, 3, 4), (16, 8, 8), (12, 5, 3), (5, 5, 1)]
+)
+def test_bounded_compositions_are_every_count_vector(total: int, parts: int, limit: int) -> None:
+    rows = bounded_compositions(total, parts, limit)
+    expected = sorted(c for c in itertools.product(range(1, limit + 1), repeat=parts)
+                      if sum(c) == total)
+    assert [tuple(r) for r in rows.tolist()] == expected
+    assert count_vectors(total, parts, limit) == len(expected)
 
 
 def _mixtral_like() -> LoadStats:

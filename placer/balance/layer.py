@@ -16,6 +16,7 @@ import numpy as np
 
 from placer.balance import placement as pl
 from placer.balance.bounds import lower_bound
+from placer.balance.count_search import count_search
 from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import Scaled, exchange, scaled, window_search
 from placer.balance.layer_model import solve_layer
@@ -85,6 +86,12 @@ def _integer_search(
             assign, method, peak = moved, method + " + exchanges", sc.peak(counts, moved)
     if peak <= target:
         return Found(counts, assign, method, bounds, "integer mean")
+    if not allow_duplicates:
+        cs = count_search(sc, gpus, counts, assign)
+        if cs is not None:
+            method += " + count search" if cs.improved else ""
+            bounds["count search"] = cs.peak / sc.q
+            return Found(cs.counts, cs.assign, method, bounds, "count search")
     # With duplicates the whole-layer pattern model proves the small layers faster (measured
     # on Mixtral-like loads, 16 slots on 8 GPUs), so the window search is left to one copy.
     if counts.size <= MAX_WINDOW_EXPERTS and seconds > 0 and not allow_duplicates:

@@ -156,14 +156,32 @@ def local_search(
     return assign
 
 
-def compositions(total: int, parts: int, limit: int) -> np.ndarray:
-    """Every count vector ``c >= 1`` with ``sum(c) == total`` and ``c <= limit``, one per row."""
-    extra = total - parts
-    n = extra + parts - 1
-    bars = np.array(list(combinations(range(n), parts - 1)), dtype=np.int64).reshape(-1, parts - 1)
-    edges = np.hstack([np.full((bars.shape[0], 1), -1), bars, np.full((bars.shape[0], 1), n)])
-    c = np.diff(edges, axis=1)
-    return np.asarray(c[c.max(axis=1) <= limit], dtype=np.int64)
+def bounded_compositions(total: int, parts: int, limit: int) -> np.ndarray:
+    """Every vector ``c`` of ``parts`` integers in ``[1, limit]`` summing to ``total``, one
+    per row, in lexicographic order. Built one part at a time, each row branching only into
+    the values that can still complete it, so no row is made and thrown away."""
+    rows = np.zeros((1, 0), dtype=np.int64)
+    sums = np.zeros(1, dtype=np.int64)
+    for j in range(parts):
+        left = parts - j - 1  # parts still to fill after this one
+        lo = np.maximum(1, total - sums - left * limit)
+        hi = np.minimum(limit, total - sums - left)
+        n = np.maximum(hi - lo + 1, 0)
+        parent = np.repeat(np.arange(rows.shape[0]), n)
+        offset = np.arange(parent.size) - np.repeat(np.cumsum(n) - n, n)
+        value = lo[parent] + offset
+        rows = np.hstack([rows[parent], value[:, None]])
+        sums = sums[parent] + value
+    return rows
+
+
+def count_vectors(total: int, parts: int, limit: int) -> int:
+    """How many vectors :func:`bounded_compositions` returns (a dynamic programme)."""
+    ways = [1] + [0] * total
+    for _ in range(parts):
+        prefix = list(itertools.accumulate(ways, initial=0))  # prefix[t] = sum(ways[:t])
+        ways = [prefix[t] - prefix[max(t - limit, 0)] for t in range(total + 1)]
+    return ways[total]
 
 
 def count_compositions(total: int, parts: int) -> int:
@@ -203,7 +221,7 @@ def exact_two_per_gpu(
     """
     spent_before = spent(budget)
     slots = 2 * gpus
-    cs = compositions(slots, w.size, gpus)
+    cs = bounded_compositions(slots, w.size, gpus)
     # All pairings at once: row r holds the sorted replica loads of count vector r.
     rep = np.repeat((w[None, :] / cs).ravel(), cs.ravel()).reshape(cs.shape[0], slots)
     rep.sort(axis=1)
