@@ -19,7 +19,7 @@ import pytest
 
 from placer.balance.count_search import count_search
 from placer.balance.eplb import rebalance_experts
-from placer.balance.exact import exchange, scaled, window_search
+from placer.balance.exact import Scaled, exchange, scaled, window_search
 from placer.balance.loads import LoadStats, load_loads
 from placer.balance.placement import bounded_compositions, count_vectors
 from placer.balance.synthetic import synthetic_loads
@@ -110,6 +110,21 @@ def _dealt(counts: np.ndarray, gpus: int, per_gpu: int) -> np.ndarray:
     return reps.reshape(per_gpu, gpus).T.copy()
 
 
+def _scaled_start(
+    experts: int, gpus: int, per_gpu: int, seed: int, duplicates: bool
+) -> tuple[np.ndarray, float, Scaled, np.ndarray, np.ndarray]:
+    """A small layer, its optimum, its scaled form, and a poor start: the first count vector,
+    dealt round-robin (skips the test when there are fewer slots than experts)."""
+    slots = gpus * per_gpu
+    if slots < experts:
+        pytest.skip("fewer slots than experts")
+    w, opt = _small_case(experts, gpus, per_gpu, seed, duplicates)
+    sc = scaled(w, slots, gpus, duplicates)
+    assert sc is not None
+    counts = np.array(next(iter(_count_vectors(experts, slots, gpus))), dtype=np.int64)
+    return w, opt, sc, counts, _dealt(counts, gpus, per_gpu)
+
+
 @pytest.mark.parametrize(("experts", "gpus", "per_gpu", "seed"), SMALL_CASES)
 @pytest.mark.parametrize("duplicates", [False, True])
 def test_exact_search_matches_brute_force(
@@ -119,15 +134,8 @@ def test_exact_search_matches_brute_force(
     from a poor placement, ends proven exactly on the optimum with a valid placement, and
     every bound it reports is below the optimum; exchanges keep counts and the one-copy rule
     and never raise the busiest GPU."""
-    slots = gpus * per_gpu
-    if slots < experts:
-        pytest.skip("fewer slots than experts")
-    w, opt = _small_case(experts, gpus, per_gpu, seed, duplicates)
-    sc = scaled(w, slots, gpus, duplicates)
-    assert sc is not None
+    w, opt, sc, counts, start = _scaled_start(experts, gpus, per_gpu, seed, duplicates)
     assert w.sum() / gpus <= sc.mean_bound(gpus) / sc.q <= opt + 1e-9
-    counts = np.array(next(iter(_count_vectors(experts, slots, gpus))), dtype=np.int64)
-    start = _dealt(counts, gpus, per_gpu)
     moved = exchange(sc, counts, start, sc.mean_bound(gpus), seed)
     assert sorted(moved.ravel().tolist()) == sorted(start.ravel().tolist())
     assert all(len(set(g)) == per_gpu for g in moved.tolist())
@@ -158,14 +166,8 @@ def test_count_search_matches_brute_force(
 ) -> None:
     """The count search, started from a poor placement, returns a valid one-copy placement
     exactly on the exhaustive optimum (it claims optimality for every answer it gives)."""
-    slots = gpus * per_gpu
-    if slots < experts:
-        pytest.skip("fewer slots than experts")
-    w, opt = _small_case(experts, gpus, per_gpu, seed, False)
-    sc = scaled(w, slots, gpus, False)
-    assert sc is not None
-    counts = np.array(next(iter(_count_vectors(experts, slots, gpus))), dtype=np.int64)
-    res = count_search(sc, gpus, counts, _dealt(counts, gpus, per_gpu))
+    w, opt, sc, counts, start = _scaled_start(experts, gpus, per_gpu, seed, False)
+    res = count_search(sc, gpus, counts, start)
     assert res is not None
     assert np.array_equal(np.bincount(res.assign.ravel(), minlength=experts), res.counts)
     assert all(len(set(g)) == per_gpu for g in res.assign.tolist())
