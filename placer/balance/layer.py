@@ -20,6 +20,7 @@ from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import Scaled, exchange, scaled, window_search
 from placer.balance.layer_model import solve_layer
 from placer.balance.node import place_node
+from placer.balance.resplit import resplit_search
 from placer.balance.result import DEFAULT_LAYER_SECONDS, LayerBalance, Policy
 from placer.budget import Budget
 
@@ -74,11 +75,17 @@ def _integer_search(
     seed: int,
     allow_duplicates: bool,
 ) -> Found:
-    """Exchanges towards the integer mean bound, then (few experts) the window search."""
+    """Exact re-splits (:mod:`placer.balance.resplit`), then exchanges, towards the integer
+    mean bound; then (few experts) the window search."""
     target = sc.mean_bound(gpus)
     bounds = {**found.bounds, "integer mean": target / sc.q}
     counts, assign, method = found.counts, found.assign, found.method
     peak = sc.peak(counts, assign)
+    if peak > target:
+        counts2, moved = resplit_search(sc, counts, assign, target, seed)
+        if sc.peak(counts2, moved) < peak:
+            counts, assign, peak = counts2, moved, sc.peak(counts2, moved)
+            method += " + re-splits"
     if peak > target:
         moved = exchange(sc, counts, assign, target, seed)
         if sc.peak(counts, moved) < peak:
