@@ -46,6 +46,9 @@ MAX_TRIES = 400
 #: ... a group re-split this many (measured on OLMoE loads, it costs about as much).
 GROUP_WEIGHT = 10
 
+#: Tries for the equal counts of :func:`resplit_search`, before the given counts get theirs.
+UNIFORM_TRIES = 100
+
 
 @cache
 def _bits(n: int) -> np.ndarray:
@@ -264,7 +267,7 @@ def _try_group(st: _State, gpus: list[int], rng: np.random.Generator) -> bool:
     return True
 
 
-def _step(st: _State, rng: np.random.Generator, tries: list[int]) -> bool:
+def _step(st: _State, rng: np.random.Generator, tries: list[int], limit: int) -> bool:
     """One improving re-split, pairs first (busiest GPU with each GPU below the target,
     lightest first), then triples; False when none was found."""
     order = np.argsort(-st.load, kind="stable")
@@ -274,8 +277,8 @@ def _step(st: _State, rng: np.random.Generator, tries: list[int]) -> bool:
     # onto one (the other exactly on it), so that a group can absorb a larger excess.
     for g, h in [(g, h) for g in hot for h in cold] + list(combinations(cold, 2)):
         tries[0] += 1
-        if _try_pair(st, g, h, rng) or tries[0] >= MAX_TRIES:
-            return tries[0] < MAX_TRIES
+        if _try_pair(st, g, h, rng) or tries[0] >= limit:
+            return tries[0] < limit
     for size in (3, 4):
         for g in hot:
             for h in cold:
@@ -285,25 +288,30 @@ def _step(st: _State, rng: np.random.Generator, tries: list[int]) -> bool:
                     if int(st.load[group].sum()) > len(group) * st.target:
                         continue  # no split brings them all to the target
                     tries[0] += GROUP_WEIGHT
-                    if _try_group(st, group, rng) or tries[0] >= MAX_TRIES:
-                        return tries[0] < MAX_TRIES
+                    if _try_group(st, group, rng) or tries[0] >= limit:
+                        return tries[0] < limit
     return False
 
 
 def resplit(
-    sc: Scaled, counts: np.ndarray, assign: np.ndarray, target: int, seed: int = 0
+    sc: Scaled,
+    counts: np.ndarray,
+    assign: np.ndarray,
+    target: int,
+    seed: int = 0,
+    max_tries: int = MAX_TRIES,
 ) -> np.ndarray:
     """Lower every GPU to at most ``target`` (scaled) by exact pair and triple re-splits
-    (counts fixed, one copy of an expert per GPU kept), for at most :data:`MAX_TRIES` tries.
+    (counts fixed, one copy of an expert per GPU kept), for at most ``max_tries`` tries.
     Returns the new assignment; its busiest GPU is never heavier than before."""
     rep = sc.replica(counts)
     st = _State(rep, assign.copy(), rep[assign].sum(axis=1), target)
     rng = np.random.default_rng(seed)
     tries = [0]
-    while st.load.max() > target and tries[0] < MAX_TRIES:
+    while st.load.max() > target and tries[0] < max_tries:
         st.sampled = False
         # With sampled movable replicas a failed sweep may succeed with a new sample.
-        if not _step(st, rng, tries) and not st.sampled:
+        if not _step(st, rng, tries, max_tries) and not st.sampled:
             break
     # The score (total excess) may fall while one GPU of a triple rises: keep the lighter.
     return st.assign if st.load.max() <= rep[assign].sum(axis=1).max() else assign.copy()
@@ -323,17 +331,20 @@ def uniform_counts(sc: Scaled, slots: int, gpus: int) -> np.ndarray | None:
 def resplit_search(
     sc: Scaled, counts: np.ndarray, assign: np.ndarray, target: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`resplit` on the given counts, then (if that stays above ``target``) on
-    :func:`uniform_counts` placed afresh; the lighter result (counts, assign)."""
+    """:func:`resplit` towards ``target``: first on :func:`uniform_counts` placed afresh
+    (at most :data:`UNIFORM_TRIES` tries; on OLMoE loads it reaches the bound within a few),
+    then on the given counts; the lighter result (counts, assign)."""
     gpus, per_gpu = assign.shape
-    best = (counts, resplit(sc, counts, assign, target, seed))
-    peak = sc.peak(*best)
+    best = (counts, assign)
+    peak = sc.peak(counts, assign)
     uniform = uniform_counts(sc, assign.size, gpus)
-    if peak <= target or uniform is None or np.array_equal(uniform, counts):
+    # One replica alone above the target rules the equal counts out.
+    if uniform is not None and sc.replica(uniform).max() <= target:
+        w = (sc.load[:, 1] // sc.q).astype(np.float64)  # the whole-number loads
+        moved = resplit(sc, uniform, place(w, uniform, gpus, per_gpu), target, seed, UNIFORM_TRIES)
+        if sc.peak(uniform, moved) < peak:
+            best, peak = (uniform, moved), sc.peak(uniform, moved)
+    if peak <= target:
         return best
-    w = (sc.load[:, 1] // sc.q).astype(np.float64)  # the whole-number loads
-    if sc.replica(uniform).max() > target:
-        return best  # one replica alone would exceed the target
-    start = place(w, uniform, gpus, per_gpu)
-    moved = resplit(sc, uniform, start, target, seed)
-    return (uniform, moved) if sc.peak(uniform, moved) < peak else best
+    moved = resplit(sc, counts, assign, target, seed)
+    return (counts, moved) if sc.peak(counts, moved) < peak else best
