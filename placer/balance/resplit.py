@@ -42,9 +42,12 @@ GROUP_CHUNK = 128
 PAIR_BATCH_CELLS = 2_000_000
 
 #: :func:`resplit` stops after this many tries: a pair re-split counts one...
-MAX_TRIES = 400
+MAX_TRIES = 200
 #: ... a group re-split this many (measured on OLMoE loads, it costs about as much).
-GROUP_WEIGHT = 10
+GROUP_WEIGHT = 5
+
+#: :func:`resplit` makes at most this many sideways moves (each after a sweep found nothing).
+MAX_SIDEWAYS = 6
 
 #: Tries for the equal counts of :func:`resplit_search`, before the given counts get theirs.
 UNIFORM_TRIES = 100
@@ -56,6 +59,20 @@ def _bits(n: int) -> np.ndarray:
     return ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1).astype(np.int64)
 
 
+@cache
+def _sizes(n: int) -> np.ndarray:
+    """The size of every subset of ``n`` items, in :func:`_bits` order."""
+    return np.asarray(_bits(n).sum(axis=1), dtype=np.int64)
+
+
+def _sums(values: np.ndarray) -> np.ndarray:
+    """Every subset sum of ``values``, in :func:`_bits` order (doubling: no matrix product)."""
+    out = np.zeros(1, dtype=np.int64)
+    for v in values.tolist():
+        out = np.concatenate([out, out + v])
+    return out
+
+
 def subsets_near(values: np.ndarray, take: int, lo: int, hi: int, cap: int) -> np.ndarray:
     """Up to ``cap`` subsets of exactly ``take`` of ``values`` (non-negative; as rows of a
     boolean mask), those with a sum in ``[lo, hi]`` first (sums on ``lo`` or ``hi`` before inner
@@ -64,13 +81,13 @@ def subsets_near(values: np.ndarray, take: int, lo: int, hi: int, cap: int) -> n
     and ``hi``; exact, so an in-interval subset is found whenever one exists."""
     n = values.size
     half = n // 2
-    bl, br = _bits(half), _bits(n - half)
-    sl, sr = bl @ values[:half], br @ values[half:]
-    kl, kr = bl.sum(axis=1), br.sum(axis=1)
+    sl, sr = _sums(values[:half]), _sums(values[half:])
+    kl, kr = _sizes(half), _sizes(n - half)
     # One sorted key per right subset: its size, then its sum (band width above any sum).
     band = int(sr.max()) + 3
-    order = np.lexsort((sr, kr))
-    keys = (kr * band + sr)[order]
+    keys = kr * band + sr
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
     need = take - kl
     valid = np.flatnonzero((need >= 0) & (need <= n - half))
     rows, cols = [], []
@@ -88,11 +105,16 @@ def subsets_near(values: np.ndarray, take: int, lo: int, hi: int, cap: int) -> n
     dist = np.maximum(lo - total, 0) + np.maximum(total - hi, 0)
     # Inside the interval, prefer a sum on an edge (a GPU exactly on the target).
     tie = np.where((total == lo) | (total == hi), 0, 1)
-    # Distinct (left, right) pairs, best first.
-    first = np.unique(li * br.shape[0] + ri, return_index=True)[1]
-    li, ri, dist, tie = li[first], ri[first], dist[first], tie[first]
-    best = np.lexsort((ri, li, tie, dist))[:cap]
-    return np.concatenate([bl[li[best]], br[ri[best]]], axis=1).astype(bool)
+    # Distinct (left, right) pairs, best first; only the best few sorted when many.
+    score = 2 * dist + tie
+    if score.size > 4 * cap:
+        near = np.argpartition(score, 4 * cap)[: 4 * cap]
+        li, ri, score = li[near], ri[near], score[near]
+    pair = li * kr.size + ri
+    first = np.unique(pair, return_index=True)[1]
+    li, ri, score, pair = li[first], ri[first], score[first], pair[first]
+    best = np.lexsort((pair, score))[:cap]
+    return np.concatenate([_bits(half)[li[best]], _bits(n - half)[ri[best]]], axis=1).astype(bool)
 
 
 @dataclass
@@ -104,6 +126,13 @@ class _State:
     load: np.ndarray  # [gpus]
     target: int
     sampled: bool = False  # some try moved only a sample of a GPU's movable replicas
+
+    def endgame(self) -> bool:
+        """Is the total excess below the lightest replica? Only then are the group and
+        sideways re-splits tried: they fix exact sums, while a larger excess that the pair
+        re-splits cannot shift means (on OLMoE loads) that the bound is out of reach."""
+        excess = self.load - self.target
+        return int(excess[excess > 0].sum()) < int(self.rep.min())
 
     def score(self, loads: np.ndarray) -> tuple[int, int, int]:
         """(excess over the target, distance from it, -GPUs on it): lower is better."""
@@ -208,7 +237,11 @@ def _first_fit(
 
 
 def _split_group(
-    values: np.ndarray, sizes: list[int], fixed: list[int], target: int
+    values: np.ndarray,
+    sizes: list[int],
+    fixed: list[int],
+    target: int,
+    shuffle: np.random.Generator | None = None,
 ) -> list[np.ndarray] | None:
     """Boolean masks over ``values``, one per GPU of a group of three or four (``sizes[i]``
     of them to GPU ``i``, which already carries ``fixed[i]``), so that no GPU exceeds
@@ -226,6 +259,8 @@ def _split_group(
     masks = masks[(sums >= lo) & (sums <= hi)]
     if masks.shape[0] == 0:
         return None
+    if shuffle is not None:  # a sideways move: any fit, not the closest-first one
+        masks = masks[shuffle.permutation(masks.shape[0])]
     halves = (slice(0, a), slice(a, n))
     found = _first_fit(masks, values, sizes, fixed, target, halves)
     if found is None:
@@ -245,10 +280,13 @@ def _split_group(
     return out
 
 
-def _try_group(st: _State, gpus: list[int], rng: np.random.Generator) -> bool:
+def _try_group(
+    st: _State, gpus: list[int], rng: np.random.Generator, sideways: bool = False
+) -> bool:
     """Re-split ``gpus`` (a busiest GPU first) so that none of them exceeds the target: each
     moves a sample of at most :data:`GROUP_MOVABLE` replicas held by no other GPU of the
-    group. True if it did (the busiest GPU then lost its excess)."""
+    group. True if it did (the busiest GPU then lost its excess). ``sideways``: GPUs at
+    or below the target, re-split at random among the fits (new contents, none over it)."""
     slots = _movable(st.assign, gpus)
     if max(s.size for s in slots) > GROUP_MOVABLE:
         st.sampled = True
@@ -260,7 +298,8 @@ def _try_group(st: _State, gpus: list[int], rng: np.random.Generator) -> bool:
     fixed = [
         int(st.load[x] - st.rep[st.assign[x, s]].sum()) for x, s in zip(gpus, slots, strict=True)
     ]
-    parts = _split_group(values, [s.size for s in slots], fixed, st.target)
+    shuffle = rng if sideways else None
+    parts = _split_group(values, [s.size for s in slots], fixed, st.target, shuffle)
     if parts is None:
         return False
     _apply(st, gpus, slots, [experts[p] for p in parts])
@@ -279,6 +318,8 @@ def _step(st: _State, rng: np.random.Generator, tries: list[int], limit: int) ->
         tries[0] += 1
         if _try_pair(st, g, h, rng) or tries[0] >= limit:
             return tries[0] < limit
+    if not st.endgame():
+        return False
     for size in (3, 4):
         for g in hot:
             for h in cold:
@@ -305,14 +346,24 @@ def resplit(
     (counts fixed, one copy of an expert per GPU kept), for at most ``max_tries`` tries.
     Returns the new assignment; its busiest GPU is never heavier than before."""
     rep = sc.replica(counts)
+    if rep.max() > target:
+        return assign.copy()  # that replica's GPU stays above the target whatever the split
     st = _State(rep, assign.copy(), rep[assign].sum(axis=1), target)
     rng = np.random.default_rng(seed)
-    tries = [0]
+    tries, sideways = [0], 0
     while st.load.max() > target and tries[0] < max_tries:
         st.sampled = False
-        # With sampled movable replicas a failed sweep may succeed with a new sample.
+        # With sampled movable replicas a failed sweep may succeed with a new sample;
+        # otherwise a sideways re-split of four GPUs at or below the target gives the next
+        # sweep new contents to work with.
         if not _step(st, rng, tries, max_tries) and not st.sampled:
-            break
+            below = np.flatnonzero(st.load <= target)
+            if below.size < 4 or sideways >= MAX_SIDEWAYS or not st.endgame():
+                break
+            sideways += 1
+            tries[0] += GROUP_WEIGHT
+            group = [int(x) for x in rng.choice(below, 4, replace=False)]
+            _try_group(st, group, rng, sideways=True)
     # The score (total excess) may fall while one GPU of a triple rises: keep the lighter.
     return st.assign if st.load.max() <= rep[assign].sum(axis=1).max() else assign.copy()
 
@@ -339,7 +390,11 @@ def resplit_search(
     peak = sc.peak(counts, assign)
     uniform = uniform_counts(sc, assign.size, gpus)
     # One replica alone above the target rules the equal counts out.
-    if uniform is not None and sc.replica(uniform).max() <= target:
+    if (
+        uniform is not None
+        and not np.array_equal(uniform, counts)
+        and sc.replica(uniform).max() <= target
+    ):
         w = (sc.load[:, 1] // sc.q).astype(np.float64)  # the whole-number loads
         moved = resplit(sc, uniform, place(w, uniform, gpus, per_gpu), target, seed, UNIFORM_TRIES)
         if sc.peak(uniform, moved) < peak:
