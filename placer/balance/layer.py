@@ -21,6 +21,7 @@ from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import Scaled, exchange, scaled, window_search
 from placer.balance.layer_model import solve_layer
 from placer.balance.node import place_node
+from placer.balance.resplit import resplit, resplit_search
 from placer.balance.result import DEFAULT_LAYER_SECONDS, LayerBalance, Policy
 from placer.budget import Budget
 
@@ -75,15 +76,29 @@ def _integer_search(
     seed: int,
     allow_duplicates: bool,
 ) -> Found:
-    """Exchanges towards the integer mean bound, then (few experts) the window search."""
+    """Exact re-splits (:mod:`placer.balance.resplit`), then exchanges, towards the integer
+    mean bound; then (few experts) the window search."""
     target = sc.mean_bound(gpus)
     bounds = {**found.bounds, "integer mean": target / sc.q}
     counts, assign, method = found.counts, found.assign, found.method
     peak = sc.peak(counts, assign)
     if peak > target:
-        moved = exchange(sc, counts, assign, target, seed)
-        if sc.peak(counts, moved) < peak:
-            assign, method, peak = moved, method + " + exchanges", sc.peak(counts, moved)
+        counts2, moved = resplit_search(sc, counts, assign, target, seed)
+        if sc.peak(counts2, moved) < peak:
+            counts, assign, peak = counts2, moved, sc.peak(counts2, moved)
+            method += " + re-splits"
+    if peak > target:
+        # From the first placement: the exchanged one is also a new start for the re-splits
+        # (on OLMoE, 8 GPUs / 64 slots, that proved two layers more).
+        moved = exchange(sc, found.counts, found.assign, target, seed)
+        label = " + exchanges"
+        if sc.peak(found.counts, moved) > target:
+            again = resplit(sc, found.counts, moved, target, seed)
+            if sc.peak(found.counts, again) < sc.peak(found.counts, moved):
+                moved, label = again, " + exchanges + re-splits"
+        if sc.peak(found.counts, moved) < peak:
+            counts, assign, peak = found.counts, moved, sc.peak(found.counts, moved)
+            method = found.method + label
     if peak <= target:
         return Found(counts, assign, method, bounds, "integer mean")
     if not allow_duplicates:
