@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from placer.balance.completion import companion_bound, complete
 from placer.balance.count_search import count_search
 from placer.balance.eplb import rebalance_experts
 from placer.balance.exact import Scaled, exchange, scaled, window_search
@@ -197,6 +198,49 @@ def test_bounded_compositions_are_every_count_vector(total: int, parts: int, lim
                       if sum(c) == total)
     assert [tuple(r) for r in rows.tolist()] == expected
     assert count_vectors(total, parts, limit) == len(expected)
+
+
+ONE_EACH_CASES = [
+    (experts, gpus, seed)
+    for experts, gpus in ((6, 3), (8, 2), (9, 3), (10, 2), (8, 4))
+    for seed in range(4)
+]
+
+
+@functools.cache
+def _one_each_case(experts: int, gpus: int, seed: int) -> tuple[np.ndarray, float]:
+    """A layer with as many slots as experts and one heavy expert (60-95 % of a GPU's
+    mean load, so its companions must be light), and its exhaustive optimum."""
+    rng = np.random.default_rng(100 + seed)
+    w = rng.integers(1, 60, size=experts).astype(np.float64)
+    w[0] = 0.0
+    share = rng.uniform(0.6, 0.95)
+    w[0] = float(np.ceil(share * w.sum() / (gpus - share)))  # w0 / ((rest + w0) / P) = share
+    return w, brute_force_optimum(w, gpus, experts, False)
+
+
+@pytest.mark.parametrize(("experts", "gpus", "seed"), ONE_EACH_CASES)
+def test_companion_bound_and_completion_match_brute_force(
+    experts: int, gpus: int, seed: int
+) -> None:
+    """One replica per expert: the companion bound never exceeds the exhaustive optimum; a
+    completion towards the optimum, when it returns, is a valid partition on or below it;
+    and ``balance_layer`` marks a layer proven only on the optimum."""
+    w, opt = _one_each_case(experts, gpus, seed)
+    sc = scaled(w, experts, gpus, False)
+    assert sc is not None and sc.q == 1
+    assert companion_bound(sc, gpus, 10**12) <= round(opt)
+    ones = np.ones(experts, dtype=np.int64)
+    built = complete(sc, ones, gpus, round(opt))
+    if built is not None:
+        assert sorted(built.ravel().tolist()) == list(range(experts))
+        assert sc.peak(ones, built) == round(opt)
+    assert complete(sc, ones, gpus, round(opt) - 1) is None
+    _, _, q = balance_layer(w, gpus, 1, experts, None, "global",
+                            budget=Budget(600.0, deterministic=True), seconds=5.0)
+    mean = w.sum() / gpus
+    assert q.bound <= opt / mean + 1e-9 <= q.imbalance + 2e-9
+    assert q.proven and q.imbalance == pytest.approx(opt / mean, rel=1e-12)
 
 
 def _mixtral_like() -> LoadStats:
