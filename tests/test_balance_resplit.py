@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from placer.balance.exact import scaled
 from placer.balance.loads import load_loads
 from placer.balance.resplit import resplit, resplit_search, subsets_near
 from placer.balance.whole_model import balance_layer
 from placer.budget import Budget
 
-from .test_balance_proof import SMALL_CASES, _dealt, _small_case
+from .test_balance_proof import SMALL_CASES, _dealt, _scaled_start
 
 LOADS = Path(__file__).resolve().parent.parent / "instances" / "loads"
 
@@ -58,11 +57,7 @@ def test_resplit_never_claims_below_brute_force(
     """From a poor dealt start, re-splits keep the placement valid and no lighter than the
     exhaustive optimum; reaching the integer mean bound means reaching that optimum."""
     slots = gpus * per_gpu
-    if slots < experts:
-        pytest.skip("fewer slots than experts")
-    w, opt = _small_case(experts, gpus, per_gpu, seed, False)
-    sc = scaled(w, slots, gpus, False)
-    assert sc is not None
+    _, opt, sc, _, _ = _scaled_start(experts, gpus, per_gpu, seed, False)
     counts = np.full(experts, slots // experts, dtype=np.int64)
     counts[: slots % experts] += 1
     if counts.max() > gpus:
