@@ -35,8 +35,11 @@ from placer.balance.placement import bounded_compositions, count_vectors
 #: with 32 slots on 8 GPUs (848,443 vectors x 70 sets) fits, 16 experts do not.
 MAX_WORK = 64_000_000
 
-#: ... and only for this many experts at most (beyond, the work test alone would be slow).
+#: ... and only for this many experts at most (beyond, the work test alone would be slow)...
 MAX_EXPERTS = 16
+
+#: ... and this many count vectors at most (memory: they are held at once, 2 bytes a count).
+MAX_VECTORS = 2_000_000
 
 #: Count vectors scored at once (bounds the memory of one block of set loads).
 BLOCK_ROWS = 32_768
@@ -170,7 +173,8 @@ def count_search(
     n_sets = math.comb(experts, per_gpu)
     if experts > MAX_EXPERTS or n_sets == 0:
         return None
-    if count_vectors(slots, experts, limit) * n_sets > MAX_WORK:
+    vectors_needed = count_vectors(slots, experts, limit)
+    if vectors_needed > MAX_VECTORS or vectors_needed * n_sets > MAX_WORK:
         return None
     sets: list[tuple[int, ...]] = list(combinations(range(experts), per_gpu))
     members = np.zeros((len(sets), experts), dtype=np.float64)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from placer.balance import placement as pl
-from placer.balance.bounds import lower_bound
+from placer.balance.bounds import BoundReport, lower_bound
 from placer.balance.completion import companion_bound, complete
 from placer.balance.count_search import count_search
 from placer.balance.eplb import rebalance_experts
@@ -164,8 +164,10 @@ def _solve_global(
     seconds: float,
     seed: int,
     allow_duplicates: bool,
+    closed_form: float,
 ) -> Found:
-    """Heuristic, EPLB, integer search, then whole-layer CP-SAT, within ``seconds``."""
+    """Heuristic, EPLB, integer search, then whole-layer CP-SAT, within ``seconds``; the
+    searches are skipped once a placement meets ``closed_form``, the closed-form bound."""
     before = pl.spent(budget)
     start = None if eplb_row is None else _as_start(eplb_row, w.size, gpus)
     counts, assign, method, exact = pl.place_layer(w, slots, gpus, budget, start, seconds=seconds)
@@ -181,7 +183,10 @@ def _solve_global(
         eplb_row,
         allow_duplicates,
     )
-    if found.proven_by is not None:
+    # On a closed-form bound already (e.g. the hot GPU's, when one expert nearly fills a GPU):
+    # nothing to search, and the judge names the bound.
+    peak = float(pl.gpu_loads(w, found.counts, found.assign).max())
+    if found.proven_by is not None or _meets(peak, closed_form):
         return found
     sc = scaled(w, slots, gpus, allow_duplicates)
     if sc is not None:
@@ -260,21 +265,12 @@ def _eplb_baseline(
 
 
 def _judge(
-    found: Found,
-    w: np.ndarray,
-    gpus: int,
-    nodes: int,
-    slots: int,
-    groups: int | None,
-    policy: Policy,
-    allow_duplicates: bool,
+    found: Found, w: np.ndarray, gpus: int, rep: BoundReport
 ) -> tuple[float, float, str, bool]:
-    """(imbalance, bound as an imbalance, which bound, proven) for the found placement."""
+    """(imbalance, bound as an imbalance, which bound, proven) for the found placement, with
+    ``rep`` the closed-form bounds of the layer."""
     mean = w.sum() / gpus if w.sum() > 0 else 1.0
     imb = float(pl.gpu_loads(w, found.counts, found.assign).max() / mean)
-    rep = lower_bound(
-        w, slots, gpus, policy=policy, G=groups, N=nodes, one_copy_per_gpu=not allow_duplicates
-    )
     bound, kind = float(rep.value) / mean, rep.which
     for name, value in found.bounds.items():
         if value / mean > bound:
@@ -283,8 +279,12 @@ def _judge(
         # Proven in exact integers (or by enumeration); float rounding aside.
         return imb, imb, found.proven_by, True
     bound = min(bound, imb)
-    gap = (imb - bound) / imb if imb > 0 else 0.0
-    return imb, bound, kind, gap <= 1e-12
+    return imb, bound, kind, _meets(imb, bound)
+
+
+def _meets(peak: float, bound: float) -> bool:
+    """A placement meets a bound computed in floats when they agree to 1e-12 (relative)."""
+    return peak <= 0 or (peak - bound) / peak <= 1e-12
 
 
 def balance_layer(
@@ -313,16 +313,19 @@ def balance_layer(
     if budget is None:
         budget = Budget(time_limit_s=max(seconds, 0.01) * 10, deterministic=True)
     eplb_row = _eplb_baseline(w, gpus, nodes, slots, groups, policy) if use_eplb else None
+    rep = lower_bound(
+        w, slots, gpus, policy=policy, G=groups, N=nodes, one_copy_per_gpu=not allow_duplicates
+    )
     if policy == "global":
-        found = _solve_global(w, gpus, slots, eplb_row, budget, seconds, seed, allow_duplicates)
+        found = _solve_global(
+            w, gpus, slots, eplb_row, budget, seconds, seed, allow_duplicates, rep.value
+        )
     else:
         assert groups is not None
         found = _solve_node(
             w, gpus, nodes, slots, groups, eplb_row, budget, seconds, seed, allow_duplicates
         )
-    imb, bound, kind, proven = _judge(
-        found, w, gpus, nodes, slots, groups, policy, allow_duplicates
-    )
+    imb, bound, kind, proven = _judge(found, w, gpus, rep)
     row = found.assign.reshape(-1)
     quality = LayerBalance(
         layer=layer,
