@@ -190,7 +190,7 @@ def test_count_search_makes_no_claim_past_its_node_limit(monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize(
-    ("total", "parts", "limit"), [(8, 3, 4), (16, 8, 8), (12, 5, 3), (5, 5, 1)]
+    ("total", "parts", "limit"), [(8, 3, 4), (16, 6, 6), (12, 5, 3), (5, 5, 1)]
 )
 def test_bounded_compositions_are_every_count_vector(total: int, parts: int, limit: int) -> None:
     rows = bounded_compositions(total, parts, limit)

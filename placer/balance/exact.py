@@ -33,6 +33,10 @@ from placer.budget import Budget
 #: ``window_search`` gives up (no claim) when the window holds more GPU contents than this.
 MAX_WINDOW_PATTERNS = 4_000
 
+#: ... or when listing them takes more than this many steps of the depth-first walk (16
+#: experts with 6 slots per GPU took 17.5 million steps, 48 s, for three windows).
+MAX_WINDOW_NODES = 200_000
+
 #: The window search decides a threshold near the incumbent or the midpoint only while its
 #: window holds at most this many contents; wider windows cost too much (docs/balance.md).
 MAX_EASY_PATTERNS = 700
@@ -213,7 +217,8 @@ def window_patterns(
     sc: Scaled, per_gpu: int, low: int, high: int, allow_duplicates: bool
 ) -> list[Pattern] | None:
     """Every GPU content whose scaled load lies in ``[low, high]``, or None when there are
-    more than :data:`MAX_WINDOW_PATTERNS`. A content lists (expert, count, copies)."""
+    more than :data:`MAX_WINDOW_PATTERNS` or the walk takes more than
+    :data:`MAX_WINDOW_NODES` steps. A content lists (expert, count, copies)."""
     experts = sc.load.shape[0]
     items = [
         [(k, int(sc.load[e, k])) for k in range(1, sc.max_count + 1) if sc.load[e, k] <= high]
@@ -224,8 +229,12 @@ def window_patterns(
     heaviest = [max((v for its in items[e:] for _, v in its), default=0) for e in range(experts)]
     out: list[Pattern] = []
     acc: list[tuple[int, int, int]] = []
+    steps = [0]
 
     def walk(start: int, left: int, total: int) -> bool:
+        steps[0] += 1
+        if steps[0] > MAX_WINDOW_NODES:
+            return False
         if left == 0:
             if total >= low:
                 out.append(tuple(acc))
