@@ -159,19 +159,26 @@ def local_search(
 def bounded_compositions(total: int, parts: int, limit: int) -> np.ndarray:
     """Every vector ``c`` of ``parts`` integers in ``[1, limit]`` summing to ``total``, one
     per row, in lexicographic order. Built one part at a time, each row branching only into
-    the values that can still complete it, so no row is made and thrown away."""
-    rows = np.zeros((1, 0), dtype=np.int64)
+    the values that can still complete it, so no row is made and thrown away; each level
+    keeps only its values and parents, and the columns are gathered once at the end."""
     sums = np.zeros(1, dtype=np.int64)
+    values: list[np.ndarray] = []
+    parents: list[np.ndarray] = []
     for j in range(parts):
         left = parts - j - 1  # parts still to fill after this one
         lo = np.maximum(1, total - sums - left * limit)
         hi = np.minimum(limit, total - sums - left)
         n = np.maximum(hi - lo + 1, 0)
-        parent = np.repeat(np.arange(rows.shape[0]), n)
-        offset = np.arange(parent.size) - np.repeat(np.cumsum(n) - n, n)
-        value = lo[parent] + offset
-        rows = np.hstack([rows[parent], value[:, None]])
+        parent = np.repeat(np.arange(sums.size), n)
+        value = lo[parent] + np.arange(parent.size) - np.repeat(np.cumsum(n) - n, n)
+        values.append(value)
+        parents.append(parent)
         sums = sums[parent] + value
+    rows = np.empty((sums.size, parts), dtype=np.int64)
+    index = np.arange(sums.size)
+    for j in range(parts - 1, -1, -1):
+        rows[:, j] = values[j][index]
+        index = parents[j][index]
     return rows
 
 
