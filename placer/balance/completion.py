@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from placer.balance.exact import Scaled
-from placer.balance.resplit import subsets_near
+from placer.balance.resplit import subset_sizes, subset_sums, subsets_near
 
 #: A GPU's companions are chosen from at most this many replicas at once (halves of 2^11).
 POOL = 22
@@ -110,22 +110,14 @@ def complete(
     return None if found is None else np.array([items[g] for g in found], dtype=np.int64)
 
 
-def _subset_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sum, size) of every subset of ``values`` (doubling, so 2^n of each)."""
-    sums, sizes = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    for v in values.tolist():
-        sums, sizes = np.concatenate([sums, sums + v]), np.concatenate([sizes, sizes + 1])
-    return sums, sizes
-
-
 def nearest_sums(
     values: np.ndarray, take: int, low: int, high: int
 ) -> tuple[int | None, int | None]:
     """(largest sum <= low, smallest sum >= high) over the subsets of exactly ``take`` of
     ``values``, exactly (meet in the middle); None where no subset lies on that side."""
     half = values.size // 2
-    sl, kl = _subset_sums(values[:half])
-    sr, kr = _subset_sums(values[half:])
+    sl, kl = subset_sums(values[:half]), subset_sizes(half)
+    sr, kr = subset_sums(values[half:]), subset_sizes(values.size - half)
     below: int | None = None
     above: int | None = None
     for j in range(take + 1):

@@ -30,6 +30,7 @@ import numpy as np
 
 from placer.balance.exact import Scaled
 from placer.balance.placement import bounded_compositions, count_vectors
+from placer.balance.resplit import choice_matrix
 
 #: The search runs only while (count vectors) x (GPU contents) is at most this: 8 experts
 #: with 32 slots on 8 GPUs (848,443 vectors x 70 sets) fits, 16 experts do not.
@@ -78,12 +79,13 @@ def _set_bounds(
     t = below - 1
     low = sc.total - (gpus - 1) * t
     keep = []
+    members32 = members.astype(np.float32)  # 0/1: exact
     for start in range(0, vectors.shape[0], BLOCK_ROWS):
         block = vectors[start : start + BLOCK_ROWS]
         # Exact in a float64: every scaled total stays below 2**50 (see exact.scaled).
         load = sc.load[np.arange(experts)[None, :], block].astype(np.float64) @ members.T
         inside = ((load <= t) & (load >= low)).astype(np.float32)
-        covered = (inside @ members.astype(np.float32)) > 0
+        covered = (inside @ members32) > 0
         keep.append(np.flatnonzero(covered.all(axis=1)) + start)
     rows = np.concatenate(keep)
     load = sc.load[np.arange(experts)[None, :], vectors[rows]].astype(np.float64) @ members.T
@@ -177,9 +179,7 @@ def count_search(
     if vectors_needed > MAX_VECTORS or vectors_needed * n_sets > MAX_WORK:
         return None
     sets: list[tuple[int, ...]] = list(combinations(range(experts), per_gpu))
-    members = np.zeros((len(sets), experts), dtype=np.float64)
-    for i, s in enumerate(sets):
-        members[i, list(s)] = 1.0
+    members = choice_matrix(experts, per_gpu)  # row i: sets[i] as 0/1
     vectors = _vectors(slots, experts, limit)
     start = best = sc.peak(counts, assign)
     rows, bounds = _set_bounds(sc, vectors, members, gpus, best)

@@ -60,12 +60,12 @@ def _bits(n: int) -> np.ndarray:
 
 
 @cache
-def _sizes(n: int) -> np.ndarray:
+def subset_sizes(n: int) -> np.ndarray:
     """The size of every subset of ``n`` items, in :func:`_bits` order."""
     return np.asarray(_bits(n).sum(axis=1), dtype=np.int64)
 
 
-def _sums(values: np.ndarray) -> np.ndarray:
+def subset_sums(values: np.ndarray) -> np.ndarray:
     """Every subset sum of ``values``, in :func:`_bits` order (doubling: no matrix product)."""
     out = np.zeros(1, dtype=np.int64)
     for v in values.tolist():
@@ -81,8 +81,8 @@ def subsets_near(values: np.ndarray, take: int, lo: int, hi: int, cap: int) -> n
     and ``hi``; exact, so an in-interval subset is found whenever one exists."""
     n = values.size
     half = n // 2
-    sl, sr = _sums(values[:half]), _sums(values[half:])
-    kl, kr = _sizes(half), _sizes(n - half)
+    sl, sr = subset_sums(values[:half]), subset_sums(values[half:])
+    kl, kr = subset_sizes(half), subset_sizes(n - half)
     # One sorted key per right subset: its size, then its sum (band width above any sum).
     band = int(sr.max()) + 3
     keys = kr * band + sr
@@ -186,7 +186,7 @@ def _try_pair(st: _State, g: int, h: int, rng: np.random.Generator) -> bool:
 
 
 @cache
-def _choices(n: int, k: int) -> np.ndarray:
+def choice_matrix(n: int, k: int) -> np.ndarray:
     """Every ``k``-subset of ``n`` items as a 0/1 float matrix [C(n, k), n]."""
     return np.array([[i in c for i in range(n)] for c in combinations(range(n), k)], dtype=float)
 
@@ -194,9 +194,9 @@ def _choices(n: int, k: int) -> np.ndarray:
 def _pair_splits(vals: np.ndarray, size: int, fixed: tuple[int, int], target: int) -> np.ndarray:
     """For each row of ``vals`` (the movable loads of a GPU pair, one candidate per row):
     which ``size`` of them the first GPU takes so that neither exceeds ``target`` (a row of
-    :func:`_choices`), or -1 if none does. Batched: every split of every row at once
+    :func:`choice_matrix`), or -1 if none does. Batched: every split of every row at once
     (float sums are exact, every scaled total being below 2^50)."""
-    choices = _choices(vals.shape[1], size)
+    choices = choice_matrix(vals.shape[1], size)
     out = np.full(vals.shape[0], -1, dtype=np.int64)
     step = max(1, PAIR_BATCH_CELLS // choices.shape[0])
     for start in range(0, vals.shape[0], step):
@@ -217,7 +217,7 @@ def _first_fit(
     halves: tuple[slice, slice],
 ) -> tuple[int, list[np.ndarray]] | None:
     """The first candidate (row of ``masks``: the first half's replicas) whose halves both
-    split with no GPU over ``target``, and each half's split (a row of :func:`_choices`;
+    split with no GPU over ``target``, and each half's split (a row of :func:`choice_matrix`;
     unused for a one-GPU half). Candidates go in chunks of :data:`GROUP_CHUNK`, the second
     half checked only where the first passed (most fail the first; both cost the same)."""
     for start in range(0, masks.shape[0], GROUP_CHUNK):
@@ -272,7 +272,7 @@ def _split_group(
         if part.stop - part.start == 1:
             out.append(side)
             continue
-        take = _choices(where.size, sizes[part][0])[chosen_split[j]].astype(bool)
+        take = choice_matrix(where.size, sizes[part][0])[chosen_split[j]].astype(bool)
         for chosen in (where[take], where[~take]):
             mask = np.zeros(values.size, dtype=bool)
             mask[chosen] = True
